@@ -1,0 +1,5 @@
+"""skillstage: release engineering for AI-agent skills."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,339 @@
+"""The one code path that the CLI, the server and library users share.
+
+Each function takes a `Project` (or works without one where that makes sense), does one job, and
+returns a typed result or raises a `SkillstageError`. Faces parse input, call one function here, and
+render what it returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skillstage.config import DEFAULT_CONFIG_TOML, CONFIG_FILENAME, Project, load_config_file
+from skillstage.errors import ConflictError, SkillReadError, UsageError
+from skillstage.skill.checks import (
+    SkillReport,
+    check_dependencies,
+    check_skill,
+    run_skill_tests,
+)
+from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
+from skillstage.skill.read import find_skill_dirs, read_skill, read_skill_md, stage_directories
+from skillstage.store import Store, upgrade_schema
+
+Progress = Callable[[int, int], None]
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidationReport:
+    """The result of validating one or more skills."""
+
+    skills: list[SkillReport]
+    spec_only: bool = False
+    strict: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.skills)
+
+    @property
+    def errors(self) -> int:
+        return sum(report.count("error") for report in self.skills)
+
+    @property
+    def warnings(self) -> int:
+        return sum(report.count("warning") for report in self.skills)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "spec_only": self.spec_only,
+            "strict": self.strict,
+            "summary": {
+                "skills": len(self.skills),
+                "failed": sum(1 for report in self.skills if not report.ok),
+                "errors": self.errors,
+                "warnings": self.warnings,
+            },
+            "skills": [report.to_dict() for report in self.skills],
+        }
+
+
+def _expected_names(project: Project | None) -> dict[Path, str]:
+    """The skill name each stage directory's location implies (stage path templates)."""
+    if project is None:
+        return {}
+    return {entry.path: entry.name for entry in stage_directories(project)}
+
+
+def validate(
+    paths: Sequence[Path],
+    *,
+    project: Project | None = None,
+    all_stages: bool = False,
+    spec_only: bool = False,
+    strict: bool = False,
+    run_tests: bool = False,
+    progress: Progress | None = None,
+) -> ValidationReport:
+    """Validate skill directories, or every skill under the given trees.
+
+    `all_stages` adds every skill in the project's stage folders. Dependencies are resolved against
+    the skills validated plus the project's other skills. With `strict`, warnings become errors.
+    """
+    from skillstage.config import ValidationPolicy
+
+    policy = project.config.validation if project is not None else ValidationPolicy()
+    targets: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path} does not exist", hint="pass a skill directory or a tree")
+        if not path.is_dir():
+            raise UsageError(f"{path} is not a directory", hint="pass the skill's directory")
+        found = find_skill_dirs(path)
+        # A directory with no skill below it is taken as a skill missing its SKILL.md.
+        targets.extend(found or [path])
+    if all_stages:
+        if project is None:
+            raise UsageError("--all needs a project", hint="run `skillstage init` first")
+        targets.extend(entry.path for entry in stage_directories(project))
+    if not targets:
+        raise UsageError("nothing to validate", hint="pass PATH... or --all")
+    unique = list(dict.fromkeys(target.resolve() for target in targets))
+
+    expected = _expected_names(project)
+    reports = []
+    for done, target in enumerate(unique, 1):
+        reports.append(
+            check_skill(target, policy, spec_only=spec_only, expected_name=expected.get(target))
+        )
+        if progress is not None:
+            progress(done, len(unique))
+    if not spec_only:
+        known = _project_dependency_graph(project, exclude=set(unique))
+        known.update({r.name: r.dependencies for r in reports if r.name})
+        check_dependencies(reports, known)
+    if run_tests:
+        for report in reports:
+            run_skill_tests(report, policy)
+    if strict:
+        for report in reports:
+            report.findings = [finding.escalated() for finding in report.findings]
+    return ValidationReport(reports, spec_only=spec_only, strict=strict)
+
+
+def _project_dependency_graph(project: Project | None, exclude: set[Path]) -> dict[str, list[str]]:
+    """Names and declared dependencies of the project's skills not being validated themselves."""
+    graph: dict[str, list[str]] = {}
+    if project is None:
+        return graph
+    for entry in stage_directories(project):
+        if entry.path in exclude:
+            continue
+        raw = read_skill_md(entry.path)
+        if raw is None:
+            continue
+        try:
+            frontmatter = parse_skill_md(raw, entry.path / "SKILL.md").frontmatter
+        except FrontmatterError:
+            continue
+        name = frontmatter.get("name")
+        dependencies = frontmatter.get("dependencies")
+        if isinstance(name, str):
+            graph[name] = [d for d in dependencies if isinstance(d, str)] if isinstance(
+                dependencies, list
+            ) else []
+    return graph
+
+
+# -- init --------------------------------------------------------------------------------------
+
+
+@dataclass
+class InitResult:
+    root: Path
+    config_path: Path
+    config_written: bool
+    created_dirs: list[Path]
+    database_url: str
+
+
+def init(root: Path, *, force: bool = False) -> InitResult:
+    """Create a project: a commented `skillstage.toml`, `.skillstage/`, the stage folders and the
+    database. An existing config is kept (and used) unless `force`."""
+    root = root.resolve()
+    config_path = root / CONFIG_FILENAME
+    written = False
+    if not config_path.exists() or force:
+        root.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
+        written = True
+    project = load_config_file(config_path)
+    created = []
+    for directory in [project.state_dir, *(project.stage_root(s) for s in project.config.stages)]:
+        if not directory.is_dir():
+            directory.mkdir(parents=True)
+            created.append(directory)
+    with Store.open(project.database_url):
+        pass
+    return InitResult(root, config_path, written, created, _redact(project.database_url))
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for display."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+# -- db ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class UpgradeResult:
+    database_url: str
+    from_revision: str | None
+    to_revision: str
+
+
+def db_upgrade(project: Project) -> UpgradeResult:
+    """Bring the store's schema up to date (Alembic migrations)."""
+    before, after = upgrade_schema(project.database_url)
+    return UpgradeResult(_redact(project.database_url), before, after)
+
+
+# -- list --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListedSkill:
+    """A skill version in a stage, with how long it has been there (seed 000's "List Staged
+    Skills" fields)."""
+
+    name: str
+    stage: str
+    version: str
+    digest: str
+    path: Path
+    entered_at: dt.datetime
+    age_hours: float
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "version": self.version,
+            "digest": self.digest,
+            "path": str(self.path),
+            "entered_at": self.entered_at.isoformat(),
+            "age_hours": self.age_hours,
+            "problems": self.problems,
+        }
+
+
+@dataclass
+class SkillListing:
+    skills: list[ListedSkill]
+    unreadable: list[tuple[Path, str]]  # skill directories that could not be read, and why
+    registered: int  # versions seen for the first time by this call
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "skills": [skill.to_dict() for skill in self.skills],
+            "unreadable": [{"path": str(p), "error": e} for p, e in self.unreadable],
+            "registered": self.registered,
+        }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def list_skills(
+    project: Project, *, stage: str | None = None, now: dt.datetime | None = None
+) -> SkillListing:
+    """The skills in each stage with their age there.
+
+    Skill versions on disk that the store has not seen are registered first (with their digest),
+    so that their age starts counting from first sight.
+    """
+    if stage is not None and stage not in project.config.stages:
+        raise UsageError(
+            f"unknown stage {stage!r}",
+            hint=f"stages: {', '.join(project.config.stages)}",
+        )
+    now = now or _now()
+    policy = project.config.validation
+    unreadable: list[tuple[Path, str]] = []
+    problems: dict[tuple[str, str], list[str]] = {}
+    registered = 0
+    with Store.open(project.database_url) as store:
+        current = {(a.name, a.stage): a for a in store.current_assignments(stage=stage)}
+        on_disk: set[tuple[str, str]] = set()
+        for entry in stage_directories(project, stage):
+            try:
+                skill = read_skill(entry.path, policy)
+            except SkillReadError as exc:
+                unreadable.append((entry.path, f"{exc.code}: {exc.message}"))
+                continue
+            key = (skill.name, entry.stage)
+            on_disk.add(key)
+            assignment = current.get(key)
+            if assignment is not None and assignment.digest == skill.digest:
+                continue
+            try:
+                with store.atomic() as tx:
+                    record = tx.ensure_version(
+                        skill.name,
+                        skill.version,
+                        skill.digest,
+                        path=str(entry.path),
+                        frontmatter=skill.frontmatter_dict(),
+                    )
+                    if assignment is None or assignment.version_id != record.version_id:
+                        tx.enter_stage(record.version_id, entry.stage, str(entry.path), at=now)
+                        tx.append_event(
+                            "register",
+                            name=skill.name,
+                            version=skill.version,
+                            digest=skill.digest,
+                            to_stage=entry.stage,
+                            actor="skillstage list",
+                            reason="first seen on disk",
+                            path=str(entry.path),
+                        )
+                        registered += 1
+            except ConflictError as exc:
+                problems.setdefault(key, []).append(exc.message)
+        listed = []
+        for assignment in store.current_assignments(stage=stage):
+            key = (assignment.name, assignment.stage)
+            notes = list(problems.get(key, []))
+            if key not in on_disk:
+                notes.append("not found on disk")
+            listed.append(
+                ListedSkill(
+                    name=assignment.name,
+                    stage=assignment.stage,
+                    version=assignment.version,
+                    digest=assignment.digest,
+                    path=Path(assignment.path),
+                    entered_at=assignment.entered_at,
+                    age_hours=round((now - assignment.entered_at).total_seconds() / 3600, 1),
+                    problems=notes,
+                )
+            )
+    order = {name: index for index, name in enumerate(project.config.stages)}
+    listed.sort(key=lambda s: (order.get(s.stage, len(order)), s.entered_at, s.name))
+    return SkillListing(listed, unreadable, registered)

@@ -1,0 +1,93 @@
+"""The `skillstage` command: a click group, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from skillstage import __version__
+from skillstage.cli.context import CliContext
+from skillstage.errors import EXIT_UNEXPECTED, EXIT_USAGE, SkillstageError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file to use (default: the nearest skillstage.toml, or pyproject.toml with "
+    "[tool.skillstage], at or above the working directory; or $SKILLSTAGE_CONFIG).",
+)
+@click.option("--traceback", is_flag=True, help="On an unexpected error, show the traceback.")
+@click.version_option(__version__, prog_name="skillstage")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
+    """Release engineering for AI-agent skills.
+
+    Validate SKILL.md skill directories, keep track of which version sits in which stage
+    (prototype → staged → production by default), and how long it has been there.
+
+    Exit codes: 0 ok; 1 a check, gate or SLA failed; 2 usage or configuration error;
+    3 unexpected error.
+    """
+    ctx.obj = CliContext(config_path=config_path)
+
+
+def _register_commands() -> None:
+    from skillstage.cli import db, init, list_, validate
+
+    cli.add_command(validate.validate)
+    cli.add_command(init.init)
+    cli.add_command(list_.list_skills)
+    cli.add_command(db.db)
+
+
+_register_commands()
+
+
+def _write_crash_log() -> Path:
+    directory = Path(tempfile.gettempdir()) / "skillstage"
+    directory.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    path = directory / f"crash-{stamp}-{os.getpid()}.log"
+    path.write_text(traceback.format_exc(), encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI and map every outcome to an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = cli.main(args=args, prog_name="skillstage", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        code = EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_USAGE
+    except SkillstageError as exc:
+        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = 130
+    except Exception as exc:
+        if "--traceback" in args:
+            raise
+        log = _write_crash_log()
+        click.echo(
+            f"unexpected error: {type(exc).__name__}: {exc}\n"
+            f"  the traceback is in {log}; rerun with --traceback to see it here",
+            err=True,
+        )
+        code = EXIT_UNEXPECTED
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,171 @@
+"""`skillstage validate`: check skill directories."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from skillstage import api
+from skillstage.api import Progress as ProgressCallback
+from skillstage.api import ValidationReport
+from skillstage.cli.context import CliContext, echo_json, is_terminal
+from skillstage.errors import EXIT_FAILED, EXIT_OK
+from skillstage.skill.checks import Finding, SkillReport
+
+_PROGRESS_FROM = 50  # skills; below this a bar only flickers
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--all", "all_stages", is_flag=True, help="Validate every skill in every stage.")
+@click.option(
+    "--spec-only",
+    is_flag=True,
+    help="Only the Agent Skills spec rules (for skills not managed by skillstage).",
+)
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--run-tests", is_flag=True, help="Run each skill's test.sh (timeout: 30 s).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@click.pass_obj
+def validate(
+    obj: CliContext,
+    paths: tuple[Path, ...],
+    all_stages: bool,
+    spec_only: bool,
+    strict: bool,
+    run_tests: bool,
+    as_json: bool,
+) -> int:
+    """Validate skills: each PATH is a skill directory or a tree holding skills.
+
+    \b
+    Rules (each finding has an id, a severity, a file and line, and a fix hint):
+      content       SKILL.md and execute.sh present, scripts executable, test.sh recommended
+      schema        name, version (strict MAJOR.MINOR.PATCH), description; field types
+      spec          Agent Skills spec: name, description, compatibility, metadata, links
+      dependencies  declared dependencies exist; no cycles
+      security      symlinks leaving the skill, world-writable files, keys and tokens
+      tests         test.sh passes (with --run-tests)
+
+    Exit 0 when no errors, 1 when any error, 2 on a usage or configuration error.
+    """
+    project = obj.optional_project()
+    with _progress_bar(enabled=is_terminal() and not as_json) as progress:
+        report = api.validate(
+            list(paths),
+            project=project,
+            all_stages=all_stages,
+            spec_only=spec_only,
+            strict=strict,
+            run_tests=run_tests,
+            progress=progress,
+        )
+    if as_json:
+        echo_json(report.to_dict())
+    elif is_terminal():
+        _render_table(report)
+    else:
+        _render_plain(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[ProgressCallback | None]:
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("validating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = None
+
+    def advance(done: int, total: int) -> None:
+        nonlocal task
+        if total < _PROGRESS_FROM:
+            return
+        if task is None:
+            bar.start()
+            task = bar.add_task("validate", total=total)
+        bar.update(task, completed=done)
+
+    try:
+        yield advance
+    finally:
+        bar.stop()
+
+
+def _where(report: SkillReport, finding: Finding) -> str:
+    place = os.path.relpath(report.path / finding.file) if finding.file else os.path.relpath(
+        report.path
+    )
+    return f"{place}:{finding.line}" if finding.line else place
+
+
+def _summary(report: ValidationReport) -> str:
+    failed = sum(1 for skill in report.skills if not skill.ok)
+    return (
+        f"{len(report.skills)} skill(s) validated: {len(report.skills) - failed} passed, "
+        f"{failed} failed ({report.errors} error(s), {report.warnings} warning(s))"
+    )
+
+
+def _render_plain(report: ValidationReport) -> None:
+    for skill in report.skills:
+        for finding in skill.findings:
+            click.echo(f"{_where(skill, finding)}: {finding.severity}: {finding.id}: {finding.message}")
+            if finding.hint:
+                click.echo("    hint: " + finding.hint.replace("\n", "\n          "))
+            if finding.detail:
+                click.echo("    output:\n" + _indent(finding.detail, 6))
+    click.echo(_summary(report))
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
+
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _render_table(report: ValidationReport) -> None:
+    console = Console()
+    with_findings = [skill for skill in report.skills if skill.findings]
+    if with_findings:
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("skill")
+        table.add_column("severity")
+        table.add_column("id")
+        table.add_column("where", overflow="fold")
+        table.add_column("message / hint", overflow="fold")
+        for skill in with_findings:
+            label = skill.name or skill.path.name
+            for finding in skill.findings:
+                text = finding.message
+                if finding.hint:
+                    text += f"\n[dim]→ {finding.hint}[/dim]"
+                if finding.detail:
+                    text += "\n" + finding.detail
+                table.add_row(
+                    label,
+                    f"[{_STYLE[finding.severity]}]{finding.severity}[/]",
+                    finding.id,
+                    _where(skill, finding),
+                    text,
+                )
+                label = ""
+        console.print(table)
+    style = "green" if report.ok else "red"
+    console.print(f"[{style}]{_summary(report)}[/]")
+    sys.stdout.flush()

@@ -1,0 +1,91 @@
+"""One error base for everything skillstage refuses to do, and the exit code each kind maps to.
+
+Faces (CLI, later the server) catch `SkillstageError` in one place and turn it into an exit code
+or an HTTP status; anything else is an unexpected error (exit 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a gate, check or SLA failed
+EXIT_USAGE = 2  # bad usage or configuration
+EXIT_UNEXPECTED = 3
+
+
+class SkillstageError(Exception):
+    """Base of every error skillstage raises on purpose.
+
+    `message` says what failed; `path` and `line` say where; `hint` says what to do next.
+    """
+
+    exit_code = EXIT_FAILED
+    code = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        self.hint = hint
+        if code is not None:
+            self.code = code
+
+    @property
+    def location(self) -> str | None:
+        if self.path is None:
+            return None
+        return f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+
+    def __str__(self) -> str:
+        where = self.location
+        text = f"{where}: {self.message}" if where else self.message
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class UsageError(SkillstageError):
+    """The command was called wrongly (bad argument, missing option)."""
+
+    exit_code = EXIT_USAGE
+    code = "USAGE"
+
+
+class ConfigError(SkillstageError):
+    """The configuration file is missing, unreadable or has a bad key or value."""
+
+    exit_code = EXIT_USAGE
+    code = "CONFIG"
+
+
+class SkillReadError(SkillstageError):
+    """A skill directory or its SKILL.md cannot be read into a `SkillVersion`."""
+
+    code = "SKILL_READ"
+
+
+class StoreError(SkillstageError):
+    """The state store cannot be opened or used."""
+
+    code = "STORE"
+
+
+class SchemaOutdatedError(StoreError):
+    """The store's schema is older (or newer) than this skillstage expects."""
+
+    exit_code = EXIT_USAGE
+    code = "SCHEMA_OUTDATED"
+
+
+class ConflictError(SkillstageError):
+    """Two facts disagree, e.g. one version of a skill with two different digests."""
+
+    code = "CONFLICT"

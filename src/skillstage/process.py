@@ -1,0 +1,108 @@
+"""Every subprocess skillstage starts (test.sh, git, hooks) goes through `run`.
+
+One place for the timeout, an explicit environment, and killing the whole process group on timeout:
+a test.sh that starts a background server must not outlive its deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from skillstage.errors import SkillstageError
+
+# The variables a child needs to behave normally; everything else must be passed on purpose.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
+
+
+@dataclass(frozen=True)
+class Completed:
+    """How a subprocess ended."""
+
+    args: tuple[str, ...]
+    returncode: int  # -1 when it was killed on timeout
+    stdout: str
+    stderr: str
+    timed_out: bool
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def output_tail(self, lines: int = 20) -> str:
+        """The last lines of stdout and stderr together, for a failure report."""
+        text = (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).rstrip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: the basics from ours, plus what the caller passes."""
+    env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
+    env.setdefault("PATH", os.defpath)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+) -> Completed:
+    """Run a command to completion or until `timeout` seconds, then kill its process group."""
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            env=dict(env) if env is not None else child_environment(),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, so a timeout kills its children too
+            text=True,
+            errors="replace",
+        )
+    except OSError as exc:
+        raise SkillstageError(
+            f"cannot run {args[0]}: {exc.strerror}",
+            path=Path(args[0]),
+            hint="check that the file exists, is executable and starts with a valid #! line",
+            code="COMMAND_NOT_RUNNABLE",
+        ) from None
+    try:
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            stdout, stderr = process.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            # A descendant that left the group (setsid) still holds the pipes; stop waiting on it.
+            process.kill()
+            for pipe in (process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
+            process.wait()
+            stdout, stderr = "", ""
+    return Completed(
+        args=tuple(args),
+        returncode=-1 if timed_out else process.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        timed_out=timed_out,
+        seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,297 @@
+"""Reading `SKILL.md`: the YAML frontmatter between two `---` lines, and the Markdown body.
+
+Bounded on purpose: a skill comes from anyone, so its SKILL.md must not be able to exhaust memory or
+time (size limits, alias-bomb and depth limits) or to hide ambiguity (duplicate keys). Every problem
+is a `FrontmatterError` with the file's line number.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skillstage.errors import SkillReadError
+
+MAX_SKILL_MD_BYTES = 1024 * 1024
+MAX_FRONTMATTER_BYTES = 64 * 1024
+# A frontmatter of at most 64 KiB holds far fewer nodes than this without aliases; only an alias bomb
+# ("billion laughs") expands past it.
+MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 64
+
+# The frontmatter's first line is line 2 of the file (line 1 is the opening `---`).
+_FIRST_FRONTMATTER_LINE = 2
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class FrontmatterError(SkillReadError):
+    """SKILL.md cannot be read into frontmatter and body."""
+
+    code = "FRONTMATTER_INVALID"
+
+
+@dataclass(frozen=True)
+class SkillDocument:
+    """A parsed SKILL.md."""
+
+    frontmatter: dict[str, Any]
+    body: str
+    body_first_line: int  # the file line where the body starts
+    key_lines: dict[str, int] = field(default_factory=dict)  # top-level key -> file line
+
+
+def _error(code: str, message: str, path: Path, line: int | None, hint: str) -> FrontmatterError:
+    return FrontmatterError(message, path=path, line=line, hint=hint, code=code)
+
+
+def decode_skill_md(raw: bytes, path: Path) -> str:
+    """SKILL.md's bytes as text: UTF-8, an optional BOM dropped, CRLF and CR line ends as LF."""
+    if len(raw) > MAX_SKILL_MD_BYTES:
+        raise _error(
+            "SKILL_MD_TOO_LARGE",
+            f"SKILL.md is {len(raw):,} bytes; the limit is {MAX_SKILL_MD_BYTES:,} (1 MiB)",
+            path,
+            None,
+            "move long reference material into separate files (references/*.md) and link them",
+        )
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise _error(
+            "SKILL_MD_NOT_UTF8",
+            f"SKILL.md is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            path,
+            line,
+            "save the file as UTF-8",
+        ) from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def split_frontmatter(text: str, path: Path) -> tuple[str, str, int]:
+    """Split SKILL.md text into (frontmatter YAML, body, body's first file line).
+
+    The frontmatter opens with a first line `---` and closes at the next line that is exactly
+    `---` (trailing blanks allowed); a `---` inside a value does not close it.
+    """
+    first_end = text.find("\n")
+    first = text if first_end < 0 else text[:first_end]
+    if first.rstrip(" \t") != "---":
+        raise _error(
+            "FRONTMATTER_MISSING",
+            "SKILL.md must start with a line '---' opening the YAML frontmatter",
+            path,
+            1,
+            "begin SKILL.md with:\n---\nname: skill-name\nversion: 1.0.0\n"
+            "description: What the skill does\n---",
+        )
+    start = first_end + 1
+    position = start
+    line = _FIRST_FRONTMATTER_LINE
+    while position <= len(text) and first_end >= 0:
+        end = text.find("\n", position)
+        current = text[position:] if end < 0 else text[position:end]
+        if current.rstrip(" \t") == "---":
+            body = "" if end < 0 else text[end + 1 :]
+            return text[start:position], body, line + 1
+        if end < 0:
+            break
+        position = end + 1
+        line += 1
+    raise _error(
+        "FRONTMATTER_UNCLOSED",
+        "the frontmatter opened on line 1 is never closed by a line '---'",
+        path,
+        1,
+        "add a line containing only '---' after the last frontmatter key",
+    )
+
+
+def _node_line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + _FIRST_FRONTMATTER_LINE
+
+
+def _children(node: yaml.Node) -> Iterator[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        yield from node.value
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
+def _check_mapping_keys(node: yaml.MappingNode, path: Path) -> None:
+    seen: dict[tuple[str, str], int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+            continue
+        ident = (key.tag, key.value)
+        line = _node_line(key)
+        if ident in seen:
+            raise _error(
+                "FRONTMATTER_DUPLICATE_KEY",
+                f"key {key.value!r} appears twice (first on line {seen[ident]})",
+                path,
+                line,
+                "keep one of the two; YAML readers disagree on which one wins",
+            )
+        seen[ident] = line
+
+
+def check_node_graph(root: yaml.Node, path: Path) -> None:
+    """Refuse alias bombs, recursive aliases, deep nesting and duplicate keys before constructing.
+
+    The composed graph shares aliased nodes, so it stays small; what explodes is any later walk of
+    the constructed objects. Count the size the document would have with every alias expanded.
+    """
+    expanded: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative post-order walk: (node, depth, children done?)
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        ident = id(node)
+        if done:
+            on_path.discard(ident)
+            total = 1 + sum(expanded[id(child)] for child in _children(node))
+            if total > MAX_EXPANDED_NODES:
+                raise _error(
+                    "FRONTMATTER_ALIAS_BOMB",
+                    f"the frontmatter expands to more than {MAX_EXPANDED_NODES:,} values through "
+                    "YAML aliases",
+                    path,
+                    _node_line(node),
+                    "remove the anchors (&) and aliases (*); frontmatter needs neither",
+                )
+            expanded[ident] = total
+            continue
+        if ident in expanded:
+            continue
+        if ident in on_path:
+            raise _error(
+                "FRONTMATTER_ALIAS_BOMB",
+                "the frontmatter contains an alias that refers to itself",
+                path,
+                _node_line(node),
+                "remove the recursive anchor (&) and alias (*)",
+            )
+        if depth > MAX_DEPTH:
+            raise _error(
+                "FRONTMATTER_TOO_DEEP",
+                f"the frontmatter nests deeper than {MAX_DEPTH} levels",
+                path,
+                _node_line(node),
+                "flatten the structure",
+            )
+        if isinstance(node, yaml.MappingNode):
+            _check_mapping_keys(node, path)
+        on_path.add(ident)
+        stack.append((node, depth, True))
+        for child in _children(node):
+            if id(child) not in expanded:
+                stack.append((child, depth + 1, False))
+
+
+def _construct(loader: yaml.CSafeLoader, node: yaml.Node, path: Path) -> Any:
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:
+        # PyYAML's constructors fail on explicit tags with malformed values (`!!timestamp x`,
+        # `!!int :`) with AttributeError, IndexError and others: all of them mean bad input.
+        raise _error(
+            "FRONTMATTER_INVALID_YAML",
+            f"the frontmatter has a value YAML cannot construct ({type(exc).__name__}: {exc})",
+            path,
+            None,
+            "remove explicit tags (!!timestamp, !!int, …) and write plain values",
+        ) from None
+
+
+def load_frontmatter(source: str, path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Load frontmatter YAML (C safe loader) into a mapping and the line of each top-level key."""
+    if len(source.encode("utf-8")) > MAX_FRONTMATTER_BYTES:
+        raise _error(
+            "FRONTMATTER_TOO_LARGE",
+            f"the frontmatter is larger than {MAX_FRONTMATTER_BYTES // 1024} KiB",
+            path,
+            _FIRST_FRONTMATTER_LINE,
+            "keep the frontmatter to short metadata; put the rest in the body or other files",
+        )
+    loader = yaml.CSafeLoader(source)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise _error(
+                "FRONTMATTER_EMPTY",
+                "the frontmatter is empty",
+                path,
+                _FIRST_FRONTMATTER_LINE,
+                "add at least name, version and description",
+            )
+        check_node_graph(node, path)
+        if not isinstance(node, yaml.MappingNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+            raise _error(
+                "FRONTMATTER_NOT_MAPPING",
+                f"the frontmatter must be a mapping of keys to values, not {kind}",
+                path,
+                _node_line(node),
+                "write one 'key: value' per line",
+            )
+        key_lines = {
+            str(key.value): _node_line(key)
+            for key, _ in node.value
+            if isinstance(key, yaml.ScalarNode)
+        }
+        data = _construct(loader, node, path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + _FIRST_FRONTMATTER_LINE if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise _error(
+            "FRONTMATTER_INVALID_YAML",
+            f"the frontmatter is not valid YAML: {problem}",
+            path,
+            line,
+            "quote values that contain ': ' or start with a special character ([ { & * ! | > ' \" % @ `)",
+        ) from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise _error(
+            "FRONTMATTER_INVALID_YAML",
+            f"the frontmatter cannot be read: {exc}",
+            path,
+            None,
+            "simplify the value; frontmatter should hold plain strings, lists and mappings",
+        ) from None
+    finally:
+        loader.dispose()
+    for key in data:
+        if not isinstance(key, str):
+            raise _error(
+                "FRONTMATTER_KEY_NOT_STRING",
+                f"frontmatter key {key!r} is not a string",
+                path,
+                None,
+                "frontmatter keys are field names such as 'name'; quote the key if it is meant",
+            )
+    return data, key_lines
+
+
+def parse_skill_md(raw: bytes, path: Path) -> SkillDocument:
+    """Parse the bytes of a SKILL.md, or raise a `FrontmatterError` with a line number."""
+    text = decode_skill_md(raw, path)
+    source, body, body_first_line = split_frontmatter(text, path)
+    frontmatter, key_lines = load_frontmatter(source, path)
+    return SkillDocument(frontmatter, body, body_first_line, key_lines)
