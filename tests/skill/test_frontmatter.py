@@ -180,3 +180,52 @@ def test_any_frontmatter_text_parses_or_raises_a_skillstage_error(source: str) -
 @pytest.mark.parametrize("value", ["!!timestamp x", "!!int :", "!!binary é"])
 def test_malformed_explicit_tags_are_yaml_errors(value: str) -> None:
     assert error_of(f"---\na: {value}\n---\n").code == "FRONTMATTER_INVALID_YAML"
+
+
+# -- the event builder agrees with PyYAML's full loader wherever it answers ------------------------
+
+_scalars = st.one_of(
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["yes", "no", "on", "1.0", "0x1F", "2025-11-20", "~", "null", "1_000", ".inf"]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _both(source: str):  # type: ignore[no-untyped-def]
+    import yaml
+
+    from skillstage.skill.frontmatter import _build_from_events
+
+    try:
+        fast = _build_from_events(source, P)
+    except (SkillstageError, yaml.YAMLError):
+        return None, None
+    if fast is None:
+        return None, None
+    return fast[0], yaml.load(source, Loader=yaml.CSafeLoader)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=10), _values, min_size=1, max_size=6))
+def test_event_builder_matches_pyyaml_on_dumped_documents(data: dict[str, object]) -> None:
+    import yaml
+
+    for style in (False, True, None):
+        fast, full = _both(yaml.safe_dump(data, default_flow_style=style, allow_unicode=True))
+        assert fast == full
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_yaml_alphabet, max_size=120).map("".join))
+def test_event_builder_matches_pyyaml_on_arbitrary_text(source: str) -> None:
+    fast, full = _both("k: v\n" + source)
+    assert fast == full
