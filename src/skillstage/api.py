@@ -23,8 +23,9 @@ from skillstage.skill.checks import (
 )
 from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
 from skillstage.skill.read import find_skill_dirs, read_skill, read_skill_md, stage_directories
-from skillstage.store import Store, upgrade_schema
 
+# The store (SQLAlchemy) is imported by the functions that use it: `validate` never needs it, and
+# the import is a large part of a short command's start-up time.
 Progress = Callable[[int, int], None]
 
 
@@ -181,6 +182,8 @@ def init(root: Path, *, force: bool = False) -> InitResult:
         if not directory.is_dir():
             directory.mkdir(parents=True)
             created.append(directory)
+    from skillstage.store import Store
+
     with Store.open(project.database_url):
         pass
     return InitResult(root, config_path, written, created, _redact(project.database_url))
@@ -208,6 +211,8 @@ class UpgradeResult:
 
 def db_upgrade(project: Project) -> UpgradeResult:
     """Bring the store's schema up to date (Alembic migrations)."""
+    from skillstage.store import upgrade_schema
+
     before, after = upgrade_schema(project.database_url)
     return UpgradeResult(_redact(project.database_url), before, after)
 
@@ -273,6 +278,8 @@ def list_skills(
             f"unknown stage {stage!r}",
             hint=f"stages: {', '.join(project.config.stages)}",
         )
+    from skillstage.store import Store
+
     now = now or _now()
     policy = project.config.validation
     unreadable: list[tuple[Path, str]] = []
@@ -315,7 +322,8 @@ def list_skills(
                         )
                         registered += 1
             except ConflictError as exc:
-                problems.setdefault(key, []).append(exc.message)
+                note = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+                problems.setdefault(key, []).append(note)
         listed = []
         for assignment in store.current_assignments(stage=stage):
             key = (assignment.name, assignment.stage)

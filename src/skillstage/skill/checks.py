@@ -125,7 +125,13 @@ class _Checker:
         )
 
     def display(self, relative: str) -> str:
-        return str(self.directory / relative)
+        """A path for a hint: relative to the working directory when under it, as the seed's
+        troubleshooting commands are."""
+        path = self.directory / relative
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
 
     # -- files -------------------------------------------------------------------------------
 

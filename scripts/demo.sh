@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The main job, end to end, in a fresh temporary workspace on the embedded SQLite store:
+# create a project, find what is wrong with two staged skills, fix it, and list them with their age.
+set -euo pipefail
+
+workspace=$(mktemp -d "${TMPDIR:-/tmp}/skillstage-demo.XXXXXX")
+cd "$workspace"
+step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; }
+
+step "Create a project" skillstage init
+skillstage init
+
+stage=.claude/skills/staging
+mkdir -p "$stage/auth-v2" "$stage/logging-v3"
+cat > "$stage/auth-v2/SKILL.md" <<'SKILL'
+---
+name: auth-v2
+version: 2.0.0
+description: Sign users in with OAuth. Use when a task needs an authenticated session.
+author: Platform Team
+tags: [auth, oauth]
+---
+# Authentication
+
+Run `execute.sh` with the provider name. See [the provider notes](references/providers.md).
+SKILL
+mkdir -p "$stage/auth-v2/references"
+echo "# Providers" > "$stage/auth-v2/references/providers.md"
+printf '#!/bin/bash\necho "signed in"\n' > "$stage/auth-v2/execute.sh"
+printf '#!/bin/bash\n./execute.sh >/dev/null && echo "tests passed"\n' > "$stage/auth-v2/test.sh"
+chmod +x "$stage/auth-v2/execute.sh" "$stage/auth-v2/test.sh"
+
+# A skill with the mistakes seed 000's troubleshooting section describes.
+cat > "$stage/logging-v3/SKILL.md" <<'SKILL'
+---
+name: logging-v3
+version: v3.1
+description: Structured logging for agent runs.
+dependencies: [auth-v2, metrics]
+when_to_use: When a run needs an audit trail.
+---
+# Logging
+SKILL
+printf '#!/bin/bash\necho "logged"\n' > "$stage/logging-v3/execute.sh"
+
+step "Validate every staged skill (logging-v3 has problems: exit 1 expected)" skillstage validate --all --run-tests
+if skillstage validate --all --run-tests; then
+  echo "expected a failure" >&2
+  exit 1
+fi
+
+step "Fix what the hints say" "chmod +x …/execute.sh; version: 3.1.0; drop the missing dependency"
+chmod +x "$stage/logging-v3/execute.sh"
+sed -i 's/^version: v3.1$/version: 3.1.0/; s/^dependencies: .*/dependencies: [auth-v2]/' \
+  "$stage/logging-v3/SKILL.md"
+printf '#!/bin/bash\necho "No tests defined yet"\nexit 0\n' > "$stage/logging-v3/test.sh"
+chmod +x "$stage/logging-v3/test.sh"
+
+step "Validate again (a platform-extension key stays a warning)" skillstage validate --all --run-tests
+skillstage validate --all --run-tests
+
+step "The Agent Skills spec rules only, as JSON (for a script)" \
+  "skillstage validate --spec-only --json $stage/auth-v2 | python3 -c …"
+skillstage validate --spec-only --json "$stage/auth-v2" |
+  python3 -c 'import json,sys; r=json.load(sys.stdin); print("ok:", r["ok"], "findings:", [f["id"] for s in r["skills"] for f in s["findings"]])'
+
+step "List staged skills (registered on first sight; their age starts now)" skillstage list --stage staged
+skillstage list --stage staged
+
+step "Seed 000's dashboard query runs unchanged on the store" "sqlite3 .skillstage/state.db '…'"
+python3 - <<'PY'
+import sqlite3
+db = sqlite3.connect(".skillstage/state.db")
+rows = db.execute(
+    "SELECT name, created_at, ROUND((julianday('now') - julianday(created_at)) * 24, 1) as age_hours"
+    " FROM staged_skills WHERE promoted = 0 ORDER BY created_at ASC"
+).fetchall()
+for row in rows:
+    print(" | ".join(str(value) for value in row))
+PY
+
+step "The store's schema is current" skillstage db upgrade
+skillstage db upgrade
+
+printf '\nDemo workspace: %s\n' "$workspace"

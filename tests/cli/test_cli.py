@@ -1,0 +1,151 @@
+"""The command line as a user meets it: real subprocesses, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+
+from skillstage.cli.main import cli, main
+from tests.cli.conftest import Run
+from tests.skilltree import write_skill
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append((prefix + name, command))
+        if isinstance(command, click.Group):
+            found += _commands(command, prefix + name + " ")
+    return found
+
+
+@pytest.mark.parametrize(("name", "command"), _commands(cli))
+def test_every_command_and_option_has_help(name: str, command: click.Command) -> None:
+    assert command.help and command.help.strip(), f"`skillstage {name}` has no help text"
+    for parameter in command.params:
+        if isinstance(parameter, click.Option):
+            assert parameter.help, f"`skillstage {name} {parameter.opts[0]}` has no help text"
+
+
+def test_help_and_version(run_cli: Run) -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "validate" in result.stdout and "Exit codes" in result.stdout
+    assert run_cli("--version").stdout.startswith("skillstage, version")
+
+
+def test_validate_clean_skill_exits_0(run_cli: Run, tmp_path: Path) -> None:
+    write_skill(tmp_path, "auth-v2")
+    result = run_cli("validate", "auth-v2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "1 skill(s) validated: 1 passed, 0 failed (0 error(s), 0 warning(s))"
+
+
+def test_validate_errors_exit_1_with_plain_lines_when_piped(run_cli: Run, tmp_path: Path) -> None:
+    skill = write_skill(tmp_path, "skill-name", extra={"version": "1.0"})
+    (skill / "execute.sh").chmod(0o644)
+    result = run_cli("validate", "skill-name")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert "skill-name/execute.sh: error: EXECUTE_NOT_EXECUTABLE: execute.sh is not executable" in lines
+    assert "    hint: chmod +x skill-name/execute.sh" in lines
+    assert any(line.startswith("skill-name/SKILL.md:3: error: VERSION_NOT_SEMVER") for line in lines)
+
+
+def test_validate_json_report(run_cli: Run, tmp_path: Path) -> None:
+    write_skill(tmp_path / "tree", "a", test=None)
+    write_skill(tmp_path / "tree" / "nested", "b", extra={"dependencies": ["a", "ghost"]})
+    result = run_cli("validate", "tree", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["summary"] == {"skills": 2, "failed": 1, "errors": 1, "warnings": 1}
+    by_name = {skill["name"]: skill for skill in report["skills"]}
+    assert [f["id"] for f in by_name["a"]["findings"]] == ["OPTIONAL_FILE_MISSING"]
+    (missing,) = by_name["b"]["findings"]
+    assert missing["id"] == "DEPENDENCY_MISSING" and "ghost" in missing["message"]
+    assert len(by_name["a"]["digest"]) == 64
+
+
+def test_strict_turns_warnings_into_failure(run_cli: Run, tmp_path: Path) -> None:
+    write_skill(tmp_path, "a", extra={"when_to_use": "always"})
+    assert run_cli("validate", "a").returncode == 0
+    assert run_cli("validate", "a", "--strict").returncode == 1
+
+
+def test_spec_only_ignores_skillstage_rules(run_cli: Run, tmp_path: Path) -> None:
+    write_skill(tmp_path, "a", frontmatter={"name": "a", "description": "d"}, execute=False)
+    assert run_cli("validate", "a").returncode == 1
+    assert run_cli("validate", "a", "--spec-only").returncode == 0
+
+
+def test_run_tests_shows_the_output_of_a_failing_test(run_cli: Run, tmp_path: Path) -> None:
+    write_skill(tmp_path, "a", test="#!/bin/bash\necho 'ERROR: SKILL.md missing'\nexit 1\n")
+    result = run_cli("validate", "a", "--run-tests")
+    assert result.returncode == 1
+    assert "TESTS_FAILED: Tests failed (exit code 1)" in result.stdout
+    assert "ERROR: SKILL.md missing" in result.stdout
+
+
+def test_usage_errors_exit_2(run_cli: Run) -> None:
+    missing = run_cli("validate", "does-not-exist")
+    assert missing.returncode == 2
+    assert "does-not-exist does not exist" in missing.stderr
+    assert run_cli("validate", "--no-such-flag").returncode == 2
+    nothing = run_cli("validate")
+    assert nothing.returncode == 2 and "nothing to validate" in nothing.stderr
+
+
+def test_bad_config_names_file_and_key(run_cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "skillstage.toml").write_text('[stages.staged]\npath = "s/{name}"\nsla_hourz = 3\n')
+    result = run_cli("list")
+    assert result.returncode == 2
+    assert "skillstage.toml" in result.stderr
+    assert "unknown key 'stages.staged.sla_hourz'" in result.stderr
+
+
+def test_bad_config_value_and_bad_toml(run_cli: Run, tmp_path: Path) -> None:
+    config = tmp_path / "skillstage.toml"
+    config.write_text('[stages.staged]\npath = "staging"\n')
+    result = run_cli("list")
+    assert result.returncode == 2
+    assert "bad value for 'stages.staged.path'" in result.stderr
+    config.write_text("[stages\n")
+    result = run_cli("list")
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
+
+
+def test_pyproject_tool_table_is_read(run_cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.skillstage.validation]\nmax_bodylines = 3\n'
+    )
+    result = run_cli("list")
+    assert result.returncode == 2
+    assert "unknown key 'tool.skillstage.validation.max_bodylines'" in result.stderr
+
+
+def test_no_project_is_a_clear_usage_error(run_cli: Run) -> None:
+    result = run_cli("list")
+    assert result.returncode == 2
+    assert "run `skillstage init`" in result.stderr
+
+
+def test_unexpected_errors_exit_3_with_a_log(capsys: pytest.CaptureFixture[str]) -> None:
+    @cli.command("explode", help="Raise an unexpected error (test only).")
+    def explode() -> None:
+        raise RuntimeError("boom")
+
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["explode"])
+        assert exited.value.code == 3
+        err = capsys.readouterr().err
+        assert "unexpected error: RuntimeError: boom" in err
+        log = Path(err.split("the traceback is in ")[1].split(";")[0])
+        assert "RuntimeError: boom" in log.read_text()
+        with pytest.raises(RuntimeError):
+            main(["--traceback", "explode"])
+    finally:
+        cli.commands.pop("explode")
