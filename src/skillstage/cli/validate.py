@@ -140,32 +140,40 @@ _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def _render_table(report: ValidationReport) -> None:
+    """A compact table of findings, numbered; the fixes follow, keyed by number, so that long
+    hints and test output do not squeeze the table."""
     console = Console()
-    with_findings = [skill for skill in report.skills if skill.findings]
-    if with_findings:
+    rows = [(skill, finding) for skill in report.skills for finding in skill.findings]
+    if rows:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        table.add_column("skill")
-        table.add_column("severity")
-        table.add_column("id")
-        table.add_column("where", overflow="fold")
-        table.add_column("message / hint", overflow="fold")
-        for skill in with_findings:
-            label = skill.name or skill.path.name
-            for finding in skill.findings:
-                text = finding.message
-                if finding.hint:
-                    text += f"\n[dim]→ {finding.hint}[/dim]"
-                if finding.detail:
-                    text += "\n" + finding.detail
-                table.add_row(
-                    label,
-                    f"[{_STYLE[finding.severity]}]{finding.severity}[/]",
-                    finding.id,
-                    _where(skill, finding),
-                    text,
-                )
-                label = ""
+        table.add_column("#", justify="right", style="dim")
+        table.add_column("skill", no_wrap=True)
+        table.add_column("severity", no_wrap=True)
+        table.add_column("id", no_wrap=True)
+        table.add_column("where", no_wrap=True)
+        table.add_column("message", overflow="fold")
+        previous = None
+        for number, (skill, finding) in enumerate(rows, 1):
+            label = (skill.name or skill.path.name) if skill is not previous else ""
+            previous = skill
+            table.add_row(
+                str(number),
+                label,
+                f"[{_STYLE[finding.severity]}]{finding.severity}[/]",
+                finding.id,
+                _where(skill, finding),
+                finding.message,
+            )
         console.print(table)
+        fixes = [(n, f) for n, (_, f) in enumerate(rows, 1) if f.hint or f.detail]
+        if fixes:
+            console.print("\n[bold]How to fix[/bold]")
+            for number, finding in fixes:
+                if finding.hint:
+                    hint = finding.hint.replace("\n", "\n" + " " * 6)
+                    console.print(f"{number:>4}. {hint}", markup=False, highlight=False)
+                if finding.detail:
+                    console.print(_indent(finding.detail, 6), markup=False, highlight=False)
     style = "green" if report.ok else "red"
     console.print(f"[{style}]{_summary(report)}[/]")
     sys.stdout.flush()
