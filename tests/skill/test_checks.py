@@ -129,13 +129,31 @@ def test_version_missing(tmp_path: Path) -> None:
         ({"author": ["x"]}, "AUTHOR_WRONG_TYPE"),
         ({"tags": "one"}, "TAGS_WRONG_TYPE"),
         ({"dependencies": "b"}, "DEPENDENCIES_WRONG_TYPE"),
-        ({"metadata": {"k": 1}}, "METADATA_WRONG_TYPE"),
+        ({"metadata": "hello"}, "METADATA_WRONG_TYPE"),
+        ({"metadata": {"k": ["x"]}}, "METADATA_WRONG_TYPE"),
         ({"sla_override": "maybe"}, "SLA_OVERRIDE_WRONG_TYPE"),
     ],
 )
 def test_field_types(tmp_path: Path, extra: dict[str, Any], expected: str) -> None:
     found = finding(check(write_skill(tmp_path, "a", extra=extra)), expected)
     assert found.severity == "error" and found.line is not None
+
+
+def test_non_string_metadata_values_warn_and_read_as_strings(tmp_path: Path) -> None:
+    skill = write_skill(
+        tmp_path, "a", skill_md="---\nname: a\ndescription: d\nmetadata:\n  version: 1.0.0\n"
+        "  stable: true\n---\n",
+    )
+    report = check(skill)
+    assert ids(report) == ["METADATA_VALUE_NOT_STRING"]
+    warning = finding(report, "METADATA_VALUE_NOT_STRING")
+    assert warning.severity == "warning" and 'read as "true"' in warning.message
+    assert report.version == "1.0.0" and report.ok
+
+
+def test_null_name_and_description_are_empty(tmp_path: Path) -> None:
+    skill = write_skill(tmp_path, "a", skill_md="---\nname:\nversion: 1.0.0\ndescription:\n---\n")
+    assert {"NAME_EMPTY", "DESCRIPTION_EMPTY"} <= set(ids(check(skill)))
 
 
 def test_sla_override_needs_a_reason(tmp_path: Path) -> None:

@@ -119,6 +119,12 @@ def test_unclosed_frontmatter() -> None:
     assert error_of("---\nname: x\n").code == "FRONTMATTER_UNCLOSED"
 
 
+def test_a_closing_line_with_a_comment_is_pointed_at() -> None:
+    error = error_of("---\nname: x\n--- # end\nbody\n")
+    assert (error.code, error.line) == ("FRONTMATTER_UNCLOSED", 3)
+    assert "line 3 starts with '---' but is not exactly '---'" in error.message
+
+
 def test_invalid_yaml_names_its_line() -> None:
     error = error_of("---\nname: x\ndescription: a: b\n---\n")
     assert error.code == "FRONTMATTER_INVALID_YAML"

@@ -9,6 +9,7 @@ in the spirit of seed 000's troubleshooting section.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 from collections import deque
 import os
@@ -281,7 +282,7 @@ class _Checker:
 
     def typed(self, document: SkillDocument) -> Frontmatter:
         """The frontmatter as a `Frontmatter`, reporting each field of the wrong type."""
-        raw = document.frontmatter
+        raw = self.metadata_as_strings(document)
         try:
             return Frontmatter.model_validate(raw)
         except ValidationError as exc:
@@ -304,6 +305,31 @@ class _Checker:
                 )
             return Frontmatter.model_validate({k: v for k, v in raw.items() if k not in bad})
 
+    def metadata_as_strings(self, document: SkillDocument) -> dict[str, Any]:
+        """The spec says metadata maps strings to strings, but `version: 1.0` under metadata is
+        common in real skills and other tools read it as the string "1.0". Warn, and read it so."""
+        raw = document.frontmatter
+        metadata = raw.get("metadata")
+        if not isinstance(metadata, dict):
+            return raw
+        converted = {}
+        for key, value in metadata.items():
+            if isinstance(value, bool | int | float | dt.date) and isinstance(key, str):
+                self.add(
+                    "METADATA_VALUE_NOT_STRING",
+                    "warning",
+                    f"metadata.{key} is {_describe(value)}, not a string; it is read as "
+                    f"\"{_yaml_text(value)}\"",
+                    "spec",
+                    file="SKILL.md",
+                    line=document.key_lines.get("metadata"),
+                    hint=f'quote it: {key}: "{_yaml_text(value)}"',
+                )
+                converted[key] = _yaml_text(value)
+            else:
+                converted[key] = value
+        return {**raw, "metadata": converted}
+
     def name(self, document: SkillDocument, meta: Frontmatter, expected: str) -> None:
         line = document.key_lines.get("name")
         if "name" not in document.frontmatter:
@@ -317,10 +343,10 @@ class _Checker:
                 hint=f"add 'name: {expected}' to the frontmatter",
             )
             return
-        if meta.name is None:
+        if meta.name is None and document.frontmatter["name"] is not None:
             return  # wrong type, already reported
-        name = unicodedata.normalize("NFKC", meta.name.strip())
-        self.report.name = name
+        name = unicodedata.normalize("NFKC", (meta.name or "").strip())
+        self.report.name = name or None
         if not name:
             self.add("NAME_EMPTY", "error", "Field 'name' must not be empty", "spec",
                      file="SKILL.md", line=line, hint=f"name: {expected}")
@@ -402,13 +428,13 @@ class _Checker:
                 hint="add 'description: <what the skill does and when to use it>'",
             )
             return
-        if meta.description is None:
-            return
-        if not meta.description.strip():
+        if meta.description is None and document.frontmatter["description"] is not None:
+            return  # wrong type, already reported
+        if not (meta.description or "").strip():
             self.add("DESCRIPTION_EMPTY", "error", "Field 'description' must not be empty",
                      "spec", file="SKILL.md", line=line,
                      hint="say what the skill does and when an agent should use it")
-        elif len(meta.description) > MAX_DESCRIPTION_LENGTH:
+        elif meta.description is not None and len(meta.description) > MAX_DESCRIPTION_LENGTH:
             self.add(
                 "DESCRIPTION_TOO_LONG",
                 "error",
@@ -642,6 +668,14 @@ def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {value!r}"
     return f"a {type(value).__name__}"
+
+
+def _yaml_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def _suggest_version(value: Any) -> str:

@@ -31,6 +31,7 @@ _FIRST_FRONTMATTER_LINE = 2
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _CLOSING_LINE = re.compile(r"^---[ \t]*$", re.MULTILINE)
+_NEAR_CLOSING_LINE = re.compile(r"^---", re.MULTILINE)
 
 
 class FrontmatterError(SkillReadError):
@@ -104,6 +105,17 @@ def split_frontmatter(text: str, path: Path) -> tuple[str, str, int]:
             source = text[first_end + 1 : closing.start()]
             body = text[closing.end() + 1 :]
             return source, body, source.count("\n") + _FIRST_FRONTMATTER_LINE + 1
+    near = _NEAR_CLOSING_LINE.search(text, first_end + 1) if first_end >= 0 else None
+    if near is not None:
+        line = text.count("\n", 0, near.start()) + 1
+        raise _error(
+            "FRONTMATTER_UNCLOSED",
+            f"the frontmatter opened on line 1 is not closed: line {line} starts with '---' but "
+            "is not exactly '---'",
+            path,
+            line,
+            f"make line {line} exactly '---' (no comment or other text after it)",
+        )
     raise _error(
         "FRONTMATTER_UNCLOSED",
         "the frontmatter opened on line 1 is never closed by a line '---'",
