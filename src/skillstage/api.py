@@ -8,12 +8,21 @@ render what it returns.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skillstage.config import DEFAULT_CONFIG_TOML, CONFIG_FILENAME, Project, load_config_file
+from skillstage.config import (
+    CONFIG_FILENAME,
+    DEFAULT_CONFIG_TOML,
+    Project,
+    ValidationPolicy,
+    load_config_file,
+)
 from skillstage.errors import ConflictError, SkillReadError, UsageError
 from skillstage.skill.checks import (
     SkillReport,
@@ -82,15 +91,16 @@ def validate(
     spec_only: bool = False,
     strict: bool = False,
     run_tests: bool = False,
+    jobs: int = 1,
     progress: Progress | None = None,
 ) -> ValidationReport:
     """Validate skill directories, or every skill under the given trees.
 
     `all_stages` adds every skill in the project's stage folders. Dependencies are resolved against
     the skills validated plus the project's other skills. With `strict`, warnings become errors.
+    `jobs` > 1 checks skills in that many processes (0: one per CPU) when there are enough of them
+    to be worth it; the report is the same.
     """
-    from skillstage.config import ValidationPolicy
-
     policy = project.config.validation if project is not None else ValidationPolicy()
     targets: list[Path] = []
     for path in paths:
@@ -98,23 +108,22 @@ def validate(
             raise UsageError(f"{path} does not exist", hint="pass a skill directory or a tree")
         if not path.is_dir():
             raise UsageError(f"{path} is not a directory", hint="pass the skill's directory")
-        found = find_skill_dirs(path)
+        # Resolved once here: directories found below a real path are real paths themselves.
+        found = find_skill_dirs(path.resolve())
         # A directory with no skill below it is taken as a skill missing its SKILL.md.
-        targets.extend(found or [path])
+        targets.extend(found or [path.resolve()])
     if all_stages:
         if project is None:
             raise UsageError("--all needs a project", hint="run `skillstage init` first")
-        targets.extend(entry.path for entry in stage_directories(project))
+        targets.extend(entry.path.resolve() for entry in stage_directories(project))
     if not targets:
         raise UsageError("nothing to validate", hint="pass PATH... or --all")
-    unique = list(dict.fromkeys(target.resolve() for target in targets))
-
-    expected = _expected_names(project)
+    unique = list(dict.fromkeys(targets))
+    expected = {path.resolve(): name for path, name in _expected_names(project).items()}
+    work = [(target, policy, spec_only, expected.get(target)) for target in unique]
     reports = []
-    for done, target in enumerate(unique, 1):
-        reports.append(
-            check_skill(target, policy, spec_only=spec_only, expected_name=expected.get(target))
-        )
+    for done, report in enumerate(_check_each(work, jobs), 1):
+        reports.append(report)
         if progress is not None:
             progress(done, len(unique))
     if not spec_only:
@@ -128,6 +137,29 @@ def validate(
         for report in reports:
             report.findings = [finding.escalated() for finding in report.findings]
     return ValidationReport(reports, spec_only=spec_only, strict=strict)
+
+
+# Below this many skills, starting worker processes costs more than it saves.
+PARALLEL_FROM = 64
+
+_CheckArgs = tuple[Path, ValidationPolicy, bool, str | None]
+
+
+def _check_one(args: _CheckArgs) -> SkillReport:
+    directory, policy, spec_only, expected_name = args
+    return check_skill(directory, policy, spec_only=spec_only, expected_name=expected_name)
+
+
+def _check_each(work: list[_CheckArgs], jobs: int) -> Iterator[SkillReport]:
+    """Check skills in order, in worker processes when there are many."""
+    workers = min(jobs or os.cpu_count() or 1, len(work) // (PARALLEL_FROM // 2) or 1)
+    if workers <= 1 or len(work) < PARALLEL_FROM:
+        yield from map(_check_one, work)
+        return
+    # fork: the workers start with everything already imported; they touch no shared state.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(_check_one, work, chunksize=max(1, len(work) // (workers * 8)))
 
 
 def _project_dependency_graph(project: Project | None, exclude: set[Path]) -> dict[str, list[str]]:
@@ -148,9 +180,11 @@ def _project_dependency_graph(project: Project | None, exclude: set[Path]) -> di
         name = frontmatter.get("name")
         dependencies = frontmatter.get("dependencies")
         if isinstance(name, str):
-            graph[name] = [d for d in dependencies if isinstance(d, str)] if isinstance(
-                dependencies, list
-            ) else []
+            graph[name] = (
+                [d for d in dependencies if isinstance(d, str)]
+                if isinstance(dependencies, list)
+                else []
+            )
     return graph
 
 

@@ -1,8 +1,8 @@
 """Project configuration: `skillstage.toml`, or `[tool.skillstage]` in `pyproject.toml`.
 
-Read with `tomllib` into pydantic models. An unknown key or a bad value is a `ConfigError` that names
-the file and the dotted key. Defaults follow the seeds: seed 000's stage paths and 48-hour staging SLA,
-seed 002's promotion thresholds.
+Read with `tomllib` into pydantic models. An unknown key or a bad value is a `ConfigError` that
+names the file and the dotted key. Defaults follow the seeds: seed 000's stage paths and 48-hour
+staging SLA, seed 002's promotion thresholds.
 """
 
 from __future__ import annotations
@@ -302,7 +302,8 @@ path = ".claude/skills/{name}"
 [[transitions]]
 from = "prototype"
 to = "staged"
-gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security", "metrics", "approval"]
+gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security",
+         "metrics", "approval"]
 
 [transitions.thresholds]
 min_pattern_fidelity = 0.90         # across all benchmark cases
@@ -315,7 +316,8 @@ min_executions = 0
 [[transitions]]
 from = "staged"
 to = "production"
-gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security", "metrics", "approval"]
+gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security",
+         "metrics", "approval"]
 
 [transitions.thresholds]
 min_pattern_fidelity = 0.90         # sustained over the executions of this version

@@ -41,7 +41,10 @@ def test_validate_clean_skill_exits_0(run_cli: Run, tmp_path: Path) -> None:
     write_skill(tmp_path, "auth-v2")
     result = run_cli("validate", "auth-v2")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "1 skill(s) validated: 1 passed, 0 failed (0 error(s), 0 warning(s))"
+    assert (
+        result.stdout.strip()
+        == "1 skill(s) validated: 1 passed, 0 failed (0 error(s), 0 warning(s))"
+    )
 
 
 def test_validate_errors_exit_1_with_plain_lines_when_piped(run_cli: Run, tmp_path: Path) -> None:
@@ -50,9 +53,14 @@ def test_validate_errors_exit_1_with_plain_lines_when_piped(run_cli: Run, tmp_pa
     result = run_cli("validate", "skill-name")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert "skill-name/execute.sh: error: EXECUTE_NOT_EXECUTABLE: execute.sh is not executable" in lines
+    assert (
+        "skill-name/execute.sh: error: EXECUTE_NOT_EXECUTABLE: execute.sh is not executable"
+        in lines
+    )
     assert "    hint: chmod +x skill-name/execute.sh" in lines
-    assert any(line.startswith("skill-name/SKILL.md:3: error: VERSION_NOT_SEMVER") for line in lines)
+    assert any(
+        line.startswith("skill-name/SKILL.md:3: error: VERSION_NOT_SEMVER") for line in lines
+    )
 
 
 def test_validate_json_report(run_cli: Run, tmp_path: Path) -> None:

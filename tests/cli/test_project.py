@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 from skillstage import api
-from skillstage.config import Config, DEFAULT_CONFIG_TOML, load_config_file
+from skillstage.config import DEFAULT_CONFIG_TOML, Config, load_config_file
 from tests.cli.conftest import Run
 from tests.skilltree import write_skill
 
@@ -123,8 +123,10 @@ def test_seed_dashboard_query_runs_unchanged(tmp_path: Path) -> None:
     project = load_config_file(tmp_path / "skillstage.toml")
     write_skill(tmp_path / STAGING, "logging-v3")
     api.list_skills(project, now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=52))
-    rows = sqlite3.connect(tmp_path / ".skillstage/state.db").execute(
-        """
+    rows = (
+        sqlite3.connect(tmp_path / ".skillstage/state.db")
+        .execute(
+            """
         SELECT
           name,
           created_at,
@@ -135,7 +137,9 @@ def test_seed_dashboard_query_runs_unchanged(tmp_path: Path) -> None:
           AND created_at < datetime('now', '-48 hours')
         ORDER BY created_at ASC;
         """
-    ).fetchall()
+        )
+        .fetchall()
+    )
     assert [(row[0], round(row[2]), round(row[3])) for row in rows] == [("logging-v3", 52, 4)]
 
 

@@ -44,7 +44,7 @@ def test_a_complete_skill_passes_clean(tmp_path: Path) -> None:
     assert report.digest is not None
 
 
-# -- content (seed 000 §1) --------------------------------------------------------------------------
+# -- content (seed 000 §1) -------------------------------------------------------------------------
 
 
 def test_skill_md_missing(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_required_files_are_policy(tmp_path: Path) -> None:
     assert check(write_skill(tmp_path, "a", execute=False, test=None), policy=policy).findings == []
 
 
-# -- schema (seed 000 §2) ---------------------------------------------------------------------------
+# -- schema (seed 000 §2) --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", ["v1.0.0", "1.0", "1.0.0.0", "01.0.0", "latest"])
@@ -105,9 +105,7 @@ def test_valid_versions(tmp_path: Path, version: str) -> None:
 
 
 def test_a_version_yaml_reads_as_a_number_is_explained(tmp_path: Path) -> None:
-    skill = write_skill(
-        tmp_path, "a", skill_md="---\nname: a\nversion: 1.0\ndescription: d\n---\n"
-    )
+    skill = write_skill(tmp_path, "a", skill_md="---\nname: a\nversion: 1.0\ndescription: d\n---\n")
     found = finding(check(skill), "VERSION_NOT_SEMVER")
     assert "YAML read it as the number 1.0" in found.message
     assert "version: 1.0.0" in (found.hint or "")
@@ -141,8 +139,9 @@ def test_field_types(tmp_path: Path, extra: dict[str, Any], expected: str) -> No
 
 def test_non_string_metadata_values_warn_and_read_as_strings(tmp_path: Path) -> None:
     skill = write_skill(
-        tmp_path, "a", skill_md="---\nname: a\ndescription: d\nmetadata:\n  version: 1.0.0\n"
-        "  stable: true\n---\n",
+        tmp_path,
+        "a",
+        skill_md="---\nname: a\ndescription: d\nmetadata:\n  version: 1.0.0\n  stable: true\n---\n",
     )
     report = check(skill)
     assert ids(report) == ["METADATA_VALUE_NOT_STRING"]
@@ -170,7 +169,7 @@ def test_complete_sla_override_is_fine(tmp_path: Path) -> None:
     assert check(write_skill(tmp_path, "a", extra=extra)).findings == []
 
 
-# -- spec -------------------------------------------------------------------------------------------
+# -- spec ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -225,7 +224,9 @@ def test_compatibility_limit(tmp_path: Path) -> None:
 
 
 def test_name_of_the_wrong_type(tmp_path: Path) -> None:
-    skill = write_skill(tmp_path, "a", skill_md="---\nname: true\nversion: 1.0.0\ndescription: d\n---\n")
+    skill = write_skill(
+        tmp_path, "a", skill_md="---\nname: true\nversion: 1.0.0\ndescription: d\n---\n"
+    )
     found = finding(check(skill), "NAME_WRONG_TYPE")
     assert "not the boolean true" in found.message
 
@@ -275,7 +276,7 @@ def test_links_to_missing_files(tmp_path: Path) -> None:
     ]
 
 
-# -- security ---------------------------------------------------------------------------------------
+# -- security --------------------------------------------------------------------------------------
 
 
 def test_world_writable_files(tmp_path: Path) -> None:
@@ -311,7 +312,7 @@ def test_symlink_escape_is_a_security_error(tmp_path: Path) -> None:
     assert found.rule_set == "security"
 
 
-# -- spec-only and strict -----------------------------------------------------------------------
+# -- spec-only and strict --------------------------------------------------------------------------
 
 
 def test_spec_only_skips_skillstage_rules(tmp_path: Path) -> None:
@@ -327,7 +328,7 @@ def test_spec_only_reports_seed_fields_as_not_in_spec(tmp_path: Path) -> None:
     assert report.ok
 
 
-# -- dependencies -------------------------------------------------------------------------------
+# -- dependencies ----------------------------------------------------------------------------------
 
 
 def test_missing_dependency_and_cycles(tmp_path: Path) -> None:
@@ -348,7 +349,7 @@ def test_find_cycles_handles_self_loops_and_dags() -> None:
     assert sorted(map(len, find_cycles({"x": ["y"], "y": ["x"], "p": ["q"], "q": ["p"]}))) == [2, 2]
 
 
-# -- tests (test.sh) -----------------------------------------------------------------------------
+# -- tests (test.sh) -------------------------------------------------------------------------------
 
 
 def test_run_tests_pass(tmp_path: Path) -> None:

@@ -154,10 +154,29 @@ def test_errors_render_place_and_hint() -> None:
 # -- properties: whatever the bytes, a parsed skill or a SkillstageError ---------------------------
 
 _yaml_alphabet = st.sampled_from(
-    list("abc:-[]{}&*!|>'\"%@`#,?\n\t ") + [
-        "---", "...", "\r\n", "\ufeff", "\x00", "é", "\\", "!!binary ", "!!timestamp ",
-        "!!int ", "!!float ", "!!set ", "!!omap ", "!!pairs ", "!!python/object ", "<<: ",
-        "2025-13-45", "1e999", "? ", "~", "0x",
+    [
+        *"abc:-[]{}&*!|>'\"%@`#,?\n\t ",
+        "---",
+        "...",
+        "\r\n",
+        "\ufeff",
+        "\x00",
+        "é",
+        "\\",
+        "!!binary ",
+        "!!timestamp ",
+        "!!int ",
+        "!!float ",
+        "!!set ",
+        "!!omap ",
+        "!!pairs ",
+        "!!python/object ",
+        "<<: ",
+        "2025-13-45",
+        "1e999",
+        "? ",
+        "~",
+        "0x",
     ]
 )
 
@@ -200,8 +219,10 @@ _scalars = st.one_of(
 )
 _values = st.recursive(
     _scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

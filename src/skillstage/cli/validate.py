@@ -33,6 +33,13 @@ _PROGRESS_FROM = 50  # skills; below this a bar only flickers
 )
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--run-tests", is_flag=True, help="Run each skill's test.sh (timeout: 30 s).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes for large trees (0: one per CPU; 1: no workers).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @click.pass_obj
 def validate(
@@ -42,6 +49,7 @@ def validate(
     spec_only: bool,
     strict: bool,
     run_tests: bool,
+    jobs: int,
     as_json: bool,
 ) -> int:
     """Validate skills: each PATH is a skill directory or a tree holding skills.
@@ -66,6 +74,7 @@ def validate(
             spec_only=spec_only,
             strict=strict,
             run_tests=run_tests,
+            jobs=jobs,
             progress=progress,
         )
     if as_json:
@@ -107,8 +116,10 @@ def _progress_bar(enabled: bool) -> Iterator[ProgressCallback | None]:
 
 
 def _where(report: SkillReport, finding: Finding) -> str:
-    place = os.path.relpath(report.path / finding.file) if finding.file else os.path.relpath(
-        report.path
+    place = (
+        os.path.relpath(report.path / finding.file)
+        if finding.file
+        else os.path.relpath(report.path)
     )
     return f"{place}:{finding.line}" if finding.line else place
 
@@ -124,7 +135,9 @@ def _summary(report: ValidationReport) -> str:
 def _render_plain(report: ValidationReport) -> None:
     for skill in report.skills:
         for finding in skill.findings:
-            click.echo(f"{_where(skill, finding)}: {finding.severity}: {finding.id}: {finding.message}")
+            click.echo(
+                f"{_where(skill, finding)}: {finding.severity}: {finding.id}: {finding.message}"
+            )
             if finding.hint:
                 click.echo("    hint: " + finding.hint.replace("\n", "\n          "))
             if finding.detail:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-from collections import deque
 import os
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,7 +62,14 @@ class Finding:
         if self.severity != "warning":
             return self
         return Finding(
-            self.id, "error", self.message, self.rule_set, self.file, self.line, self.hint, self.detail
+            self.id,
+            "error",
+            self.message,
+            self.rule_set,
+            self.file,
+            self.line,
+            self.hint,
+            self.detail,
         )
 
 
@@ -166,8 +173,10 @@ class _Checker:
 
     def file_problems(self, scan: FileScan) -> None:
         for problem in scan.problems:
-            rule_set = "content" if problem.code in ("FILE_COUNT_LIMIT", "SKILL_TOO_LARGE") else (
-                "security"
+            rule_set = (
+                "content"
+                if problem.code in ("FILE_COUNT_LIMIT", "SKILL_TOO_LARGE")
+                else ("security")
             )
             if self.spec_only and rule_set == "security":
                 continue
@@ -319,7 +328,7 @@ class _Checker:
                     "METADATA_VALUE_NOT_STRING",
                     "warning",
                     f"metadata.{key} is {_describe(value)}, not a string; it is read as "
-                    f"\"{_yaml_text(value)}\"",
+                    f'"{_yaml_text(value)}"',
                     "spec",
                     file="SKILL.md",
                     line=document.key_lines.get("metadata"),
@@ -348,8 +357,15 @@ class _Checker:
         name = unicodedata.normalize("NFKC", (meta.name or "").strip())
         self.report.name = name or None
         if not name:
-            self.add("NAME_EMPTY", "error", "Field 'name' must not be empty", "spec",
-                     file="SKILL.md", line=line, hint=f"name: {expected}")
+            self.add(
+                "NAME_EMPTY",
+                "error",
+                "Field 'name' must not be empty",
+                "spec",
+                file="SKILL.md",
+                line=line,
+                hint=f"name: {expected}",
+            )
             return
         if len(name) > MAX_NAME_LENGTH:
             self.add(
@@ -431,9 +447,15 @@ class _Checker:
         if meta.description is None and document.frontmatter["description"] is not None:
             return  # wrong type, already reported
         if not (meta.description or "").strip():
-            self.add("DESCRIPTION_EMPTY", "error", "Field 'description' must not be empty",
-                     "spec", file="SKILL.md", line=line,
-                     hint="say what the skill does and when an agent should use it")
+            self.add(
+                "DESCRIPTION_EMPTY",
+                "error",
+                "Field 'description' must not be empty",
+                "spec",
+                file="SKILL.md",
+                line=line,
+                hint="say what the skill does and when an agent should use it",
+            )
         elif meta.description is not None and len(meta.description) > MAX_DESCRIPTION_LENGTH:
             self.add(
                 "DESCRIPTION_TOO_LONG",
@@ -547,7 +569,9 @@ class _Checker:
             )
         known = {f.path for f in scan.files}
         directories = {p.rsplit("/", 1)[0] for p in known if "/" in p}
-        directories |= {d.rsplit("/", i)[0] for d in list(directories) for i in range(1, d.count("/") + 1)}
+        directories |= {
+            d.rsplit("/", i)[0] for d in list(directories) for i in range(1, d.count("/") + 1)
+        }
         for target, line in _relative_links(document.body, document.body_first_line):
             resolved = os.path.normpath(target)
             if resolved.startswith(".."):
@@ -596,9 +620,9 @@ def _relative_links(body: str, first_line: int) -> Iterable[tuple[str, int]]:
             target = _link_target(match.group(1))
             if target:
                 yield target, first_line + offset
-        match = _REFERENCE_LINK.match(text)
-        if match:
-            target = _link_target(match.group(1))
+        reference = _REFERENCE_LINK.match(text)
+        if reference:
+            target = _link_target(reference.group(1))
             if target:
                 yield target, first_line + offset
 
@@ -717,7 +741,9 @@ def check_skill(
         checker.add(
             "SKILL_DIR_MISSING",
             "error",
-            f"{directory} is not a directory" if directory.exists() else f"{directory} does not exist",
+            f"{directory} is not a directory"
+            if directory.exists()
+            else f"{directory} does not exist",
             "content",
             hint="pass the path of a skill directory (the one holding SKILL.md)",
         )
@@ -757,8 +783,9 @@ def check_skill(
             raw = _read_bounded(directory / skill_md)
         document = parse_skill_md(raw, directory / skill_md)
     except FrontmatterError as exc:
-        checker.add(exc.code, "error", exc.message, "parse", file=skill_md, line=exc.line,
-                    hint=exc.hint)
+        checker.add(
+            exc.code, "error", exc.message, "parse", file=skill_md, line=exc.line, hint=exc.hint
+        )
         return report
 
     checker.fields(document)
@@ -808,9 +835,9 @@ def check_dependencies(reports: Sequence[SkillReport], known: Mapping[str, Seque
     for cycle in cycles:
         text = " → ".join([*cycle, cycle[0]])
         for member in cycle:
-            report = by_name.get(member)
-            if report is not None:
-                report.findings.append(
+            member_report = by_name.get(member)
+            if member_report is not None:
+                member_report.findings.append(
                     Finding(
                         "DEPENDENCY_CYCLE",
                         "error",

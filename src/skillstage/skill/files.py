@@ -7,6 +7,7 @@ the order a filesystem lists entries in.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -67,6 +68,61 @@ def _inside(root: str, target: str) -> bool:
     return target == root or target.startswith(root + os.sep)
 
 
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    remaining = size
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# Read without following a symlink, and without blocking should a FIFO have replaced the file
+# since it was listed.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def _list_tree(root: str, max_files: int, scan: FileScan) -> tuple[list[tuple[str, str]], bool]:
+    """(relative path, absolute path) of every entry that is not a directory, unsorted.
+
+    `os.scandir` gives each entry's type without a system call, so listing costs one call per
+    directory; symlinks to directories are listed as entries and not descended into.
+    """
+    entries: list[tuple[str, str]] = []
+    pending = [(root, "")]
+    while pending:
+        current, prefix = pending.pop()
+        try:
+            iterator = os.scandir(current)
+        except OSError as exc:
+            scan.problems.append(
+                FileProblem(
+                    "FILE_UNREADABLE",
+                    f"cannot list {prefix or '.'}: {exc.strerror}",
+                    prefix,
+                    "check the directory's permissions",
+                )
+            )
+            continue
+        with iterator:
+            for entry in iterator:
+                if entry.name in IGNORED_NAMES:
+                    continue
+                relative = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.stat(follow_symlinks=False).st_mode & stat.S_IWOTH:
+                        scan.world_writable_dirs.append(relative)
+                    pending.append((entry.path, relative + "/"))
+                    continue
+                if len(entries) >= max_files:
+                    return entries, True
+                entries.append((relative, entry.path))
+    return entries, False
+
+
 def scan_skill_files(
     directory: Path,
     *,
@@ -81,91 +137,8 @@ def scan_skill_files(
     socket, device) or a tree over the limits is reported as a problem; the digest is then None.
     """
     scan = FileScan()
-    root = os.path.realpath(directory)
-    entries: list[tuple[str, str, os.stat_result, bool]] = []  # (relpath, abspath, stat, link)
-    too_many = False
-    # os.walk does not follow directory symlinks; a symlink to a directory is listed among the
-    # directory names, so it is checked and recorded below without being descended into.
-    for current, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(current, root)
-        rel_prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        kept = []
-        for name in dirnames:
-            if name in IGNORED_NAMES:
-                continue
-            full = os.path.join(current, name)
-            if os.path.islink(full):
-                filenames.append(name)
-                continue
-            kept.append(name)
-            mode = os.lstat(full).st_mode
-            if mode & stat.S_IWOTH:
-                scan.world_writable_dirs.append(rel_prefix + name)
-        dirnames[:] = kept
-        for name in filenames:
-            if name in IGNORED_NAMES:
-                continue
-            if len(entries) >= max_files:
-                too_many = True
-                break
-            full = os.path.join(current, name)
-            rel = rel_prefix + name
-            try:
-                lst = os.lstat(full)
-            except OSError as exc:
-                scan.problems.append(
-                    FileProblem("FILE_UNREADABLE", f"cannot stat {rel}: {exc.strerror}", rel, "")
-                )
-                continue
-            is_link = stat.S_ISLNK(lst.st_mode)
-            if is_link:
-                target = os.path.realpath(full)
-                if not _inside(root, target):
-                    scan.problems.append(
-                        FileProblem(
-                            "SYMLINK_ESCAPE",
-                            f"{rel} is a symlink to {os.readlink(full)}, outside the skill "
-                            "directory",
-                            rel,
-                            f"replace the symlink with a copy of the file: "
-                            f"cp --remove-destination \"$(readlink -f {rel})\" {rel}",
-                        )
-                    )
-                    continue
-                try:
-                    st = os.stat(full)
-                except OSError:
-                    scan.problems.append(
-                        FileProblem(
-                            "BROKEN_SYMLINK",
-                            f"{rel} is a symlink to {os.readlink(full)}, which does not exist",
-                            rel,
-                            f"remove it (rm {rel}) or point it at a file inside the skill",
-                        )
-                    )
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    # A link to a directory inside the skill: its files are already listed under
-                    # their real path; record the link itself by its target.
-                    link_text = os.readlink(full)
-                    entries.append((rel, link_text, lst, True))
-                    continue
-            else:
-                st = lst
-            if not stat.S_ISREG(st.st_mode):
-                scan.problems.append(
-                    FileProblem(
-                        "SPECIAL_FILE",
-                        f"{rel} is not a regular file (a FIFO, socket or device)",
-                        rel,
-                        f"remove it: rm {rel}",
-                    )
-                )
-                continue
-            entries.append((rel, full, st, is_link))
-        if too_many:
-            break
-
+    root = str(directory)
+    entries, too_many = _list_tree(root, max_files, scan)
     if too_many:
         scan.problems.append(
             FileProblem(
@@ -175,47 +148,115 @@ def scan_skill_files(
                 "remove generated or vendored files, or raise validation.max_files",
             )
         )
-    scan.total_bytes = sum(st.st_size for _, _, st, link in entries if not stat.S_ISLNK(st.st_mode))
+        read_content = False  # reading would be the very cost the limit exists to refuse
+    entries.sort()
+    digest = hashlib.sha256()
+    for relative, full in entries:
+        follow = False
+        try:
+            lst = os.lstat(full) if not read_content else None
+            fd = os.open(full, _OPEN_FLAGS) if read_content else -1
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # ELOOP: it is a symlink (O_NOFOLLOW)
+                scan.problems.append(
+                    FileProblem(
+                        "FILE_UNREADABLE",
+                        f"cannot read {relative}: {exc.strerror}",
+                        relative,
+                        "check the file's permissions",
+                    )
+                )
+                continue
+            follow = True
+            lst = None
+            fd = -1
+        if follow or (lst is not None and stat.S_ISLNK(lst.st_mode)):
+            target = os.path.realpath(full)
+            problem = _symlink_problem(os.path.realpath(root), full, relative, target)
+            if problem is not None:
+                scan.problems.append(problem)
+                continue
+            if os.path.isdir(target):
+                # A link to a directory inside the skill: its files are listed under their real
+                # path already; record the link itself by its target.
+                link_text = os.readlink(full)
+                mode = os.lstat(full).st_mode
+                scan.files.append(SkillFile(relative, 0, mode, is_symlink=True))
+                _feed(digest, relative, False, b"symlink:" + link_text.encode())
+                continue
+            if not read_content:
+                st = os.stat(full)
+                scan.files.append(SkillFile(relative, st.st_size, st.st_mode, is_symlink=True))
+                continue
+            fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            is_link = True
+        else:
+            is_link = False
+        if fd < 0:
+            assert lst is not None
+            if not stat.S_ISREG(lst.st_mode):
+                scan.problems.append(_special_file(relative))
+                continue
+            scan.files.append(SkillFile(relative, lst.st_size, lst.st_mode))
+            scan.total_bytes += lst.st_size
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                scan.problems.append(_special_file(relative))
+                continue
+            skill_file = SkillFile(relative, st.st_size, st.st_mode, is_symlink=is_link)
+            scan.files.append(skill_file)
+            scan.total_bytes += st.st_size
+            if scan.total_bytes > max_total_bytes:
+                read_content = False
+                continue
+            data = _read_all(fd, st.st_size)
+        finally:
+            os.close(fd)
+        _feed(digest, relative, skill_file.executable, data)
+        if inspect is not None:
+            inspect(skill_file, data)
     if scan.total_bytes > max_total_bytes:
         scan.problems.append(
             FileProblem(
                 "SKILL_TOO_LARGE",
-                f"the skill's files total {scan.total_bytes:,} bytes; the limit is "
-                f"{max_total_bytes:,}",
+                f"the skill's files total more than {max_total_bytes:,} bytes (the limit)",
                 "",
                 "move large data out of the skill, or raise validation.max_total_bytes",
             )
         )
-    entries.sort(key=lambda entry: entry[0])
-    # Over a limit, reading would be the very cost the limit exists to refuse.
-    read_content = read_content and all(
-        problem.code not in ("FILE_COUNT_LIMIT", "SKILL_TOO_LARGE") for problem in scan.problems
-    )
-    digest = hashlib.sha256()
-    for rel, full, st, is_link in entries:
-        if is_link and stat.S_ISLNK(st.st_mode):
-            skill_file = SkillFile(rel, 0, st.st_mode, is_symlink=True)
-            scan.files.append(skill_file)
-            _feed(digest, rel, False, b"symlink:" + full.encode())
-            continue
-        skill_file = SkillFile(rel, st.st_size, st.st_mode, is_symlink=is_link)
-        scan.files.append(skill_file)
-        if not read_content:
-            continue
-        try:
-            with open(full, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            scan.problems.append(
-                FileProblem("FILE_UNREADABLE", f"cannot read {rel}: {exc.strerror}", rel, "")
-            )
-            continue
-        _feed(digest, rel, skill_file.executable, data)
-        if inspect is not None:
-            inspect(skill_file, data)
     if read_content and not scan.problems:
         scan.digest = digest.hexdigest()
     return scan
+
+
+def _special_file(relative: str) -> FileProblem:
+    return FileProblem(
+        "SPECIAL_FILE",
+        f"{relative} is not a regular file (a FIFO, socket or device)",
+        relative,
+        f"remove it: rm {relative}",
+    )
+
+
+def _symlink_problem(root: str, full: str, relative: str, target: str) -> FileProblem | None:
+    if not _inside(root, target):
+        return FileProblem(
+            "SYMLINK_ESCAPE",
+            f"{relative} is a symlink to {os.readlink(full)}, outside the skill directory",
+            relative,
+            f"replace the symlink with a copy of the file: cp --remove-destination "
+            f'"$(readlink -f {relative})" {relative}',
+        )
+    if not os.path.exists(target):
+        return FileProblem(
+            "BROKEN_SYMLINK",
+            f"{relative} is a symlink to {os.readlink(full)}, which does not exist",
+            relative,
+            f"remove it (rm {relative}) or point it at a file inside the skill",
+        )
+    return None
 
 
 def _feed(digest: hashlib._Hash, rel: str, executable: bool, data: bytes) -> None:

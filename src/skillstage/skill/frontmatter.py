@@ -20,8 +20,8 @@ from skillstage.errors import SkillReadError
 
 MAX_SKILL_MD_BYTES = 1024 * 1024
 MAX_FRONTMATTER_BYTES = 64 * 1024
-# A frontmatter of at most 64 KiB holds far fewer nodes than this without aliases; only an alias bomb
-# ("billion laughs") expands past it.
+# A frontmatter of at most 64 KiB holds far fewer nodes than this without aliases; only an alias
+# bomb ("billion laughs") expands past it.
 MAX_EXPANDED_NODES = 100_000
 MAX_DEPTH = 64
 
@@ -214,9 +214,14 @@ class _NeedsFullLoader(Exception):
     """The document uses a YAML feature the event builder leaves to PyYAML's constructor."""
 
 
-_RESOLVER = yaml.resolver.Resolver()
-_SCALARS = yaml.constructor.SafeConstructor()
+_RESOLVER: Any = yaml.resolver.Resolver()
+_SCALARS: Any = yaml.constructor.SafeConstructor()
 _PLAIN = (True, False)
+# First characters for which PyYAML's resolver has an implicit type (bool, int, float, null,
+# timestamp, merge, value).
+_TYPED_FIRST_CHARS = frozenset(
+    key for key in yaml.resolver.Resolver.yaml_implicit_resolvers if key is not None
+)
 
 
 def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[str, int]] | None:
@@ -227,7 +232,7 @@ def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[st
     tags, merge keys, complex keys, several documents) returns None and goes through PyYAML's
     full loader; the results agree (tested).
     """
-    parser = yaml.cyaml.CParser(source)
+    parser: Any = yaml.CSafeLoader(source)  # used only as the C parser's event stream
     try:
         root: Any = None
         # Each open container: [object, pending key, key identities seen -> line]
@@ -235,14 +240,20 @@ def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[st
         documents = 0
         root_lines: dict[str, int] = {}
         while True:
-            event = parser.get_event()
+            event: Any = parser.get_event()
             kind = type(event)
             if kind is yaml.ScalarEvent:
                 if event.anchor is not None or event.tag not in (None, "!"):
                     return None
                 value: Any = event.value
                 if event.implicit[0]:
-                    tag = _RESOLVER.resolve(yaml.ScalarNode, value, _PLAIN)
+                    # Most plain scalars start with a character no implicit type can start with
+                    # (a letter other than y/n/t/f/o): those are strings without asking.
+                    tag = (
+                        _RESOLVER.resolve(yaml.ScalarNode, value, _PLAIN)
+                        if not value or value[0] in _TYPED_FIRST_CHARS
+                        else _STR_TAG
+                    )
                     if tag == _MERGE_TAG:
                         return None
                     if tag != _STR_TAG:
@@ -252,7 +263,7 @@ def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[st
                         except Exception:
                             return None  # the full loader reports the bad value
 
-                    identity = (tag, event.value)
+                    identity: Any = (tag, event.value)
                 else:
                     identity = (_STR_TAG, value)
                 line = int(event.start_mark.line) + _FIRST_FRONTMATTER_LINE
@@ -392,7 +403,8 @@ def load_frontmatter(source: str, path: Path) -> tuple[dict[str, Any], dict[str,
             f"the frontmatter is not valid YAML: {problem}",
             path,
             line,
-            "quote values that contain ': ' or start with a special character ([ { & * ! | > ' \" % @ `)",
+            "quote values that contain ': ' or start with a special character "
+            "([ { & * ! | > ' \" % @ `)",
         ) from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise _error(

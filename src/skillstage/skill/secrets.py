@@ -48,7 +48,9 @@ def _starts_a_word(data: bytes, start: int, text: bytes) -> bool:
         return True
     # Stripe keys are sk_live_/rk_live_: the pattern starts at "k_live_", so look one further back.
     if text.startswith(b"k_live_"):
-        return start > 0 and data[start - 1] in b"rs" and (start < 2 or data[start - 2] not in _WORD)
+        return (
+            start > 0 and data[start - 1] in b"rs" and (start < 2 or data[start - 2] not in _WORD)
+        )
     return start == 0 or data[start - 1] not in _WORD
 
 

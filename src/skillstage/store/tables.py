@@ -1,0 +1,224 @@
+"""The store's tables, in SQLAlchemy Core, shared by SQLite and PostgreSQL.
+
+This is the schema the code reads and writes. Migrations under `migrations/versions/` create it; a
+test compares the two, so a change here without a migration fails the suite.
+
+Timestamps are stored as naive UTC (`UTCDateTime`): on SQLite that is the text form
+`YYYY-MM-DD HH:MM:SS.ffffff`, which SQLite's own date functions read, so the seeds' dashboard SQL
+(`julianday(created_at)`, `created_at < datetime('now', '-48 hours')`) works on our columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware datetime in Python, naive UTC in the database.
+
+    Naive datetimes are refused on write: a naive value's zone is a guess, and a wrong guess
+    shifts every SLA age by hours.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware datetime (e.g. in UTC)")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            return value.astimezone(dt.UTC)
+        return value.replace(tzinfo=dt.UTC)
+
+
+def _json() -> TypeEngine[Any]:
+    # JSONB on PostgreSQL so later queries can index and compare documents; text JSON on SQLite.
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+# Deterministic constraint names on both dialects, so migrations can name what they alter.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+skill = Table(
+    "skill",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+skill_version = Table(
+    "skill_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("digest", String(64), nullable=False),  # sha256, hex
+    Column("path", Text, nullable=False),  # where it was first seen
+    Column("frontmatter", _json(), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("skill_id", "version"),
+)
+
+stage_assignment = Table(
+    "stage_assignment",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("version_id", Integer, ForeignKey("skill_version.id"), nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("left_at", UTCDateTime, nullable=True),
+)
+# A skill holds at most one version in a stage at a time: the open row is the stage pointer.
+Index(
+    "uq_stage_assignment_open",
+    stage_assignment.c.skill_id,
+    stage_assignment.c.stage,
+    unique=True,
+    sqlite_where=stage_assignment.c.left_at.is_(None),
+    postgresql_where=stage_assignment.c.left_at.is_(None),
+)
+Index(None, stage_assignment.c.stage, stage_assignment.c.left_at)
+
+event = Table(
+    "event",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),  # register, promote, rollback, approval, ...
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("version_id", Integer, ForeignKey("skill_version.id"), nullable=True),
+    # The version and digest as the event saw them, kept even when no version row matches
+    # (e.g. a promotion refused before the version was registered).
+    Column("version", String(128), nullable=True),
+    Column("digest", String(64), nullable=True),
+    Column("from_stage", String(64), nullable=True),
+    Column("to_stage", String(64), nullable=True),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("approver", Text, nullable=True),
+    Column("approval_ticket", Text, nullable=True),
+    Column("trigger_metric", Text, nullable=True),
+    Column("success", Boolean, nullable=False),
+    Column("path", Text, nullable=True),
+    Column("details", _json(), nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index(None, event.c.skill_id, event.c.at)
+Index(None, event.c.kind, event.c.at)
+
+approval = Table(
+    "approval",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("version_id", Integer, ForeignKey("skill_version.id"), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("from_stage", String(64), nullable=False),
+    Column("to_stage", String(64), nullable=False),
+    Column("ticket", Text, nullable=False),
+    Column("decision", String(32), nullable=False),  # APPROVED, REJECTED, NEEDS_ITERATION
+    Column("approver", Text, nullable=False),
+    Column("checklist", _json(), nullable=False),
+    Column("notes", Text, nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index(None, approval.c.skill_id, approval.c.version_id, approval.c.to_stage)
+
+execution = Table(
+    "execution",
+    metadata,
+    Column("execution_id", Text, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("version", String(128), nullable=True),
+    Column("digest", String(64), nullable=True),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("pattern_fidelity", Float, nullable=True),
+    Column("outcome_quality", Float, nullable=True),
+    Column("execution_time_ms", Float, nullable=True),
+    Column("patterns_followed", Integer, nullable=True),
+    Column("patterns_missed", Integer, nullable=True),
+    Column("exception", Boolean, nullable=False, default=False),
+    Column("false_positive", Boolean, nullable=False, default=False),
+    Column("false_negative", Boolean, nullable=False, default=False),
+    Column("critical", Boolean, nullable=False, default=False),
+    Column("subject", Text, nullable=True),
+    Column("tags", _json(), nullable=True),
+)
+# Gates and rollouts ask "this version of this skill, in this time window" over millions of rows.
+Index(None, execution.c.skill_id, execution.c.digest, execution.c.timestamp)
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("operation", String(32), nullable=False),  # promote, rollback, ...
+    Column("state", String(16), nullable=False),  # open, closed
+    Column("details", _json(), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+)
+Index(None, journal.c.state, journal.c.skill_id)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),  # git_commit, deploy, reindex, notify, ...
+    Column("payload", _json(), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, done, failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index(None, outbox.c.status, outbox.c.next_attempt_at)
+
+# The seeds' tables, kept as views over the tables above (created by the migrations).
+SEED_VIEWS = (
+    "staged_skills",
+    "skill_promotions",
+    "skills",
+    "execution_metrics",
+    "promotion_events",
+    "rollback_events",
+)
