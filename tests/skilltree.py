@@ -29,11 +29,15 @@ def write_skill(
     directory = parent / name
     directory.mkdir(parents=True, exist_ok=True)
     if skill_md is None:
-        data = frontmatter if frontmatter is not None else {
-            "name": name,
-            "version": "1.0.0",
-            "description": f"The {name} skill. Use it when testing.",
-        }
+        data = (
+            frontmatter
+            if frontmatter is not None
+            else {
+                "name": name,
+                "version": "1.0.0",
+                "description": f"The {name} skill. Use it when testing.",
+            }
+        )
         data = {**data, **(extra or {})}
         skill_md = "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n" + body
     target = directory / "SKILL.md"
