@@ -140,7 +140,7 @@ def validate(
 
 
 # Below this many skills, starting worker processes costs more than it saves.
-PARALLEL_FROM = 64
+PARALLEL_FROM = 200
 
 _CheckArgs = tuple[Path, ValidationPolicy, bool, str | None]
 

@@ -256,3 +256,83 @@ def test_event_builder_matches_pyyaml_on_dumped_documents(data: dict[str, object
 def test_event_builder_matches_pyyaml_on_arbitrary_text(source: str) -> None:
     fast, full = _both("k: v\n" + source)
     assert fast == full
+
+
+# -- the line reader (no YAML parser) agrees with PyYAML wherever it answers ---------------------
+
+_simple_values = st.one_of(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),
+    st.sampled_from(
+        [
+            "yes",
+            "No",
+            "on",
+            "off",
+            "true",
+            "null",
+            "1.0",
+            "1.0.0",
+            "0x1F",
+            "0o17",
+            "12:30",
+            "2025-11-20",
+            "2025-13-45",
+            "1e3",
+            ".inf",
+            "C# tips",
+            "a: b",
+            "a #b",
+            "a:",
+            "x:y",
+            "é",
+            "v1.0.0",
+            "1_000",
+            "+1",
+            "-1",
+            "~",
+            "<<",
+            "=",
+            "a\tb",
+            "a\u2028b",
+            "日本",
+        ]
+    ),
+)
+_simple_keys = st.sampled_from(
+    ["name", "description", "tags", "on", "yes", "null", "a-b", "x_y", "Key", "n", "1a", "true"]
+)
+
+
+@st.composite
+def _simple_documents(draw: st.DrawFn) -> str:
+    lines = []
+    for _ in range(draw(st.integers(1, 6))):
+        key = draw(_simple_keys)
+        if draw(st.booleans()):
+            lines.append(f"{key}: {draw(_simple_values)}{draw(st.sampled_from(['', ' ', '  ']))}")
+        else:
+            lines.append(f"{key}:")
+            indent = draw(st.sampled_from(["", "  ", "    "]))
+            for _ in range(draw(st.integers(0, 3))):
+                lines.append(f"{indent}- {draw(_simple_values)}")
+        if draw(st.integers(0, 5)) == 0:
+            lines.append(draw(st.sampled_from(["", "# comment", "  ", "   - x", " x: y"])))
+    return "\n".join(lines) + draw(st.sampled_from(["", "\n"]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_simple_documents())
+def test_line_reader_matches_pyyaml(source: str) -> None:
+    import yaml
+
+    from skillstage.skill.frontmatter import _read_simple_lines
+
+    try:
+        simple = _read_simple_lines(source, P)
+    except SkillstageError as error:
+        assert error.code == "FRONTMATTER_DUPLICATE_KEY"
+        return
+    if simple is None:
+        return
+    assert simple[0] == yaml.load(source, Loader=yaml.CSafeLoader)
+    assert set(simple[1]) == set(simple[0])

@@ -600,11 +600,20 @@ class _Checker:
 
 
 def _relative_links(body: str, first_line: int) -> Iterable[tuple[str, int]]:
-    """Relative link targets in Markdown, outside code blocks and code spans, with file lines."""
+    """Relative link targets in Markdown, outside code blocks and code spans, with file lines.
+
+    Only the lines that matter (fences, and lines with `](` or `]:`) are visited: a long body is
+    mostly prose, and looping over every line in Python would cost more than every regex here.
+    """
     if "](" not in body and "]:" not in body:
         return
     fence: str | None = None
-    for offset, text in enumerate(body.split("\n")):
+    line = first_line
+    position = 0
+    for match in _INTERESTING_LINE.finditer(body):
+        line += body.count("\n", position, match.start())
+        position = match.start()
+        text = match.group(0)
         stripped = text.lstrip()
         if stripped.startswith(("```", "~~~")):
             marker = stripped[:3]
@@ -613,20 +622,21 @@ def _relative_links(body: str, first_line: int) -> Iterable[tuple[str, int]]:
             elif marker == fence:
                 fence = None
             continue
-        if fence is not None or ("](" not in text and "]:" not in text):
+        if fence is not None:
             continue
         text = _CODE_SPAN.sub("", text)
-        for match in _INLINE_LINK.finditer(text):
-            target = _link_target(match.group(1))
+        for link in _INLINE_LINK.finditer(text):
+            target = _link_target(link.group(1))
             if target:
-                yield target, first_line + offset
+                yield target, line
         reference = _REFERENCE_LINK.match(text)
         if reference:
             target = _link_target(reference.group(1))
             if target:
-                yield target, first_line + offset
+                yield target, line
 
 
+_INTERESTING_LINE = re.compile(r"^[ \t]*(?:```|~~~).*$|^.*\][(:].*$", re.MULTILINE)
 _CODE_SPAN = re.compile(r"`+[^`]*`+")
 _INLINE_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)]*)?\)")
 _REFERENCE_LINK = re.compile(r"\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|\Z)")

@@ -8,6 +8,7 @@ is a `FrontmatterError` with the file's line number.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -331,6 +332,94 @@ def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[st
 
 
 _NO_KEY = object()
+_NOT_SIMPLE = object()
+_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*):(?: +(.*))?")
+_ITEM_LINE = re.compile(r"( *)-(?: +(.*))?")
+
+
+@functools.lru_cache(maxsize=4096)
+def _implicit_tag(text: str) -> str:
+    # Keys and short values repeat across thousands of skills; the resolver is pure Python.
+    return str(_RESOLVER.resolve(yaml.ScalarNode, text, _PLAIN))
+
+
+def _simple_scalar(text: str | None) -> Any:
+    """The value of a plain scalar that needs no YAML parser, or `_NOT_SIMPLE`."""
+    if text is None:
+        return None
+    text = text.rstrip(" ")
+    if not text:
+        return None
+    if (
+        not text[0].isalnum()
+        or ": " in text
+        or " #" in text
+        or text.endswith(":")
+        or not text.isprintable()  # also rules out tabs and YAML's other line breaks
+    ):
+        return _NOT_SIMPLE
+    if text[0] not in _TYPED_FIRST_CHARS:
+        return text
+    tag = _implicit_tag(text)
+    if tag == _STR_TAG:
+        return text
+    try:
+        return _SCALARS.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, text))
+    except Exception:
+        return _NOT_SIMPLE
+
+
+def _read_simple_lines(source: str, path: Path) -> tuple[dict[str, Any], dict[str, int]] | None:
+    """Read the frontmatter most skills have without a YAML parser: `key: plain value` lines and
+    `- item` lists of plain values, blank lines and comment lines. Anything else returns None and
+    goes to the YAML parser; where this answers, it answers as PyYAML does (tested).
+
+    SKILL.md files are read by the thousand; this is a few times faster than libyaml's events.
+    """
+    data: dict[str, Any] = {}
+    key_lines: dict[str, int] = {}
+    open_key: str | None = None  # a key whose value may be the block list that follows
+    items: list[Any] | None = None
+    item_indent = -1
+    for offset, text in enumerate(source.split("\n")):
+        if not text or text.isspace() or text.lstrip().startswith("#"):
+            continue
+        if text[0] == " " or text[0] == "-":
+            item = _ITEM_LINE.fullmatch(text)
+            if item is None or open_key is None:
+                return None
+            indent = len(item.group(1))
+            value = _simple_scalar(item.group(2))
+            if value is _NOT_SIMPLE or (items is not None and indent != item_indent):
+                return None
+            if items is None:
+                items, item_indent = [], indent
+                data[open_key] = items
+            items.append(value)
+            continue
+        line = _KEY_LINE.fullmatch(text)
+        if line is None:
+            return None
+        key = line.group(1)
+        if key[0] in _TYPED_FIRST_CHARS and _simple_scalar(key) != key:
+            return None  # a key YAML reads as a boolean or number
+        value = _simple_scalar(line.group(2))
+        if value is _NOT_SIMPLE:
+            return None
+        number = offset + _FIRST_FRONTMATTER_LINE
+        if key in key_lines:
+            raise _error(
+                "FRONTMATTER_DUPLICATE_KEY",
+                f"key {key!r} appears twice (first on line {key_lines[key]})",
+                path,
+                number,
+                "keep one of the two; YAML readers disagree on which one wins",
+            )
+        key_lines[key] = number
+        data[key] = value
+        open_key = key if value is None else None
+        items = None
+    return (data, key_lines) if data else None
 
 
 def _construct(loader: yaml.CSafeLoader, node: yaml.Node, path: Path) -> Any:
@@ -360,6 +449,9 @@ def load_frontmatter(source: str, path: Path) -> tuple[dict[str, Any], dict[str,
             _FIRST_FRONTMATTER_LINE,
             "keep the frontmatter to short metadata; put the rest in the body or other files",
         )
+    simple = _read_simple_lines(source, path)
+    if simple is not None:
+        return simple
     try:
         built = _build_from_events(source, path)
     except yaml.YAMLError:

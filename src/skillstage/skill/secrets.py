@@ -26,11 +26,19 @@ _PATTERNS: list[tuple[str, str, re.Pattern[bytes]]] = [
         "an AWS access key id or Google API key",
         re.compile(rb"A(?:[KS]IA[0-9A-Z]{16}|Iza[0-9A-Za-z_\-]{35})(?![0-9A-Za-z])"),
     ),
-    ("CLOUD_KEY", "a GitHub token", re.compile(rb"gh[pousr]_[A-Za-z0-9]{36,}")),
-    ("CLOUD_KEY", "a GitHub token", re.compile(rb"github_pat_[A-Za-z0-9_]{60,}")),
+    (
+        "CLOUD_KEY",
+        "a GitHub token",
+        re.compile(rb"g(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{60,})"),
+    ),
     ("CLOUD_KEY", "a Slack token", re.compile(rb"xox[abprs]-[A-Za-z0-9-]{10,}")),
-    ("CLOUD_KEY", "a Stripe live key", re.compile(rb"k_live_[0-9A-Za-z]{20,}")),
-    ("CLOUD_KEY", "an Anthropic or OpenAI API key", re.compile(rb"sk-(?:ant|proj)-[\w\-]{20,}")),
+    # sk_live_/rk_live_ (Stripe) and sk-ant-/sk-proj- (Anthropic, OpenAI) share their second
+    # letter: one pass from "k", the letter before it checked on the match.
+    (
+        "CLOUD_KEY",
+        "a Stripe, Anthropic or OpenAI API key",
+        re.compile(rb"k(?:_live_[0-9A-Za-z]{20,}|-(?:ant|proj)-[\w\-]{20,})"),
+    ),
 ]
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -46,10 +54,10 @@ class SecretHit:
 def _starts_a_word(data: bytes, start: int, text: bytes) -> bool:
     if text.startswith(b"-----"):
         return True
-    # Stripe keys are sk_live_/rk_live_: the pattern starts at "k_live_", so look one further back.
-    if text.startswith(b"k_live_"):
+    if text.startswith(b"k"):  # the key starts one letter earlier: sk_live_, rk_live_, sk-ant-
+        allowed = b"rs" if text.startswith(b"k_live_") else b"s"
         return (
-            start > 0 and data[start - 1] in b"rs" and (start < 2 or data[start - 2] not in _WORD)
+            start > 0 and data[start - 1] in allowed and (start < 2 or data[start - 2] not in _WORD)
         )
     return start == 0 or data[start - 1] not in _WORD
 
