@@ -85,3 +85,23 @@ def test_total_size_limit(tmp_path: Path) -> None:
     scan = scan_skill_files(skill, max_files=100, max_total_bytes=4000)
     assert [p.code for p in scan.problems] == ["SKILL_TOO_LARGE"]
     assert "4,000" in scan.problems[0].message
+
+
+def test_digest_follows_its_definition(tmp_path: Path) -> None:
+    """sha256 over the sorted (path, executable bit, bytes), each field length-prefixed. Stored
+    digests are compared forever, so the definition must not drift."""
+    import hashlib
+
+    skill = tmp_path / "a"
+    (skill / "scripts").mkdir(parents=True)
+    files = {"SKILL.md": (b"---\nname: a\n---\n", False), "scripts/run.sh": (b"echo\n", True)}
+    for relative, (data, executable) in files.items():
+        (skill / relative).write_bytes(data)
+        (skill / relative).chmod(0o755 if executable else 0o644)
+    expected = hashlib.sha256()
+    for relative in sorted(files):
+        data, executable = files[relative]
+        name = relative.encode()
+        expected.update(len(name).to_bytes(4, "big") + name)
+        expected.update((b"\x01" if executable else b"\x00") + len(data).to_bytes(8, "big") + data)
+    assert digest(skill) == expected.hexdigest()

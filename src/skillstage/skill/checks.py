@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import os
 import re
 import unicodedata
@@ -115,6 +116,7 @@ class _Checker:
         self.skill_md_bytes: bytes | None = None
         self.secret_findings: list[Finding] = []
         self.files_by_path: dict[str, SkillFile] = {}
+        self.working_directory = os.getcwd()
 
     def add(
         self,
@@ -135,11 +137,9 @@ class _Checker:
     def display(self, relative: str) -> str:
         """A path for a hint: relative to the working directory when under it, as the seed's
         troubleshooting commands are."""
-        path = self.directory / relative
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
+        path = os.path.join(self.directory, relative)
+        here = self.working_directory
+        return path[len(here) + 1 :] if path.startswith(here + os.sep) else path
 
     # -- files -------------------------------------------------------------------------------
 
@@ -275,8 +275,7 @@ class _Checker:
                     "validation.allowed_extra_fields to accept it silently",
                 )
                 continue
-            known = sorted(SPEC_FIELDS | SEED_FIELDS | PLATFORM_EXTENSION_FIELDS)
-            close = difflib.get_close_matches(key, known, n=1)
+            close = _close_field_names(key)
             self.add(
                 "FIELD_UNKNOWN",
                 "error",
@@ -597,6 +596,13 @@ class _Checker:
                 line=line,
                 hint=f"add {self.display(resolved)} or fix the link",
             )
+
+
+@functools.lru_cache(maxsize=1024)
+def _close_field_names(key: str) -> list[str]:
+    # The same unknown keys recur across a team's skills; difflib is slow enough to cache.
+    known = sorted(SPEC_FIELDS | SEED_FIELDS | PLATFORM_EXTENSION_FIELDS)
+    return difflib.get_close_matches(key, known, n=1)
 
 
 def _relative_links(body: str, first_line: int) -> Iterable[tuple[str, int]]:

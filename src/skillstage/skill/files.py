@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import stat
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,9 +261,11 @@ def _symlink_problem(root: str, full: str, relative: str, target: str) -> FilePr
 
 
 def _feed(digest: hashlib._Hash, rel: str, executable: bool, data: bytes) -> None:
+    # Length-prefixed fields, so that no two different trees feed the same bytes.
     encoded = rel.encode("utf-8", "surrogateescape")
-    digest.update(len(encoded).to_bytes(4, "big"))
-    digest.update(encoded)
-    digest.update(b"\x01" if executable else b"\x00")
-    digest.update(len(data).to_bytes(8, "big"))
+    digest.update(_HEADER.pack(len(encoded)) + encoded + _TRAILER.pack(executable, len(data)))
     digest.update(data)
+
+
+_HEADER = struct.Struct(">I")
+_TRAILER = struct.Struct(">?Q")
