@@ -8,6 +8,7 @@ render what it returns.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -31,11 +32,11 @@ from skillstage.skill.checks import (
     run_skill_tests,
 )
 from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
-from skillstage.skill.read import find_skill_dirs, read_skill, read_skill_md, stage_directories
+from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
 
 # The store (SQLAlchemy) is imported by the functions that use it: `validate` never needs it, and
 # the import is a large part of a short command's start-up time.
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int | None], None]  # (done, total when known)
 
 
 # -- validate ----------------------------------------------------------------------------------
@@ -102,32 +103,35 @@ def validate(
     to be worth it; the report is the same.
     """
     policy = project.config.validation if project is not None else ValidationPolicy()
-    targets: list[Path] = []
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path} does not exist", hint="pass a skill directory or a tree")
         if not path.is_dir():
             raise UsageError(f"{path} is not a directory", hint="pass the skill's directory")
-        # Resolved once here: directories found below a real path are real paths themselves.
-        found = find_skill_dirs(path.resolve())
-        # A directory with no skill below it is taken as a skill missing its SKILL.md.
-        targets.extend(found or [path.resolve()])
-    if all_stages:
-        if project is None:
-            raise UsageError("--all needs a project", hint="run `skillstage init` first")
-        targets.extend(entry.path.resolve() for entry in stage_directories(project))
-    if not targets:
+    if all_stages and project is None:
+        raise UsageError("--all needs a project", hint="run `skillstage init` first")
+    if not paths and not all_stages:
         raise UsageError("nothing to validate", hint="pass PATH... or --all")
-    unique = list(dict.fromkeys(targets))
     expected = {path.resolve(): name for path, name in _expected_names(project).items()}
-    work = [(target, policy, spec_only, expected.get(target)) for target in unique]
+    seen: set[Path] = set()
+
+    def work() -> Iterator[_CheckArgs]:
+        # A generator, so that worker processes check the first skills while the tree is still
+        # being searched for the rest.
+        for target in _targets(paths, project if all_stages else None):
+            if target not in seen:
+                seen.add(target)
+                yield (target, policy, spec_only, expected.get(target))
+
     reports = []
-    for done, report in enumerate(_check_each(work, jobs), 1):
+    for report in _check_each(work(), jobs):
         reports.append(report)
         if progress is not None:
-            progress(done, len(unique))
+            progress(len(reports), None)
+    if not reports:
+        raise UsageError("nothing to validate: no skills found", hint="pass PATH... or --all")
     if not spec_only:
-        known = _project_dependency_graph(project, exclude=set(unique))
+        known = _project_dependency_graph(project, exclude=seen)
         known.update({r.name: r.dependencies for r in reports if r.name})
         check_dependencies(reports, known)
     if run_tests:
@@ -145,21 +149,44 @@ PARALLEL_FROM = 200
 _CheckArgs = tuple[Path, ValidationPolicy, bool, str | None]
 
 
+def _targets(paths: Sequence[Path], project: Project | None) -> Iterator[Path]:
+    """Skill directories under each path (a path with none below it is taken as a skill missing
+    its SKILL.md), then, with a project, every directory in its stage folders."""
+    for path in paths:
+        # Resolved once here: directories found below a real path are real paths themselves.
+        root = path.resolve()
+        found = False
+        for directory in iter_skill_dirs(root):
+            found = True
+            yield directory
+        if not found:
+            yield root
+    if project is not None:
+        for entry in stage_directories(project):
+            yield entry.path.resolve()
+
+
 def _check_one(args: _CheckArgs) -> SkillReport:
     directory, policy, spec_only, expected_name = args
     return check_skill(directory, policy, spec_only=spec_only, expected_name=expected_name)
 
 
-def _check_each(work: list[_CheckArgs], jobs: int) -> Iterator[SkillReport]:
-    """Check skills in order, in worker processes when there are many."""
-    workers = min(jobs or os.cpu_count() or 1, len(work) // (PARALLEL_FROM // 2) or 1)
-    if workers <= 1 or len(work) < PARALLEL_FROM:
-        yield from map(_check_one, work)
+def _check_each(work: Iterator[_CheckArgs], jobs: int) -> Iterator[SkillReport]:
+    """Check skills in order; in worker processes when there are many."""
+    workers = jobs or os.cpu_count() or 1
+    first = list(itertools.islice(work, PARALLEL_FROM))
+    if workers <= 1 or len(first) < PARALLEL_FROM:
+        yield from map(_check_one, itertools.chain(first, work))
         return
     # fork: the workers start with everything already imported; they touch no shared state.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(_check_one, work, chunksize=max(1, len(work) // (workers * 8)))
+        yield from pool.map(_check_one, itertools.chain(first, work), chunksize=_CHUNK)
+
+
+# Skills per task sent to a worker: big enough to amortise the hand-over, small enough to share
+# out evenly and to start while the tree is still being searched.
+_CHUNK = 32
 
 
 def _project_dependency_graph(project: Project | None, exclude: set[Path]) -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from skillstage import api
@@ -92,22 +92,25 @@ def _progress_bar(enabled: bool) -> Iterator[ProgressCallback | None]:
         yield None
         return
     bar = Progress(
+        SpinnerColumn(),
         TextColumn("validating"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.completed} skills"),
+        TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
     )
     task = None
 
-    def advance(done: int, total: int) -> None:
+    def advance(done: int, total: int | None) -> None:
+        # The total is not known while the tree is still being searched.
         nonlocal task
-        if total < _PROGRESS_FROM:
+        if done < _PROGRESS_FROM:
             return
         if task is None:
             bar.start()
             task = bar.add_task("validate", total=total)
-        bar.update(task, completed=done)
+        bar.update(task, completed=done, total=total)
 
     try:
         yield advance

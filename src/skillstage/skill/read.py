@@ -112,19 +112,24 @@ def read_skill_md(directory: Path) -> bytes | None:
     return None
 
 
-def find_skill_dirs(root: Path) -> list[Path]:
-    """Skill directories (holding a SKILL.md) at or under `root`, sorted; skill directories are
-    not searched further, nor are VCS, virtualenv and node_modules directories."""
+def iter_skill_dirs(root: Path) -> Iterator[Path]:
+    """Skill directories (holding a SKILL.md) at or under `root`, in a stable order, as they are
+    found; skill directories are not searched further, nor are VCS, virtualenv and node_modules
+    directories."""
     if any((root / name).is_file() for name in SKILL_MD_NAMES):
-        return [root]
-    found: list[Path] = []
+        yield root
+        return
     for current, dirnames, filenames in os.walk(root):
         if any(name in filenames for name in SKILL_MD_NAMES) and current != str(root):
-            found.append(Path(current))
+            yield Path(current)
             dirnames[:] = []
             continue
         dirnames[:] = sorted(name for name in dirnames if name not in _NOT_SKILL_TREES)
-    return sorted(found)
+
+
+def find_skill_dirs(root: Path) -> list[Path]:
+    """`iter_skill_dirs` as a sorted list."""
+    return sorted(iter_skill_dirs(root))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,40 @@
+"""api.validate across many skills: worker processes give the same report as one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skillstage import api
+from skillstage.errors import UsageError
+from tests.skilltree import write_skill
+
+
+def test_workers_give_the_same_report_as_one_process(tmp_path: Path) -> None:
+    count = api.PARALLEL_FROM + 50
+    for index in range(count):
+        extra = {"version": "1.0"} if index % 7 == 0 else {}
+        if index % 11 == 0:
+            extra["dependencies"] = [f"skill-{index + 1:04d}", "missing-one"]
+        write_skill(tmp_path / f"group-{index % 5}", f"skill-{index:04d}", extra=extra)
+    one = api.validate([tmp_path], jobs=1)
+    two = api.validate([tmp_path], jobs=2)
+    assert len(one.skills) == count
+    assert [r.to_dict() for r in one.skills] == [r.to_dict() for r in two.skills]
+    assert one.errors == two.errors > 0
+    found = {f.id for r in two.skills for f in r.findings}
+    assert {"VERSION_NOT_SEMVER", "DEPENDENCY_MISSING"} <= found
+
+
+def test_a_skill_given_twice_is_checked_once(tmp_path: Path) -> None:
+    skill = write_skill(tmp_path, "a")
+    assert len(api.validate([skill, tmp_path, skill]).skills) == 1
+
+
+def test_an_empty_project_has_nothing_to_validate(tmp_path: Path) -> None:
+    api.init(tmp_path)
+    from skillstage.config import load_config_file
+
+    with pytest.raises(UsageError, match="no skills found"):
+        api.validate([], project=load_config_file(tmp_path / "skillstage.toml"), all_stages=True)
