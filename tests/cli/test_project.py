@@ -156,3 +156,26 @@ def test_validate_all_uses_stage_templates(tmp_path: Path) -> None:
     (skill,) = report.skills
     assert skill.name == "auth"
     assert skill.findings == []
+
+
+def test_list_on_either_store(run_cli: Run, tmp_path: Path, store_url: str) -> None:
+    """The same commands against SQLite and the real PostgreSQL server."""
+    env = {"SKILLSTAGE_DATABASE_URL": store_url}
+    assert run_cli("init", env=env).returncode == 0
+    write_skill(tmp_path / STAGING, "auth-v2")
+    first = run_cli("list", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["registered"] == 1
+    second = json.loads(run_cli("list", "--json", env=env).stdout)
+    assert second["registered"] == 0
+    assert [(s["name"], s["stage"]) for s in second["skills"]] == [("auth-v2", "staged")]
+
+
+def test_an_outdated_store_refuses_and_names_the_upgrade(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    database = sqlite3.connect(tmp_path / ".skillstage/state.db")
+    with database:
+        database.execute("UPDATE alembic_version SET version_num = '0000'")
+    result = run_cli("list")
+    assert result.returncode == 2
+    assert "run `skillstage db upgrade`" in result.stderr
