@@ -9,11 +9,12 @@ or not at all.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from sqlalchemy import Connection, Engine, Insert, Row, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -398,6 +399,36 @@ class Transaction:
         ]
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reads(
+    method: Callable[Concatenate[Transaction, _P], _R],
+) -> Callable[Concatenate[Store, _P], _R]:
+    """A `Transaction` method as a `Store` method that runs in a read transaction."""
+
+    @functools.wraps(method)
+    def run(store: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with store._reading() as tx:
+            return method(tx, *args, **kwargs)
+
+    return run
+
+
+def _writes(
+    method: Callable[Concatenate[Transaction, _P], _R],
+) -> Callable[Concatenate[Store, _P], _R]:
+    """A `Transaction` method as a `Store` method that runs in a write transaction."""
+
+    @functools.wraps(method)
+    def run(store: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with store.atomic() as tx:
+            return method(tx, *args, **kwargs)
+
+    return run
+
+
 class Store:
     """The state store. Open with `Store.open(url)`, preferably as a context manager."""
 
@@ -493,92 +524,12 @@ class Store:
         with self._connection(write=False) as tx:
             yield tx
 
-    # The vocabulary of `Transaction`, each call in its own transaction.
-
-    def find_version(self, name: str, version: str) -> VersionRecord | None:
-        """The registered version `version` of skill `name`, or None."""
-        with self._reading() as tx:
-            return tx.find_version(name, version)
-
-    def ensure_version(
-        self,
-        name: str,
-        version: str,
-        digest: str,
-        *,
-        path: str,
-        frontmatter: Mapping[str, Any],
-        at: dt.datetime | None = None,
-    ) -> VersionRecord:
-        """See `Transaction.ensure_version`."""
-        with self.atomic() as tx:
-            return tx.ensure_version(
-                name, version, digest, path=path, frontmatter=frontmatter, at=at
-            )
-
-    def enter_stage(
-        self, version_id: int, stage: str, path: str, *, at: dt.datetime | None = None
-    ) -> Assignment:
-        """See `Transaction.enter_stage`."""
-        with self.atomic() as tx:
-            return tx.enter_stage(version_id, stage, path, at=at)
-
-    def leave_stage(
-        self, name: str, stage: str, *, at: dt.datetime | None = None
-    ) -> Assignment | None:
-        """See `Transaction.leave_stage`."""
-        with self.atomic() as tx:
-            return tx.leave_stage(name, stage, at=at)
-
-    def current_assignments(
-        self, stage: str | None = None, name: str | None = None
-    ) -> list[Assignment]:
-        """See `Transaction.current_assignments`."""
-        with self._reading() as tx:
-            return tx.current_assignments(stage=stage, name=name)
-
-    def append_event(
-        self,
-        kind: str,
-        *,
-        name: str,
-        version: str | None = None,
-        digest: str | None = None,
-        from_stage: str | None = None,
-        to_stage: str | None = None,
-        actor: str,
-        reason: str | None = None,
-        success: bool = True,
-        path: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        approver: str | None = None,
-        approval_ticket: str | None = None,
-        trigger_metric: str | None = None,
-        at: dt.datetime | None = None,
-    ) -> int:
-        """See `Transaction.append_event`."""
-        with self.atomic() as tx:
-            return tx.append_event(
-                kind,
-                name=name,
-                version=version,
-                digest=digest,
-                from_stage=from_stage,
-                to_stage=to_stage,
-                actor=actor,
-                reason=reason,
-                success=success,
-                path=path,
-                details=details,
-                approver=approver,
-                approval_ticket=approval_ticket,
-                trigger_metric=trigger_metric,
-                at=at,
-            )
-
-    def events(
-        self, name: str | None = None, limit: int = 50, *, kind: str | None = None
-    ) -> list[Event]:
-        """See `Transaction.events`."""
-        with self._reading() as tx:
-            return tx.events(name, limit, kind=kind)
+    # The vocabulary of `Transaction`, each call in a transaction of its own (or joining the one
+    # this thread has open in `atomic()`).
+    find_version = _reads(Transaction.find_version)
+    current_assignments = _reads(Transaction.current_assignments)
+    events = _reads(Transaction.events)
+    ensure_version = _writes(Transaction.ensure_version)
+    enter_stage = _writes(Transaction.enter_stage)
+    leave_stage = _writes(Transaction.leave_stage)
+    append_event = _writes(Transaction.append_event)
