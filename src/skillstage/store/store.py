@@ -403,27 +403,14 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _reads(
-    method: Callable[Concatenate[Transaction, _P], _R],
+def _as_store_method(
+    method: Callable[Concatenate[Transaction, _P], _R], *, write: bool
 ) -> Callable[Concatenate[Store, _P], _R]:
-    """A `Transaction` method as a `Store` method that runs in a read transaction."""
+    """A `Transaction` method as a `Store` method that runs in a transaction of its own."""
 
     @functools.wraps(method)
     def run(store: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with store._reading() as tx:
-            return method(tx, *args, **kwargs)
-
-    return run
-
-
-def _writes(
-    method: Callable[Concatenate[Transaction, _P], _R],
-) -> Callable[Concatenate[Store, _P], _R]:
-    """A `Transaction` method as a `Store` method that runs in a write transaction."""
-
-    @functools.wraps(method)
-    def run(store: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with store.atomic() as tx:
+        with store.atomic() if write else store._reading() as tx:
             return method(tx, *args, **kwargs)
 
     return run
@@ -526,10 +513,10 @@ class Store:
 
     # The vocabulary of `Transaction`, each call in a transaction of its own (or joining the one
     # this thread has open in `atomic()`).
-    find_version = _reads(Transaction.find_version)
-    current_assignments = _reads(Transaction.current_assignments)
-    events = _reads(Transaction.events)
-    ensure_version = _writes(Transaction.ensure_version)
-    enter_stage = _writes(Transaction.enter_stage)
-    leave_stage = _writes(Transaction.leave_stage)
-    append_event = _writes(Transaction.append_event)
+    find_version = _as_store_method(Transaction.find_version, write=False)
+    current_assignments = _as_store_method(Transaction.current_assignments, write=False)
+    events = _as_store_method(Transaction.events, write=False)
+    ensure_version = _as_store_method(Transaction.ensure_version, write=True)
+    enter_stage = _as_store_method(Transaction.enter_stage, write=True)
+    leave_stage = _as_store_method(Transaction.leave_stage, write=True)
+    append_event = _as_store_method(Transaction.append_event, write=True)
