@@ -93,6 +93,7 @@ def validate(
     strict: bool = False,
     run_tests: bool = False,
     jobs: int = 1,
+    test_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> ValidationReport:
     """Validate skill directories, or every skill under the given trees.
@@ -100,9 +101,14 @@ def validate(
     `all_stages` adds every skill in the project's stage folders. Dependencies are resolved against
     the skills validated plus the project's other skills. With `strict`, warnings become errors.
     `jobs` > 1 checks skills in that many processes (0: one per CPU) when there are enough of them
-    to be worth it; the report is the same.
+    to be worth it; the report is the same. `test_timeout` overrides the configured timeout of
+    each test.sh.
     """
     policy = project.config.validation if project is not None else ValidationPolicy()
+    if test_timeout is not None:
+        policy = policy.model_copy(update={"test_timeout_seconds": test_timeout})
+    # A SKILL.md named directly stands for its skill directory.
+    paths = [p.parent if p.name in ("SKILL.md", "skill.md") and p.is_file() else p for p in paths]
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path} does not exist", hint="pass a skill directory or a tree")

@@ -157,3 +157,45 @@ def test_unexpected_errors_exit_3_with_a_log(capsys: pytest.CaptureFixture[str])
             main(["--traceback", "explode"])
     finally:
         cli.commands.pop("explode")
+
+
+def test_test_timeout_option_and_skill_md_path(run_cli: Run, tmp_path: Path) -> None:
+    write_skill(tmp_path, "a", test="#!/bin/bash\nsleep 20\n")
+    result = run_cli("validate", "a/SKILL.md", "--run-tests", "--test-timeout", "0.5")
+    assert result.returncode == 1
+    assert "TESTS_TIMEOUT: test.sh did not finish within 0.5 s" in result.stdout
+
+
+def test_terminal_output_is_a_table_with_fixes(tmp_path: Path) -> None:
+    """On a terminal (a real pseudo-terminal here) findings are a numbered table, fixes below."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    skill = write_skill(tmp_path, "a")
+    (skill / "execute.sh").chmod(0o644)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skillstage", "validate", "a"],
+        cwd=tmp_path,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=60) == 1
+    text = output.decode(errors="replace")
+    assert "EXECUTE_NOT_EXECUTABLE" in text
+    assert "How to fix" in text
+    assert "chmod +x a/execute.sh" in text

@@ -32,7 +32,14 @@ _PROGRESS_FROM = 50  # skills; below this a bar only flickers
     help="Only the Agent Skills spec rules (for skills not managed by skillstage).",
 )
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-@click.option("--run-tests", is_flag=True, help="Run each skill's test.sh (timeout: 30 s).")
+@click.option("--run-tests", is_flag=True, help="Run each skill's test.sh in its directory.")
+@click.option(
+    "--test-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Kill a test.sh (and its children) after this long (default: validation."
+    "test_timeout_seconds, 30).",
+)
 @click.option(
     "--jobs",
     type=click.IntRange(min=0),
@@ -49,6 +56,7 @@ def validate(
     spec_only: bool,
     strict: bool,
     run_tests: bool,
+    test_timeout: float | None,
     jobs: int,
     as_json: bool,
 ) -> int:
@@ -75,6 +83,7 @@ def validate(
             strict=strict,
             run_tests=run_tests,
             jobs=jobs,
+            test_timeout=test_timeout,
             progress=progress,
         )
     if as_json:
