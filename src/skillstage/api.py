@@ -361,6 +361,16 @@ def list_skills(
             except SkillReadError as exc:
                 unreadable.append((entry.path, f"{exc.code}: {exc.message}"))
                 continue
+            if skill.name != entry.name:
+                # Two directories claiming one name would take turns being "the" skill.
+                unreadable.append(
+                    (
+                        entry.path,
+                        f"NAME_MISMATCH_DIRECTORY: SKILL.md names the skill {skill.name!r}, "
+                        f"its location says {entry.name!r}",
+                    )
+                )
+                continue
             key = (skill.name, entry.stage)
             on_disk.add(key)
             assignment = current.get(key)

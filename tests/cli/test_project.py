@@ -179,3 +179,15 @@ def test_an_outdated_store_refuses_and_names_the_upgrade(run_cli: Run, tmp_path:
     result = run_cli("list")
     assert result.returncode == 2
     assert "run `skillstage db upgrade`" in result.stderr
+
+
+def test_a_skill_named_unlike_its_directory_is_not_registered(tmp_path: Path) -> None:
+    api.init(tmp_path)
+    project = load_config_file(tmp_path / "skillstage.toml")
+    write_skill(tmp_path / STAGING, "auth")
+    write_skill(tmp_path / STAGING, "auth-copy", extra={"name": "auth", "version": "2.0.0"})
+    for _ in range(2):
+        listing = api.list_skills(project)
+        assert [(s.name, s.version) for s in listing.skills] == [("auth", "1.0.0")]
+        ((path, error),) = listing.unreadable
+        assert path.name == "auth-copy" and error.startswith("NAME_MISMATCH_DIRECTORY")
