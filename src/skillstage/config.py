@@ -128,6 +128,38 @@ def _default_transitions() -> list[TransitionConfig]:
     ]
 
 
+class HooksConfig(_Model):
+    """Commands run after a state change (seed 000 auto-deploy, seed 002 re-index). Each is a
+    command line, run from the project root with the skill's details in SKILLSTAGE_* variables."""
+
+    deploy: str | None = None  # its last line of output is the deployment id
+    post_promote: str | None = None
+    post_rollback: str | None = None
+    reindex: str | None = None  # after every state change
+    timeout_seconds: float = Field(default=60, gt=0)
+    retries: int = Field(default=3, ge=0)  # seed 001: 3 retries
+    retry_base_seconds: float = Field(default=1, ge=0)  # seed 001: exponential backoff from 1 s
+
+
+NOTIFICATION_EVENTS = ("promoted", "rolled_back", "gate_failed", "sla_breach")
+
+
+class NotificationsConfig(_Model):
+    """Where to tell people: Apprise URLs (slack://, mailto://, json:// webhooks, ...)."""
+
+    urls: list[str] = Field(default_factory=list)
+    events: list[Literal["promoted", "rolled_back", "gate_failed", "sla_breach"]] = Field(
+        default_factory=lambda: list(NOTIFICATION_EVENTS)
+    )
+
+
+class GitConfig(_Model):
+    """Seed 000's "Promote with Git Commit"."""
+
+    commit: bool = False  # commit every promotion and rollback without --git-commit
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
 class Config(_Model):
     """The whole of `skillstage.toml`."""
 
@@ -139,6 +171,9 @@ class Config(_Model):
     stages: dict[str, StageConfig] = Field(default_factory=_default_stages)
     transitions: list[TransitionConfig] = Field(default_factory=_default_transitions)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    git: GitConfig = Field(default_factory=GitConfig)
 
     @model_validator(mode="after")
     def _transitions_name_stages(self) -> Config:
@@ -340,4 +375,26 @@ max_body_lines = 500                # Agent Skills spec: keep SKILL.md under 500
 allowed_extra_fields = []           # frontmatter keys your team accepts without a warning
 test_timeout_seconds = 30
 test_failure = "error"              # or "warning" (seed 000 treats test failures as warnings)
+
+# Commands run after a promotion or rollback, from the project root, with SKILLSTAGE_SKILL,
+# SKILLSTAGE_VERSION, SKILLSTAGE_DIGEST, SKILLSTAGE_FROM_STAGE, SKILLSTAGE_TO_STAGE,
+# SKILLSTAGE_PATH and SKILLSTAGE_EVENT set. Failures are recorded and retried
+# (`skillstage outbox`), never undoing the promotion.
+[hooks]
+# deploy = "scripts/deploy.sh"      # with --deploy; its last line of output is the deployment id
+# post_promote = "scripts/notify-team.sh"
+# post_rollback = "scripts/page-oncall.sh"
+# reindex = "python holo_index.py --reindex-skills"   # after every state change (seed 002)
+timeout_seconds = 60
+retries = 3                         # seed 001: 3 retries with exponential backoff from 1 s
+retry_base_seconds = 1
+
+# Notifications through Apprise URLs: slack://…, mailto://…, json://host/path (a webhook), …
+[notifications]
+urls = []
+events = ["promoted", "rolled_back", "gate_failed", "sla_breach"]
+
+[git]
+commit = false                      # true: every promotion and rollback is committed
+timeout_seconds = 30
 """
