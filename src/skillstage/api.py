@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skillstage.config import (
     CONFIG_FILENAME,
@@ -32,6 +32,10 @@ from skillstage.skill.checks import (
     run_skill_tests,
 )
 from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
+
+if TYPE_CHECKING:
+    from skillstage.lifecycle.promote import PromotionResult
+    from skillstage.store import Event
 from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
 
 # The store (SQLAlchemy) is imported by the functions that use it: `validate` never needs it, and
@@ -345,6 +349,8 @@ def list_skills(
             f"unknown stage {stage!r}",
             hint=f"stages: {', '.join(project.config.stages)}",
         )
+    from skillstage.lifecycle.fs import archive_copy
+    from skillstage.lifecycle.promote import archive_path, recover_all
     from skillstage.store import Store
 
     now = now or _now()
@@ -353,6 +359,7 @@ def list_skills(
     problems: dict[tuple[str, str], list[str]] = {}
     registered = 0
     with Store.open(project.database_url) as store:
+        recover_all(project, store)  # a crashed promotion is finished or undone before listing
         current = {(a.name, a.stage): a for a in store.current_assignments(stage=stage)}
         on_disk: set[tuple[str, str]] = set()
         for entry in stage_directories(project, stage):
@@ -386,6 +393,11 @@ def list_skills(
                         frontmatter=skill.frontmatter_dict(),
                     )
                     if assignment is None or assignment.version_id != record.version_id:
+                        # Every version that enters a stage is kept, so it can be rolled back to.
+                        archive_copy(
+                            entry.path,
+                            archive_path(project, skill.name, skill.version, skill.digest),
+                        )
                         tx.enter_stage(record.version_id, entry.stage, str(entry.path), at=now)
                         tx.append_event(
                             "register",
@@ -422,3 +434,106 @@ def list_skills(
     order = {name: index for index, name in enumerate(project.config.stages)}
     listed.sort(key=lambda s: (order.get(s.stage, len(order)), s.entered_at, s.name))
     return SkillListing(listed, unreadable, registered)
+
+
+# -- promote, rollback, history -----------------------------------------------------------------
+
+
+def default_actor() -> str:
+    """Who is acting, when not told: the login name, else "skillstage"."""
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or "skillstage"
+
+
+def promote(
+    project: Project,
+    refs: Sequence[str],
+    *,
+    to: str | None = None,
+    all_ready_from: str | None = None,
+    actor: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+    overwrite: bool = False,
+    lock_timeout: float = 60.0,
+    approver: str | None = None,
+    approval_ticket: str | None = None,
+    confirm: Callable[[PromotionResult], bool] | None = None,
+) -> list[PromotionResult]:
+    """Promote each skill (a name or a path) independently; with `all_ready_from`, every skill in
+    that stage whose gates pass. One result per skill, in order."""
+    from skillstage.lifecycle import promote as promoter
+    from skillstage.store import Store
+
+    names = list(refs)
+    if all_ready_from is not None:
+        if all_ready_from not in project.config.stages:
+            raise UsageError(f"unknown stage {all_ready_from!r}")
+        names += [e.name for e in stage_directories(project, all_ready_from)]
+    if not names:
+        raise UsageError("nothing to promote", hint="pass NAME|PATH... or --all-ready")
+    results = []
+    with Store.open(project.database_url) as store:
+        for ref in dict.fromkeys(names):
+            if all_ready_from is not None and ref not in refs:
+                probe = promoter.promote(
+                    project, store, ref, to=to, actor="", dry_run=True, lock_timeout=lock_timeout
+                )
+                if not probe.success:
+                    results.append(probe)  # not ready: reported with why, not promoted
+                    continue
+            results.append(
+                promoter.promote(
+                    project,
+                    store,
+                    ref,
+                    to=to,
+                    actor=actor or default_actor(),
+                    dry_run=dry_run,
+                    force=force,
+                    reason=reason,
+                    overwrite=overwrite,
+                    lock_timeout=lock_timeout,
+                    approver=approver,
+                    approval_ticket=approval_ticket,
+                    confirm=confirm,
+                )
+            )
+    return results
+
+
+def rollback(
+    project: Project,
+    name: str,
+    *,
+    reason: str,
+    to_version: str | None = None,
+    stage: str | None = None,
+    trigger_metric: str | None = None,
+    actor: str | None = None,
+    lock_timeout: float = 60.0,
+) -> PromotionResult:
+    """Put the previous good version of a skill back live (seed 002 §3.2)."""
+    from skillstage.lifecycle import promote as promoter
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        return promoter.rollback(
+            project,
+            store,
+            name,
+            reason=reason,
+            actor=actor or default_actor(),
+            to_version=to_version,
+            stage=stage,
+            trigger_metric=trigger_metric,
+            lock_timeout=lock_timeout,
+        )
+
+
+def history(project: Project, name: str | None = None, *, limit: int = 50) -> list[Event]:
+    """Promotions, rollbacks, forced gates, registrations: newest first."""
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        return store.events(name, limit)

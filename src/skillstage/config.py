@@ -34,6 +34,7 @@ class StageConfig(_Model):
 
     path: str = Field(description="path template; its last component contains {name}")
     sla_hours: float | None = Field(default=None, gt=0)
+    label: str | None = None  # the stage's name in messages (seed 000 says "staging")
 
     @field_validator("path")
     @classmethod
@@ -99,7 +100,7 @@ class ValidationPolicy(_Model):
 def _default_stages() -> dict[str, StageConfig]:
     return {
         "prototype": StageConfig(path=".claude/skills/prototype/{name}"),
-        "staged": StageConfig(path=".claude/skills/staging/{name}", sla_hours=48),
+        "staged": StageConfig(path=".claude/skills/staging/{name}", sla_hours=48, label="staging"),
         "production": StageConfig(path=".claude/skills/{name}"),
     }
 
@@ -113,7 +114,7 @@ def _default_transitions() -> list[TransitionConfig]:
             {
                 "from": "prototype",
                 "to": "staged",
-                "gates": [*STATIC_GATES, "metrics", "approval"],
+                "gates": STATIC_GATES,
                 "thresholds": {"min_executions": 0, "require_all_benchmark_cases": True},
             }
         ),
@@ -121,7 +122,7 @@ def _default_transitions() -> list[TransitionConfig]:
             {
                 "from": "staged",
                 "to": "production",
-                "gates": [*STATIC_GATES, "metrics", "approval"],
+                "gates": STATIC_GATES,
                 "thresholds": {"min_executions": 100, "forbid_regression": True},
             }
         ),
@@ -141,16 +142,20 @@ class HooksConfig(_Model):
     retry_base_seconds: float = Field(default=1, ge=0)  # seed 001: exponential backoff from 1 s
 
 
-NOTIFICATION_EVENTS = ("promoted", "rolled_back", "gate_failed", "sla_breach")
+NotificationEvent = Literal["promoted", "rolled_back", "gate_failed", "sla_breach"]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
+    "promoted",
+    "rolled_back",
+    "gate_failed",
+    "sla_breach",
+)
 
 
 class NotificationsConfig(_Model):
     """Where to tell people: Apprise URLs (slack://, mailto://, json:// webhooks, ...)."""
 
     urls: list[str] = Field(default_factory=list)
-    events: list[Literal["promoted", "rolled_back", "gate_failed", "sla_breach"]] = Field(
-        default_factory=lambda: list(NOTIFICATION_EVENTS)
-    )
+    events: list[NotificationEvent] = Field(default_factory=lambda: list(NOTIFICATION_EVENTS))
 
 
 class GitConfig(_Model):
@@ -158,6 +163,14 @@ class GitConfig(_Model):
 
     commit: bool = False  # commit every promotion and rollback without --git-commit
     timeout_seconds: float = Field(default=30, gt=0)
+
+
+class CommandGateConfig(_Model):
+    """A gate that runs a command and passes on exit 0 (seed 001's ruff, pyright, detect-secrets
+    gates plug in this way)."""
+
+    command: str
+    timeout_seconds: float = Field(default=300, gt=0)
 
 
 class Config(_Model):
@@ -174,12 +187,19 @@ class Config(_Model):
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     git: GitConfig = Field(default_factory=GitConfig)
+    gates: dict[str, CommandGateConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _transitions_name_stages(self) -> Config:
         if not self.stages:
             raise ValueError("at least one stage is required under [stages]")
         for index, transition in enumerate(self.transitions):
+            for gate in transition.gates:
+                if gate not in STATIC_GATES and gate not in self.gates:
+                    raise ValueError(
+                        f"transitions[{index}] names gate {gate!r}, which is neither built in "
+                        f"({', '.join(STATIC_GATES)}) nor a command gate under [gates.{gate}]"
+                    )
             for end in (transition.from_stage, transition.to_stage):
                 if end not in self.stages:
                     raise ValueError(
@@ -329,16 +349,18 @@ path = ".claude/skills/prototype/{name}"
 [stages.staged]
 path = ".claude/skills/staging/{name}"
 sla_hours = 48
+label = "staging"                   # the stage's name in messages and git commits
 
 [stages.production]
 path = ".claude/skills/{name}"
 
-# Allowed transitions and their gates. Thresholds are seed 002's promotion criteria.
+# Allowed transitions and their gates: structure, schema, spec, tests, conflicts, dependencies,
+# security, or the name of a command gate under [gates.<name>]. Thresholds are seed 002's promotion
+# criteria (read by the metric gates).
 [[transitions]]
 from = "prototype"
 to = "staged"
-gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security",
-         "metrics", "approval"]
+gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security"]
 
 [transitions.thresholds]
 min_pattern_fidelity = 0.90         # across all benchmark cases
@@ -351,8 +373,7 @@ min_executions = 0
 [[transitions]]
 from = "staged"
 to = "production"
-gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security",
-         "metrics", "approval"]
+gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security"]
 
 [transitions.thresholds]
 min_pattern_fidelity = 0.90         # sustained over the executions of this version
@@ -397,4 +418,9 @@ events = ["promoted", "rolled_back", "gate_failed", "sla_breach"]
 [git]
 commit = false                      # true: every promotion and rollback is committed
 timeout_seconds = 30
+
+# Command gates: name one in a transition's gates to run it; exit 0 passes. For example:
+# [gates.lint]
+# command = "ruff check .claude/skills"
+# timeout_seconds = 300
 """

@@ -89,3 +89,18 @@ class ConflictError(SkillstageError):
     """Two facts disagree, e.g. one version of a skill with two different digests."""
 
     code = "CONFLICT"
+
+
+class LockError(SkillstageError):
+    """Another process holds a skill's lock for longer than we wait."""
+
+    code = "LOCKED"
+
+    @classmethod
+    def busy(cls, name: str, timeout: float) -> LockError:
+        return cls(
+            f"{name} is being promoted or rolled back by another process; gave up after "
+            f"{timeout:g} s",
+            hint=f"wait for it to finish and try again (`skillstage history {name}` shows what "
+            "it did)",
+        )

@@ -41,11 +41,14 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
 
 
 def _register_commands() -> None:
-    from skillstage.cli import db, init, list_, validate
+    from skillstage.cli import db, history, init, list_, promote, validate
 
     cli.add_command(validate.validate)
     cli.add_command(init.init)
     cli.add_command(list_.list_skills)
+    cli.add_command(promote.promote)
+    cli.add_command(promote.rollback)
+    cli.add_command(history.history)
     cli.add_command(db.db)
 
 

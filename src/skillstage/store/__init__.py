@@ -8,12 +8,20 @@ refused with the command that fixes it.
 from __future__ import annotations
 
 from skillstage.store.schema import SCHEMA_REVISION, upgrade_schema
-from skillstage.store.store import Assignment, Event, Store, Transaction, VersionRecord
+from skillstage.store.store import (
+    Assignment,
+    Event,
+    JournalEntry,
+    Store,
+    Transaction,
+    VersionRecord,
+)
 
 __all__ = [
     "SCHEMA_REVISION",
     "Assignment",
     "Event",
+    "JournalEntry",
     "Store",
     "Transaction",
     "VersionRecord",

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, Insert, Row, Table, select, update
+from sqlalchemy import Connection, Engine, Insert, Row, Table, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
-from skillstage.errors import ConflictError, StoreError
+from skillstage.errors import ConflictError, LockError, StoreError
 from skillstage.store import tables as t
 from skillstage.store.engine import (
     SQLITE_BEGIN_OPTION,
@@ -61,6 +63,17 @@ class Assignment:
     entered_at: dt.datetime
     version_id: int
     skill_id: int
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """An intended filesystem change that has not been closed yet."""
+
+    id: int
+    name: str
+    operation: str
+    details: dict[str, Any]
+    created_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -303,6 +316,64 @@ class Transaction:
             query = query.where(s.c.name == name)
         return [Assignment(**row._asdict()) for row in self._connection.execute(query)]
 
+    # -- journal --------------------------------------------------------------------------------
+
+    def open_journal(
+        self,
+        name: str,
+        operation: str,
+        details: Mapping[str, Any],
+        *,
+        at: dt.datetime | None = None,
+    ) -> int:
+        """Record the intent of a filesystem change before making it; returns the entry's id."""
+        now = _utc(at)
+        skill_id = self._ensure_skill(name, now)
+        journal_id: int = self._connection.execute(
+            t.journal.insert()
+            .values(
+                skill_id=skill_id,
+                operation=operation,
+                state="open",
+                details=dict(details),
+                created_at=now,
+            )
+            .returning(t.journal.c.id)
+        ).scalar_one()
+        return journal_id
+
+    def close_journal(
+        self, journal_id: int, *, outcome: str, at: dt.datetime | None = None
+    ) -> bool:
+        """Close an open entry with its outcome (e.g. committed, rolled_back). False when it was
+        not open (another process closed it first)."""
+        row = self._connection.execute(
+            select(t.journal.c.details).where(
+                t.journal.c.id == journal_id, t.journal.c.state == "open"
+            )
+        ).one_or_none()
+        if row is None:
+            return False
+        result = self._connection.execute(
+            update(t.journal)
+            .where(t.journal.c.id == journal_id, t.journal.c.state == "open")
+            .values(state="closed", closed_at=_utc(at), details={**row.details, "outcome": outcome})
+        )
+        return bool(result.rowcount)
+
+    def open_journals(self, name: str | None = None) -> list[JournalEntry]:
+        """Entries whose change may be half done, oldest first."""
+        j, s = t.journal, t.skill
+        query = (
+            select(j.c.id, s.c.name, j.c.operation, j.c.details, j.c.created_at)
+            .join(s, s.c.id == j.c.skill_id)
+            .where(j.c.state == "open")
+            .order_by(j.c.id)
+        )
+        if name is not None:
+            query = query.where(s.c.name == name)
+        return [JournalEntry(**row._asdict()) for row in self._connection.execute(query)]
+
     # -- events ---------------------------------------------------------------------------------
 
     def append_event(
@@ -491,6 +562,33 @@ class Store:
             connection.close()
 
     @contextmanager
+    def skill_lock(self, name: str, *, timeout: float) -> Iterator[None]:
+        """PostgreSQL: hold an advisory lock on skill `name` for the block, on a connection of its
+        own (the block may run many transactions); the server frees it if this process dies.
+        Raises `LockError` when another session holds it for longer than `timeout` seconds."""
+        digest = hashlib.sha256(b"skillstage:skill:" + name.encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        with translate_errors(self._url, "taking a lock", connecting=True):
+            connection = self._engine.connect()
+        try:
+            deadline = time.monotonic() + timeout
+            while not connection.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
+            ).scalar():
+                connection.commit()
+                if time.monotonic() > deadline:
+                    raise LockError.busy(name, timeout)
+                time.sleep(0.05)
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        finally:
+            connection.close()
+
+    @contextmanager
     def atomic(self) -> Iterator[Transaction]:
         """One transaction: everything done through the yielded `Transaction` commits when the
         block ends, or is rolled back if it raises. Nested, it is a savepoint of the outer one."""
@@ -520,3 +618,6 @@ class Store:
     enter_stage = _as_store_method(Transaction.enter_stage, write=True)
     leave_stage = _as_store_method(Transaction.leave_stage, write=True)
     append_event = _as_store_method(Transaction.append_event, write=True)
+    open_journal = _as_store_method(Transaction.open_journal, write=True)
+    close_journal = _as_store_method(Transaction.close_journal, write=True)
+    open_journals = _as_store_method(Transaction.open_journals, write=False)

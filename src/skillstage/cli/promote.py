@@ -1,0 +1,249 @@
+"""`skillstage promote` and `skillstage rollback`: move skill versions between stages."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from skillstage import api
+from skillstage.cli.context import CliContext, echo_json, rule
+from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
+from skillstage.lifecycle.promote import PromotionResult
+
+_MARK = {"pass": "✓", "fail": "✗", "warn": "⚠", "skip": "-"}
+
+
+def _needs_confirmation(yes: bool, dry_run: bool, as_json: bool) -> bool:
+    if yes or dry_run:
+        return False
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "refusing to change stages without confirmation: there is no terminal to ask on",
+            hint="pass --yes (or --auto) to confirm up front",
+        )
+    return not as_json
+
+
+def _relative(path: str | None) -> str:
+    if path is None:
+        return "-"
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def _show_gates(result: PromotionResult) -> None:
+    for gate in result.gates:
+        click.echo(f"  {_MARK[gate.status]} {gate.gate:<13} {gate.message}")
+        for line in gate.details:
+            click.echo(f"      {line}")
+
+
+def _box(title: str, rows: list[tuple[str, str]]) -> None:
+    click.echo(rule())
+    click.echo(f"  {title}")
+    click.echo(rule())
+    for label, value in rows:
+        click.echo(f"  {label + ':':<12} {value}")
+    click.echo(rule())
+
+
+@click.command()
+@click.argument("refs", nargs=-1, metavar="NAME|PATH...")
+@click.option("--to", "to_stage", metavar="STAGE", help="Target stage (default: the next one).")
+@click.option(
+    "--all-ready",
+    "all_ready_from",
+    metavar="STAGE",
+    is_flag=False,
+    flag_value="staged",
+    default=None,
+    help="Promote every skill in STAGE (default: staged) whose gates pass.",
+)
+@click.option("--yes", "--auto", "yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Show the plan and the gates; change nothing.")
+@click.option("--force", is_flag=True, help="Promote past failing gates (needs --reason).")
+@click.option("--reason", help="Why: recorded in the event (required with --force).")
+@click.option("--overwrite", is_flag=True, help="Replace the version live in the target stage.")
+@click.option("--by", "actor", metavar="ACTOR", help="Who promotes (default: $USER).")
+@click.option("--approver", help="Who approved (seed 002's sign-off), recorded in the event.")
+@click.option("--approval-ticket", help="The approval ticket, recorded in the event.")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for another promoter of the same skill.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print seed 000's result objects as JSON.")
+@click.pass_obj
+def promote(
+    obj: CliContext,
+    refs: tuple[str, ...],
+    to_stage: str | None,
+    all_ready_from: str | None,
+    yes: bool,
+    dry_run: bool,
+    force: bool,
+    reason: str | None,
+    overwrite: bool,
+    actor: str | None,
+    approver: str | None,
+    approval_ticket: str | None,
+    lock_timeout: float,
+    as_json: bool,
+) -> int:
+    """Promote skills to their next stage (staged → production by default).
+
+    Seed 000's flow: validate (the transition's gates) → report → confirm → atomic move, with the
+    version archived and the event recorded. Each NAME|PATH is promoted independently.
+    """
+    project = obj.project()
+    ask = _needs_confirmation(yes, dry_run, as_json)
+
+    def confirm(result: PromotionResult) -> bool:
+        click.echo(f"ℹ Validating skill: {result.skill_name}")
+        _show_gates(result)
+        click.echo(
+            "✓ Validation passed"
+            + (" (forced past: " + ", ".join(result.forced) + ")" if result.forced else "")
+        )
+        label = project.config.stages[result.to_stage or ""].label or result.to_stage
+        return click.confirm(f"\nPromote skill to {label}?", default=False)
+
+    results = api.promote(
+        project,
+        refs,
+        to=to_stage,
+        all_ready_from=all_ready_from,
+        actor=actor,
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
+        overwrite=overwrite,
+        lock_timeout=lock_timeout,
+        approver=approver,
+        approval_ticket=approval_ticket,
+        confirm=confirm if ask else None,
+    )
+    if as_json:
+        echo_json([result.to_dict() for result in results])
+    else:
+        for result in results:
+            _render_promotion(
+                result, project.config.stages[result.to_stage or ""].label, shown_gates=ask
+            )
+    return EXIT_OK if all(result.success for result in results) else EXIT_FAILED
+
+
+def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates: bool) -> None:
+    where = label or result.to_stage
+    if not (shown_gates and result.gates and not (result.error or "").startswith("gates failed")):
+        click.echo(f"ℹ Validating skill: {result.skill_name}")
+        _show_gates(result)
+    if not result.success:
+        click.echo(click.style("✗ ", fg="red") + f"Promotion failed: {result.error}")
+        return
+    if result.dry_run:
+        click.echo(f"✓ Dry run: {result.skill_name} {result.version} would move")
+        click.echo(f"  From: {result.from_stage}")
+        click.echo(f"  To:   {_relative(result.production_path)}")
+        return
+    click.echo(f"ℹ Promoting skill: {result.skill_name}")
+    click.echo(f"  To:   {_relative(result.production_path)}")
+    click.echo("ℹ Performing atomic move...")
+    click.echo(click.style("✓ ", fg="green") + f"Skill promoted to {where}")
+    click.echo()
+    _box(
+        "SKILL PROMOTION COMPLETE",
+        [
+            ("Skill", f"{result.skill_name} {result.version}"),
+            ("Location", _relative(result.production_path)),
+            (
+                "Promoted",
+                result.at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                if result.at
+                else "-",
+            ),
+        ]
+        + ([("Forced", ", ".join(result.forced))] if result.forced else []),
+    )
+
+
+@click.command()
+@click.argument("name")
+@click.option("--to", "to_version", metavar="VERSION", help="The version to restore.")
+@click.option("--reason", required=True, help="Why (required): recorded with the failed version.")
+@click.option("--trigger-metric", metavar="METRIC", help='What triggered it, e.g. "fidelity=0.83".')
+@click.option("--stage", help="The stage to roll back in (default: the last, production).")
+@click.option("--yes", "--auto", "yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--by", "actor", metavar="ACTOR", help="Who rolls back (default: $USER).")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for another promoter of the same skill.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def rollback(
+    obj: CliContext,
+    name: str,
+    to_version: str | None,
+    reason: str,
+    trigger_metric: str | None,
+    stage: str | None,
+    yes: bool,
+    actor: str | None,
+    lock_timeout: float,
+    as_json: bool,
+) -> int:
+    """Put the previous good version of NAME back live (seed 002 §3.2).
+
+    The version comes back from the archive with one atomic exchange; the failed one is kept in
+    the archive as failed, with the reason and triggering metric. With no earlier version, the
+    skill leaves the stage and returns to the one before it.
+    """
+    project = obj.project()
+    if _needs_confirmation(yes, False, as_json) and not click.confirm(
+        f"Roll back {name}?", default=False
+    ):
+        click.echo("Cancelled.")
+        return EXIT_FAILED
+    result = api.rollback(
+        project,
+        name,
+        reason=reason,
+        to_version=to_version,
+        stage=stage,
+        trigger_metric=trigger_metric,
+        actor=actor,
+        lock_timeout=lock_timeout,
+    )
+    if as_json:
+        echo_json(result.to_dict())
+        return EXIT_OK
+    click.echo(
+        click.style("✓ ", fg="green")
+        + f"Rolled back {name}: {result.previous_version} → "
+        + (
+            f"{result.version}"
+            if result.to_stage == result.from_stage
+            else f"{result.to_stage} stage"
+        )
+    )
+    _box(
+        "SKILL ROLLBACK COMPLETE",
+        [
+            ("Skill", name),
+            ("Live", f"{result.version} in {result.to_stage}"),
+            ("Location", _relative(result.production_path)),
+            ("Failed", f"{result.previous_version} (archived as failed)"),
+            ("Reason", reason + (f" ({trigger_metric})" if trigger_metric else "")),
+        ],
+    )
+    return EXIT_OK

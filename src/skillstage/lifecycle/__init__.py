@@ -1,0 +1,1 @@
+"""The promoter: stages and transitions, gates, promote and rollback behind a lock and a journal."""

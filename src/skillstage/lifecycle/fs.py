@@ -1,0 +1,131 @@
+"""Filesystem moves the promoter makes: copies, the immutable archive, and the atomic swap.
+
+A reader of a live skill directory must see the whole old version or the whole new one, never a mix
+and never nothing. On Linux `renameat2(RENAME_EXCHANGE)` swaps two directories in one step; where it
+is missing the promoter falls back to two renames, and its journal makes the gap recoverable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+_renameat2: Any
+try:
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    _renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    _renameat2.restype = ctypes.c_int
+except (AttributeError, OSError):  # not glibc >= 2.28, or not Linux
+    _renameat2 = None
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically. False when the system cannot (the caller falls back)."""
+    if _renameat2 is None or os.environ.get("SKILLSTAGE_NO_EXCHANGE"):
+        return False
+    result = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False  # the kernel or this filesystem has no RENAME_EXCHANGE
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def sibling(path: Path, purpose: str) -> Path:
+    """A fresh hidden path beside `path`, on the same filesystem, so a rename to it is atomic."""
+    return path.parent / f".skillstage-{purpose}-{path.name}-{uuid.uuid4().hex[:12]}"
+
+
+def is_scratch(name: str) -> bool:
+    """Whether a directory name is one `sibling` made (an orphan after a crash)."""
+    return name.startswith(".skillstage-")
+
+
+def copy_tree(source: Path, destination: Path) -> None:
+    """Copy a skill directory, keeping executable bits and symlinks, with owner-writable files
+    (archived copies are read-only)."""
+    shutil.copytree(source, destination, symlinks=True, copy_function=shutil.copy2)
+    for current, _, files in os.walk(destination):
+        os.chmod(current, os.stat(current).st_mode | stat.S_IRWXU)
+        for name in files:
+            path = os.path.join(current, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | stat.S_IWUSR | stat.S_IRUSR)
+
+
+def archive_copy(source: Path, destination: Path) -> bool:
+    """Put an immutable copy of `source` at `destination` unless one is there. True if copied.
+
+    Copied under a scratch name and renamed, so an archive entry is complete or absent.
+    """
+    if destination.exists():
+        return False
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    scratch = sibling(destination, "archiving")
+    copy_tree(source, scratch)
+    _make_read_only(scratch)
+    os.rename(scratch, destination)
+    return True
+
+
+def _make_read_only(root: Path) -> None:
+    for current, _, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(current, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode & ~0o222)
+        os.chmod(current, os.stat(current).st_mode & ~0o222)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree: first renamed aside (one step), then deleted. Missing is fine."""
+    if not os.path.lexists(path):
+        return
+    aside = sibling(path, "removing")
+    os.rename(path, aside)
+    delete_scratch(aside)
+
+
+def delete_scratch(path: Path) -> None:
+    """Delete a scratch tree, read-only parts included."""
+
+    def make_writable_and_retry(function, target, _excinfo):  # type: ignore[no-untyped-def]
+        os.chmod(os.path.dirname(target), stat.S_IRWXU)
+        if os.path.isdir(target) and not os.path.islink(target):
+            os.chmod(target, stat.S_IRWXU)
+        function(target)
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+# -- fault injection ---------------------------------------------------------------------------
+
+FAULT_ENV = "SKILLSTAGE_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """Die here, as from `kill -9`, when SKILLSTAGE_FAULT names this point.
+
+    The crash-safety tests SIGKILL the promoter at each step of its journal; this makes every step
+    reachable on purpose instead of by timing luck.
+    """
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,228 @@
+"""Gates: what a skill version must pass to move from one stage to the next.
+
+Each transition in the config names its gates. A gate returns pass, fail, warn or skip with a
+message; `--force` (with a reason) lets a promotion past failing gates, and the event records
+which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from skillstage.config import CommandGateConfig, Project, TransitionConfig
+from skillstage.errors import ConfigError
+from skillstage.process import child_environment, run
+from skillstage.skill.checks import Finding, SkillReport, run_skill_tests
+from skillstage.skill.model import SkillVersion
+from skillstage.store import Store
+
+GateStatus = Literal["pass", "fail", "warn", "skip"]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What one gate decided, and why."""
+
+    gate: str
+    status: GateStatus
+    message: str
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> bool:
+        return self.status == "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GateContext:
+    """What a gate may look at: the skill, its validation report, where it goes, the store."""
+
+    project: Project
+    store: Store
+    skill: SkillVersion
+    report: SkillReport
+    from_stage: str
+    to_stage: str
+    target: Path
+    overwrite: bool
+
+
+class Gate(Protocol):
+    """A check a transition requires."""
+
+    name: str
+
+    def check(self, context: GateContext) -> GateResult: ...
+
+
+def _summary(findings: Sequence[Finding], limit: int = 3) -> list[str]:
+    lines = [f"{f.id}: {f.message}" + (f" (hint: {f.hint})" if f.hint else "") for f in findings]
+    return lines[:limit] + ([f"… and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+@dataclass
+class FindingsGate:
+    """Passes when the skill's validation found no error in these rule sets (seed 000's content,
+    schema and security checks; the Agent Skills spec)."""
+
+    name: str
+    rule_sets: frozenset[str]
+    what: str
+
+    def check(self, context: GateContext) -> GateResult:
+        mine = [f for f in context.report.findings if f.rule_set in self.rule_sets]
+        errors = [f for f in mine if f.severity == "error"]
+        warnings = [f for f in mine if f.severity == "warning"]
+        if errors:
+            return GateResult(
+                self.name, "fail", f"{self.what}: {len(errors)} error(s)", _summary(errors)
+            )
+        if warnings:
+            return GateResult(
+                self.name, "warn", f"{self.what}: {len(warnings)} warning(s)", _summary(warnings)
+            )
+        return GateResult(self.name, "pass", f"{self.what}: passed")
+
+
+class TestsGate:
+    """Seed 000 §3: test.sh, when present, exits 0 within its timeout."""
+
+    name = "tests"
+
+    def check(self, context: GateContext) -> GateResult:
+        if not (context.skill.path / "test.sh").is_file():
+            return GateResult(self.name, "skip", "no test.sh")
+        probe = SkillReport(context.skill.path)
+        run_skill_tests(probe, context.project.config.validation)
+        if not probe.findings:
+            return GateResult(self.name, "pass", "test.sh passed")
+        finding = probe.findings[0]
+        status: GateStatus = "warn" if finding.severity == "warning" else "fail"
+        details = [finding.detail] if finding.detail else []
+        return GateResult(self.name, status, finding.message, details)
+
+
+class ConflictsGate:
+    """Seed 000 §4: the target must be free (or `--overwrite`), and a version never changes."""
+
+    name = "conflicts"
+
+    def check(self, context: GateContext) -> GateResult:
+        skill = context.skill
+        known = context.store.find_version(skill.name, skill.version)
+        if known is not None and known.digest != skill.digest:
+            return GateResult(
+                self.name,
+                "fail",
+                f"{skill.name} {skill.version} is already registered with other content "
+                f"(digest {known.short_digest}, this copy {skill.short_digest})",
+                ["bump the version in SKILL.md for changed content"],
+            )
+        if context.target.exists() and not context.overwrite:
+            where = context.project.config.stages[context.to_stage].label or context.to_stage
+            return GateResult(
+                self.name,
+                "fail",
+                f"Skill already exists in {where}: {context.target}",
+                ["use --overwrite (the version there is kept in the archive)"],
+            )
+        if context.target.exists():
+            return GateResult(self.name, "warn", f"{context.target} will be overwritten")
+        return GateResult(self.name, "pass", "no conflict")
+
+
+class DependenciesGate:
+    """Every declared dependency is already in the target stage or a later one."""
+
+    name = "dependencies"
+
+    def check(self, context: GateContext) -> GateResult:
+        wanted = context.skill.frontmatter.dependencies or []
+        if not wanted:
+            return GateResult(self.name, "pass", "no dependencies")
+        stages = list(context.project.config.stages)
+        at_or_after = set(stages[stages.index(context.to_stage) :])
+        present = {a.name for a in context.store.current_assignments() if a.stage in at_or_after}
+        missing = [name for name in wanted if name not in present]
+        if missing:
+            return GateResult(
+                self.name,
+                "fail",
+                f"not yet in {context.to_stage} or later: {', '.join(missing)}",
+                [f"promote {', '.join(missing)} first"],
+            )
+        return GateResult(self.name, "pass", f"{len(wanted)} dependencies in place")
+
+
+@dataclass
+class CommandGate:
+    """A configured command; passes on exit 0 (how ruff, pyright or detect-secrets plug in)."""
+
+    name: str
+    config: CommandGateConfig
+
+    def check(self, context: GateContext) -> GateResult:
+        import shlex
+
+        env = child_environment(
+            {
+                "SKILLSTAGE_SKILL": context.skill.name,
+                "SKILLSTAGE_VERSION": context.skill.version,
+                "SKILLSTAGE_DIGEST": context.skill.digest,
+                "SKILLSTAGE_PATH": str(context.skill.path),
+                "SKILLSTAGE_FROM_STAGE": context.from_stage,
+                "SKILLSTAGE_TO_STAGE": context.to_stage,
+            }
+        )
+        try:
+            result = run(
+                shlex.split(self.config.command),
+                cwd=context.project.root,
+                timeout=self.config.timeout_seconds,
+                env=env,
+            )
+        except Exception as exc:  # a command that cannot start fails the gate, with why
+            return GateResult(self.name, "fail", f"cannot run {self.config.command!r}: {exc}")
+        if result.timed_out:
+            return GateResult(
+                self.name,
+                "fail",
+                f"{self.config.command!r} did not finish within {self.config.timeout_seconds:g} s",
+            )
+        if result.returncode != 0:
+            details = [result.output_tail(10)] if result.output_tail(10) else []
+            return GateResult(
+                self.name, "fail", f"{self.config.command!r} exited {result.returncode}", details
+            )
+        return GateResult(self.name, "pass", f"{self.config.command!r} passed")
+
+
+BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
+    "structure": lambda: FindingsGate("structure", frozenset({"content"}), "required files"),
+    "schema": lambda: FindingsGate("schema", frozenset({"schema"}), "frontmatter schema"),
+    "spec": lambda: FindingsGate("spec", frozenset({"parse", "spec"}), "Agent Skills spec"),
+    "security": lambda: FindingsGate("security", frozenset({"security"}), "security checks"),
+    "tests": TestsGate,
+    "conflicts": ConflictsGate,
+    "dependencies": DependenciesGate,
+}
+
+
+def gates_for(project: Project, transition: TransitionConfig) -> list[Gate]:
+    """The gates a transition names, built in or configured commands, in order."""
+    gates: list[Gate] = []
+    for name in transition.gates:
+        if name in BUILTIN_GATES:
+            gates.append(BUILTIN_GATES[name]())
+        elif name in project.config.gates:
+            gates.append(CommandGate(name, project.config.gates[name]))
+        else:  # config validation prevents this; kept for configs built in code
+            raise ConfigError(f"unknown gate {name!r}", path=project.source)
+    return gates

@@ -1,0 +1,642 @@
+"""Promote and roll back: the promoter (DESIGN.md "Promotion, the heart").
+
+Every change follows one sequence, so that a crash (even SIGKILL) at any instant leaves a state
+that `recover` makes whole:
+
+1. under the skill's lock, finish any journal entry an earlier process left open;
+2. write the intent to the journal (its own committed transaction) before touching the disk;
+3. archive the version (immutable), copy it beside the live path, swap it in atomically;
+4. in ONE transaction: move the stage pointer, append the event, close the journal entry.
+
+Recovery looks at the disk: if the live directory already holds the new digest, the change rolls
+forward (step 4 is done now); otherwise it rolls back (scratch directories are removed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skillstage.config import Project
+from skillstage.errors import SkillReadError, SkillstageError, UsageError
+from skillstage.lifecycle import fs
+from skillstage.lifecycle.gates import GateContext, GateResult, gates_for
+from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
+from skillstage.skill.checks import check_skill
+from skillstage.skill.files import scan_skill_files
+from skillstage.skill.model import SkillVersion
+from skillstage.skill.read import read_skill, stage_directories
+from skillstage.store import Store, Transaction
+
+
+class PromotionError(SkillstageError):
+    """A promotion or rollback was refused (gates failed, nothing to roll back to, …)."""
+
+    code = "PROMOTION_FAILED"
+
+
+@dataclass
+class PromotionResult:
+    """The outcome of one promotion (seed 000's result object) or rollback."""
+
+    success: bool
+    skill_name: str
+    operation: str = "promote"
+    version: str | None = None
+    digest: str | None = None
+    from_stage: str | None = None
+    to_stage: str | None = None
+    production_path: str | None = None  # the live path the version now occupies
+    deployment_id: str | None = None
+    commit_hash: str | None = None
+    gates: list[GateResult] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)
+    error: str | None = None
+    dry_run: bool = False
+    at: dt.datetime | None = None
+    event_id: int | None = None
+    previous_version: str | None = None  # rollback: the version taken out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "operation": self.operation,
+            "skill_name": self.skill_name,
+            "version": self.version,
+            "digest": self.digest,
+            "from_stage": self.from_stage,
+            "to_stage": self.to_stage,
+            "production_path": self.production_path,
+            "deployment_id": self.deployment_id,
+            "commit_hash": self.commit_hash,
+            "gates": [gate.to_dict() for gate in self.gates],
+            "forced": self.forced,
+            "error": self.error,
+            "dry_run": self.dry_run,
+            "at": self.at.isoformat() if self.at else None,
+            "previous_version": self.previous_version,
+        }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def archive_path(project: Project, name: str, version: str, digest: str) -> Path:
+    """Where a version's immutable copy lives: `<state_dir>/archive/<name>/<version>-<digest12>`."""
+    return project.state_dir / "archive" / name / f"{version}-{digest[:12]}"
+
+
+def _record_archive_reason(entry: Path, reason: str, **details: Any) -> None:
+    """Reasons an archive entry was kept (overwritten, failed, …), beside the immutable copy."""
+    sidecar = entry.with_name(entry.name + ".json")
+    reasons = json.loads(sidecar.read_text()) if sidecar.exists() else []
+    reasons.append({"reason": reason, "at": _now().isoformat(), **details})
+    scratch = fs.sibling(sidecar, "writing")
+    scratch.write_text(json.dumps(reasons, indent=2))
+    os.replace(scratch, sidecar)
+
+
+def _live_digest(project: Project, path: Path) -> str | None:
+    if not path.is_dir():
+        return None
+    policy = project.config.validation
+    return scan_skill_files(
+        path, max_files=policy.max_files, max_total_bytes=policy.max_total_bytes
+    ).digest
+
+
+# -- resolving what to promote ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    stage: str
+    path: Path
+
+
+def _resolve_source(project: Project, ref: str) -> _Source:
+    entries = list(stage_directories(project))
+    candidate = Path(ref)
+    if candidate.exists():
+        resolved = candidate.resolve()
+        for entry in entries:
+            if entry.path.resolve() == resolved:
+                return _Source(entry.name, entry.stage, entry.path)
+        raise UsageError(
+            f"{ref} is not in a stage folder of this project",
+            hint="stage folders: "
+            + ", ".join(str(project.stage_root(s)) for s in project.config.stages),
+        )
+    order = list(project.config.stages)
+    matches = sorted((e for e in entries if e.name == ref), key=lambda e: order.index(e.stage))
+    sources = [
+        m for m in matches if any(t.from_stage == m.stage for t in project.config.transitions)
+    ]
+    if not sources:
+        raise UsageError(
+            f"no skill named {ref!r} in a stage it can be promoted from",
+            hint="`skillstage list` shows the skills in each stage",
+        )
+    return _Source(sources[0].name, sources[0].stage, sources[0].path)
+
+
+def _transition(project: Project, from_stage: str, to: str | None) -> tuple[str, Any]:
+    options = [t for t in project.config.transitions if t.from_stage == from_stage]
+    if to is not None:
+        options = [t for t in options if t.to_stage == to]
+    if not options:
+        allowed = [t.to_stage for t in project.config.transitions if t.from_stage == from_stage]
+        raise UsageError(
+            f"no transition from {from_stage} to {to}"
+            if to
+            else f"no transition out of {from_stage}",
+            hint=f"allowed from {from_stage}: {', '.join(allowed) or 'none'}",
+        )
+    return options[0].to_stage, options[0]
+
+
+# -- promote --------------------------------------------------------------------------------
+
+
+def promote(
+    project: Project,
+    store: Store,
+    ref: str,
+    *,
+    to: str | None = None,
+    actor: str,
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+    overwrite: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    approver: str | None = None,
+    approval_ticket: str | None = None,
+    confirm: Callable[[PromotionResult], bool] | None = None,
+) -> PromotionResult:
+    """Promote the skill named `ref` (or at path `ref`) to the next stage (or `to`).
+
+    Gates run first; failing gates stop it unless `force` with a `reason`. `dry_run` reports the
+    plan and the gates and changes nothing. `confirm`, if given, is asked (with the gate results)
+    before anything moves; False cancels.
+    """
+    if force and not (reason or "").strip():
+        raise UsageError("--force needs --reason", hint='e.g. --reason "hotfix for INC-1234"')
+    source = _resolve_source(project, ref)
+    to_stage, transition = _transition(project, source.stage, to)
+    target = project.stage_path(to_stage, source.name)
+    result = PromotionResult(
+        success=False,
+        skill_name=source.name,
+        from_stage=source.stage,
+        to_stage=to_stage,
+        production_path=str(target),
+        dry_run=dry_run,
+    )
+    with skill_lock(project, store, source.name, timeout=lock_timeout):
+        recover(project, store, source.name)
+        try:
+            skill = read_skill(source.path, project.config.validation)
+        except SkillReadError as exc:
+            result.error = str(exc)
+            return result
+        result.version, result.digest = skill.version, skill.digest
+        if skill.name != source.name:
+            result.error = (
+                f"SKILL.md names the skill {skill.name!r} but its directory says {source.name!r}"
+            )
+            return result
+        report = check_skill(source.path, project.config.validation, expected_name=source.name)
+        context = GateContext(
+            project, store, skill, report, source.stage, to_stage, target, overwrite
+        )
+        result.gates = [gate.check(context) for gate in gates_for(project, transition)]
+        failing = [g.gate for g in result.gates if g.blocks]
+        if failing and not force:
+            result.error = "gates failed: " + "; ".join(
+                f"{g.gate} ({g.message})" for g in result.gates if g.blocks
+            )
+            return result
+        result.forced = failing
+        if dry_run:
+            result.success = True
+            return result
+        if confirm is not None and not confirm(result):
+            result.error = "cancelled"
+            return result
+        at = _now()
+        event_id = _move(
+            project,
+            store,
+            skill,
+            source,
+            to_stage,
+            target,
+            at=at,
+            actor=actor,
+            reason=reason,
+            forced=failing,
+            approver=approver,
+            approval_ticket=approval_ticket,
+        )
+    result.success, result.at, result.event_id = True, at, event_id
+    return result
+
+
+def _move(
+    project: Project,
+    store: Store,
+    skill: SkillVersion,
+    source: _Source,
+    to_stage: str,
+    target: Path,
+    *,
+    at: dt.datetime,
+    actor: str,
+    reason: str | None,
+    forced: list[str],
+    approver: str | None,
+    approval_ticket: str | None,
+) -> int:
+    archive = archive_path(project, skill.name, skill.version, skill.digest)
+    incoming = fs.sibling(target, "incoming")
+    previous = _live_digest(project, target)
+    details = {
+        "kind": "promote",
+        "name": skill.name,
+        "version": skill.version,
+        "digest": skill.digest,
+        "from_stage": source.stage,
+        "to_stage": to_stage,
+        "source": str(source.path),
+        "target": str(target),
+        "archive": str(archive),
+        "incoming": str(incoming),
+        "previous_digest": previous,
+        "actor": actor,
+        "reason": reason,
+        "forced": forced,
+        "approver": approver,
+        "approval_ticket": approval_ticket,
+        "frontmatter": skill.frontmatter_dict(),
+        "at": at.isoformat(),
+    }
+    journal_id = store.open_journal(skill.name, "promote", details, at=at)
+    fs.fault_point("promote:journaled")
+    fs.archive_copy(source.path, archive)
+    if previous is not None:
+        _archive_overwritten(project, store, skill.name, to_stage, target, previous)
+    fs.fault_point("promote:archived")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fs.copy_tree(archive, incoming)
+    fs.fault_point("promote:copied")
+    _swap_in(incoming, target)
+    fs.fault_point("promote:swapped")
+    return _finish_promote(project, store, journal_id, details)
+
+
+def _archive_overwritten(
+    project: Project, store: Store, name: str, stage: str, target: Path, digest: str
+) -> None:
+    """Seed 000's backup on overwrite: the version being replaced stays in the archive."""
+    current = store.current_assignments(stage=stage, name=name)
+    version = current[0].version if current and current[0].digest == digest else "unregistered"
+    entry = archive_path(project, name, version, digest)
+    fs.archive_copy(target, entry)
+    _record_archive_reason(entry, "overwritten")
+
+
+def _swap_in(incoming: Path, target: Path) -> None:
+    """Make `incoming` live at `target`; the old live copy (if any) ends up at `incoming`."""
+    if not target.exists():
+        os.rename(incoming, target)
+        return
+    if fs.exchange(incoming, target):
+        return
+    # No RENAME_EXCHANGE: two renames. Between them the live path is missing for an instant;
+    # the journal names both paths, so recovery puts the old one back if we die there.
+    aside = incoming.with_name(incoming.name + "-old")
+    os.rename(target, aside)
+    fs.fault_point("promote:between-renames")
+    os.rename(incoming, target)
+    os.rename(aside, incoming)
+
+
+def _finish_promote(
+    project: Project, store: Store, journal_id: int, details: Mapping[str, Any]
+) -> int:
+    """The database half (one transaction), then tidying the disk. Safe to run twice."""
+    source, target = Path(details["source"]), Path(details["target"])
+    if source.exists() and source != target:
+        fs.remove_tree(source)  # the skill leaves its old stage folder (seed 000's "move")
+    fs.fault_point("promote:source-removed")
+    at = dt.datetime.fromisoformat(details["at"])
+    with store.atomic() as tx:
+        if not tx.close_journal(journal_id, outcome="committed", at=at):
+            return -1  # another process finished it
+        event_id = _record_promotion(tx, details, at)
+    fs.fault_point("promote:committed")
+    fs.delete_scratch(Path(details["incoming"]))
+    return event_id
+
+
+def _record_promotion(tx: Transaction, details: Mapping[str, Any], at: dt.datetime) -> int:
+    name = details["name"]
+    version = tx.ensure_version(
+        name,
+        details["version"],
+        details["digest"],
+        path=details["target"],
+        frontmatter=details.get("frontmatter") or {},
+        at=at,
+    )
+    tx.leave_stage(name, details["from_stage"], at=at)
+    tx.enter_stage(version.version_id, details["to_stage"], details["target"], at=at)
+    event_id = tx.append_event(
+        "promote",
+        name=name,
+        version=details["version"],
+        digest=details["digest"],
+        from_stage=details["from_stage"],
+        to_stage=details["to_stage"],
+        actor=details["actor"],
+        reason=details.get("reason"),
+        path=details["target"],
+        approver=details.get("approver"),
+        approval_ticket=details.get("approval_ticket"),
+        details={"forced": details.get("forced") or []},
+        at=at,
+    )
+    if details.get("forced"):
+        tx.append_event(
+            "force",
+            name=name,
+            version=details["version"],
+            digest=details["digest"],
+            from_stage=details["from_stage"],
+            to_stage=details["to_stage"],
+            actor=details["actor"],
+            reason=details.get("reason"),
+            details={"gates": details["forced"]},
+            at=at,
+        )
+    return event_id
+
+
+# -- rollback -------------------------------------------------------------------------------
+
+
+def rollback(
+    project: Project,
+    store: Store,
+    name: str,
+    *,
+    reason: str,
+    actor: str,
+    to_version: str | None = None,
+    stage: str | None = None,
+    trigger_metric: str | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> PromotionResult:
+    """Put the previous good version of `name` (or `to_version`) back live in its stage (the last
+    stage by default), from the archive, with one atomic exchange. With no earlier version, the
+    skill leaves the stage and returns to the one before it (seed 002 §3.2)."""
+    if not reason.strip():
+        raise UsageError("a rollback needs --reason", hint='e.g. --reason "fidelity dropped"')
+    stages = list(project.config.stages)
+    stage = stage or stages[-1]
+    if stage not in project.config.stages:
+        raise UsageError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stages)}")
+    result = PromotionResult(success=False, skill_name=name, operation="rollback", from_stage=stage)
+    with skill_lock(project, store, name, timeout=lock_timeout):
+        recover(project, store, name)
+        current = store.current_assignments(stage=stage, name=name)
+        if not current:
+            raise PromotionError(
+                f"{name} is not in {stage}",
+                hint="`skillstage list` shows where each skill is",
+            )
+        live = current[0]
+        target = Path(live.path)
+        result.previous_version = live.version
+        good = _rollback_target(project, store, name, stage, live.version, live.digest, to_version)
+        at = _now()
+        details: dict[str, Any] = {
+            "kind": "rollback",
+            "name": name,
+            "stage": stage,
+            "target": str(target),
+            "bad_version": live.version,
+            "bad_digest": live.digest,
+            "reason": reason,
+            "trigger_metric": trigger_metric,
+            "actor": actor,
+            "at": at.isoformat(),
+        }
+        if good is None:
+            index = stages.index(stage)
+            if index == 0:
+                raise PromotionError(f"{name} has no earlier version and no earlier stage")
+            back = stages[index - 1]
+            destination = project.stage_path(back, name)
+            if destination.exists():
+                raise PromotionError(
+                    f"{name} has no earlier version in {stage}, and {destination} is occupied",
+                    hint=f"remove or promote the copy in {back} first",
+                )
+            details.update({"to_stage": back, "destination": str(destination)})
+            result.to_stage, result.production_path = back, str(destination)
+            result.version, result.digest = live.version, live.digest
+        else:
+            version, digest = good
+            archive = archive_path(project, name, version, digest)
+            details.update(
+                {
+                    "to_stage": stage,
+                    "good_version": version,
+                    "good_digest": digest,
+                    "archive": str(archive),
+                    "incoming": str(fs.sibling(target, "incoming")),
+                }
+            )
+            result.to_stage, result.production_path = stage, str(target)
+            result.version, result.digest = version, digest
+        result.event_id = _roll(project, store, details)
+        result.at = at
+    result.success = True
+    return result
+
+
+def _rollback_target(
+    project: Project,
+    store: Store,
+    name: str,
+    stage: str,
+    bad_version: str,
+    bad_digest: str,
+    to_version: str | None,
+) -> tuple[str, str] | None:
+    """(version, digest) to restore: the named one, else the newest earlier version that entered
+    this stage, is archived, and was not rolled back as failed."""
+    if to_version is not None:
+        record = store.find_version(name, to_version)
+        if record is None or not archive_path(project, name, to_version, record.digest).exists():
+            raise PromotionError(
+                f"{name} {to_version} is not in the archive",
+                hint=f"`skillstage history {name}` lists the versions it has had",
+            )
+        if to_version == bad_version:
+            raise PromotionError(f"{name} {to_version} is the version live now")
+        return to_version, record.digest
+    failed = {
+        (e.details["failed_version"], e.details["failed_digest"])
+        for e in store.events(name, limit=10_000, kind="rollback")
+        if e.details and e.details.get("failed_version")
+    }
+    for event in store.events(name, limit=10_000):
+        if event.to_stage != stage or event.kind not in ("promote", "rollback", "register"):
+            continue
+        if event.version is None or event.digest is None:
+            continue
+        candidate = (event.version, event.digest)
+        if candidate == (bad_version, bad_digest) or candidate in failed:
+            continue
+        if archive_path(project, name, *candidate).exists():
+            return candidate
+    return None
+
+
+def _roll(project: Project, store: Store, details: dict[str, Any]) -> int:
+    name, target = details["name"], Path(details["target"])
+    journal_id = store.open_journal(name, "rollback", details)
+    fs.fault_point("rollback:journaled")
+    bad_archive = archive_path(project, name, details["bad_version"], details["bad_digest"])
+    fs.archive_copy(target, bad_archive)
+    fs.fault_point("rollback:archived")
+    if "destination" in details:
+        destination = Path(details["destination"])
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(target, destination)
+    else:
+        incoming = Path(details["incoming"])
+        fs.copy_tree(Path(details["archive"]), incoming)
+        fs.fault_point("rollback:copied")
+        _swap_in(incoming, target)
+    fs.fault_point("rollback:swapped")
+    return _finish_rollback(project, store, journal_id, details)
+
+
+def _finish_rollback(
+    project: Project, store: Store, journal_id: int, details: Mapping[str, Any]
+) -> int:
+    at = dt.datetime.fromisoformat(details["at"])
+    name = details["name"]
+    with store.atomic() as tx:
+        if not tx.close_journal(journal_id, outcome="committed", at=at):
+            return -1
+        tx.leave_stage(name, details["stage"], at=at)
+        if "destination" in details:
+            restored = tx.find_version(name, details["bad_version"])
+            assert restored is not None
+            tx.enter_stage(restored.version_id, details["to_stage"], details["destination"], at=at)
+            version, digest = details["bad_version"], details["bad_digest"]
+            path = details["destination"]
+        else:
+            restored = tx.find_version(name, details["good_version"])
+            assert restored is not None
+            tx.enter_stage(restored.version_id, details["stage"], details["target"], at=at)
+            version, digest, path = (
+                details["good_version"],
+                details["good_digest"],
+                details["target"],
+            )
+        event_id = tx.append_event(
+            "rollback",
+            name=name,
+            version=version,
+            digest=digest,
+            from_stage=details["stage"],
+            to_stage=details["to_stage"],
+            actor=details["actor"],
+            reason=details["reason"],
+            trigger_metric=details.get("trigger_metric"),
+            path=path,
+            details={
+                "failed_version": details["bad_version"],
+                "failed_digest": details["bad_digest"],
+            },
+            at=at,
+        )
+    fs.fault_point("rollback:committed")
+    entry = archive_path(project, name, details["bad_version"], details["bad_digest"])
+    if entry.exists():
+        _record_archive_reason(
+            entry, "failed", why=details["reason"], trigger_metric=details.get("trigger_metric")
+        )
+    if "incoming" in details:
+        fs.delete_scratch(Path(details["incoming"]))
+    return event_id
+
+
+# -- recovery -------------------------------------------------------------------------------
+
+
+def recover(project: Project, store: Store, name: str | None = None) -> list[str]:
+    """Finish or undo every change a crashed process left half done (call under the skill's
+    lock). Returns what was done, one line per journal entry."""
+    done = []
+    for entry in store.open_journals(name):
+        details = entry.details
+        target = Path(details["target"])
+        if entry.operation == "promote":
+            if _live_digest(project, target) == details["digest"]:
+                _finish_promote(project, store, entry.id, details)
+                done.append(f"{entry.name}: promotion of {details['version']} completed")
+                continue
+            _undo_swap(details)
+        else:
+            if "destination" in details:
+                moved = Path(details["destination"])
+                forward = (
+                    not target.exists() and _live_digest(project, moved) == details["bad_digest"]
+                )
+            else:
+                forward = _live_digest(project, target) == details["good_digest"]
+            if forward:
+                _finish_rollback(project, store, entry.id, details)
+                done.append(f"{entry.name}: rollback to {details.get('good_version')} completed")
+                continue
+            _undo_swap(details)
+        store.close_journal(entry.id, outcome="rolled_back")
+        done.append(f"{entry.name}: unfinished {entry.operation} undone")
+    return done
+
+
+def _undo_swap(details: Mapping[str, Any]) -> None:
+    """The change never went live: put back a live copy moved aside, drop scratch copies."""
+    target = Path(details["target"])
+    incoming = Path(details["incoming"]) if details.get("incoming") else None
+    if incoming is not None:
+        aside = incoming.with_name(incoming.name + "-old")
+        if not target.exists() and aside.exists():
+            os.rename(aside, target)  # died between the two fallback renames
+        fs.delete_scratch(incoming)
+        fs.delete_scratch(aside)
+
+
+def recover_all(
+    project: Project, store: Store, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+) -> list[str]:
+    """`recover` for every skill with an open journal entry, each under its lock."""
+    done: list[str] = []
+    for name in dict.fromkeys(entry.name for entry in store.open_journals()):
+        with skill_lock(project, store, name, timeout=lock_timeout):
+            done += recover(project, store, name)
+    return done
