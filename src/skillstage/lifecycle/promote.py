@@ -17,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -616,7 +617,46 @@ def recover(project: Project, store: Store, name: str | None = None) -> list[str
             _undo_swap(details)
         store.close_journal(entry.id, outcome="rolled_back")
         done.append(f"{entry.name}: unfinished {entry.operation} undone")
+    if name is not None:
+        for orphan in _scratch_dirs(project, name):
+            fs.delete_scratch(orphan)
+            done.append(f"{name}: removed leftover {orphan}")
     return done
+
+
+_SCRATCH = re.compile(r"\.skillstage-[a-z]+-(?P<dir>.+)-[0-9a-f]{12}(?:-old)?")
+
+
+def _scratch_dirs(project: Project, name: str | None = None) -> Iterator[Path]:
+    """Scratch copies a crashed process left beside live directories or in the archive (of one
+    skill, or of all). Only safe to delete under the skill's lock with its journal closed."""
+    roots = {project.stage_root(stage) for stage in project.config.stages}
+    patterns = [config.directory_pattern() for config in project.config.stages.values()]
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for entry in root.iterdir():
+            match = _SCRATCH.fullmatch(entry.name)
+            if match is None:
+                continue
+            owners = {m["name"] for p in patterns if (m := p.match(match["dir"]))} or {match["dir"]}
+            if name is None or name in owners:
+                yield entry
+    archive = project.state_dir / "archive"
+    for skill_dir in [archive / name] if name else (archive.iterdir() if archive.is_dir() else []):
+        if skill_dir.is_dir():
+            yield from (e for e in skill_dir.iterdir() if _SCRATCH.fullmatch(e.name))
+
+
+def _scratch_owner(project: Project, path: Path) -> str:
+    if path.parent.parent == project.state_dir / "archive":
+        return path.parent.name
+    match = _SCRATCH.fullmatch(path.name)
+    assert match is not None
+    for config in project.config.stages.values():
+        if (found := config.directory_pattern().match(match["dir"])) is not None:
+            return found["name"]
+    return match["dir"]
 
 
 def _undo_swap(details: Mapping[str, Any]) -> None:
@@ -636,7 +676,9 @@ def recover_all(
 ) -> list[str]:
     """`recover` for every skill with an open journal entry, each under its lock."""
     done: list[str] = []
-    for name in dict.fromkeys(entry.name for entry in store.open_journals()):
+    names = [entry.name for entry in store.open_journals()]
+    names += [_scratch_owner(project, path) for path in _scratch_dirs(project)]
+    for name in dict.fromkeys(names):
         with skill_lock(project, store, name, timeout=lock_timeout):
             done += recover(project, store, name)
     return done
