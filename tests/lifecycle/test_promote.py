@@ -184,7 +184,8 @@ def test_rollback_events_view_on_sqlite(project: Project) -> None:
     rows = (
         sqlite3.connect(project.database_url.removeprefix("sqlite:///"))
         .execute(
-            "SELECT skill_id, from_state, to_state, trigger_reason, trigger_metric FROM rollback_events"
+            "SELECT skill_id, from_state, to_state, trigger_reason, trigger_metric"
+            " FROM rollback_events"
         )
         .fetchall()
     )
