@@ -79,6 +79,35 @@ for row in rows:
     print(" | ".join(str(value) for value in row))
 PY
 
+step "Promote auth-v2 to production (gates, confirmation skipped with --yes, atomic move)" \
+  skillstage promote auth-v2 --yes
+skillstage promote auth-v2 --yes
+
+step "A new version arrives in staging; promoting it over the live one needs --overwrite" \
+  skillstage promote auth-v2 --yes --overwrite
+cp -r .claude/skills/auth-v2 "$stage/auth-v2"
+chmod -R u+w "$stage/auth-v2"
+sed -i 's/^version: 2.0.0$/version: 2.1.0/' "$stage/auth-v2/SKILL.md"
+if skillstage promote auth-v2 --yes; then echo "expected the conflict gate to stop it" >&2; exit 1; fi
+skillstage promote auth-v2 --yes --overwrite
+
+step "It misbehaves: roll back to the previous version from the archive" \
+  skillstage rollback auth-v2 --reason pattern_fidelity_drop_below_85 --trigger-metric fidelity=0.83 --yes
+skillstage rollback auth-v2 --reason pattern_fidelity_drop_below_85 --trigger-metric fidelity=0.83 --yes
+
+step "History, newest first" skillstage history
+skillstage history
+
+step "The seed's rollback_events table" "sqlite3 .skillstage/state.db 'SELECT … FROM rollback_events'"
+python3 - <<'PY'
+import sqlite3
+db = sqlite3.connect(".skillstage/state.db")
+for row in db.execute(
+    "SELECT skill_id, from_state, to_state, trigger_reason, trigger_metric FROM rollback_events"
+):
+    print(" | ".join(str(value) for value in row))
+PY
+
 step "The store's schema is current" skillstage db upgrade
 skillstage db upgrade
 

@@ -459,6 +459,8 @@ def promote(
     approver: str | None = None,
     approval_ticket: str | None = None,
     confirm: Callable[[PromotionResult], bool] | None = None,
+    deploy: bool = False,
+    notify: bool = False,
 ) -> list[PromotionResult]:
     """Promote each skill (a name or a path) independently; with `all_ready_from`, every skill in
     that stage whose gates pass. One result per skill, in order."""
@@ -497,6 +499,8 @@ def promote(
                     approver=approver,
                     approval_ticket=approval_ticket,
                     confirm=confirm,
+                    deploy=deploy,
+                    notify=notify,
                 )
             )
     return results

@@ -41,7 +41,7 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
 
 
 def _register_commands() -> None:
-    from skillstage.cli import db, history, init, list_, promote, validate
+    from skillstage.cli import db, history, init, list_, outbox, promote, validate
 
     cli.add_command(validate.validate)
     cli.add_command(init.init)
@@ -49,6 +49,7 @@ def _register_commands() -> None:
     cli.add_command(promote.promote)
     cli.add_command(promote.rollback)
     cli.add_command(history.history)
+    cli.add_command(outbox.outbox)
     cli.add_command(db.db)
 
 

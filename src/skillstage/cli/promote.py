@@ -42,6 +42,16 @@ def _show_gates(result: PromotionResult) -> None:
             click.echo(f"      {line}")
 
 
+def _show_deliveries(result: PromotionResult) -> None:
+    for delivery in result.deliveries:
+        if not delivery["ok"]:
+            click.echo(
+                click.style("⚠ ", fg="yellow")
+                + f"{delivery['kind']} ({delivery['name']}) failed: {delivery['error']}; "
+                "it is queued: `skillstage outbox --retry` runs it again"
+            )
+
+
 def _box(title: str, rows: list[tuple[str, str]]) -> None:
     click.echo(rule())
     click.echo(f"  {title}")
@@ -68,6 +78,8 @@ def _box(title: str, rows: list[tuple[str, str]]) -> None:
 @click.option("--force", is_flag=True, help="Promote past failing gates (needs --reason).")
 @click.option("--reason", help="Why: recorded in the event (required with --force).")
 @click.option("--overwrite", is_flag=True, help="Replace the version live in the target stage.")
+@click.option("--deploy", is_flag=True, help="Run the deploy hook after the move.")
+@click.option("--notify", is_flag=True, help="Send notifications (config [notifications]).")
 @click.option("--by", "actor", metavar="ACTOR", help="Who promotes (default: $USER).")
 @click.option("--approver", help="Who approved (seed 002's sign-off), recorded in the event.")
 @click.option("--approval-ticket", help="The approval ticket, recorded in the event.")
@@ -90,6 +102,8 @@ def promote(
     force: bool,
     reason: str | None,
     overwrite: bool,
+    deploy: bool,
+    notify: bool,
     actor: str | None,
     approver: str | None,
     approval_ticket: str | None,
@@ -128,6 +142,8 @@ def promote(
         approver=approver,
         approval_ticket=approval_ticket,
         confirm=confirm if ask else None,
+        deploy=deploy,
+        notify=notify,
     )
     if as_json:
         echo_json([result.to_dict() for result in results])
@@ -169,8 +185,10 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
                 else "-",
             ),
         ]
+        + ([("Deployment", result.deployment_id)] if result.deployment_id else [])
         + ([("Forced", ", ".join(result.forced))] if result.forced else []),
     )
+    _show_deliveries(result)
 
 
 @click.command()
@@ -246,4 +264,5 @@ def rollback(
             ("Reason", reason + (f" ({trigger_metric})" if trigger_metric else "")),
         ],
     )
+    _show_deliveries(result)
     return EXIT_OK

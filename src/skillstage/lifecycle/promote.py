@@ -62,6 +62,7 @@ class PromotionResult:
     at: dt.datetime | None = None
     event_id: int | None = None
     previous_version: str | None = None  # rollback: the version taken out
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # hooks and notifications
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class PromotionResult:
             "dry_run": self.dry_run,
             "at": self.at.isoformat() if self.at else None,
             "previous_version": self.previous_version,
+            "deliveries": self.deliveries,
         }
 
 
@@ -181,6 +183,8 @@ def promote(
     approver: str | None = None,
     approval_ticket: str | None = None,
     confirm: Callable[[PromotionResult], bool] | None = None,
+    deploy: bool = False,
+    notify: bool = False,
 ) -> PromotionResult:
     """Promote the skill named `ref` (or at path `ref`) to the next stage (or `to`).
 
@@ -224,6 +228,8 @@ def promote(
             result.error = "gates failed: " + "; ".join(
                 f"{g.gate} ({g.message})" for g in result.gates if g.blocks
             )
+            if notify and not dry_run:
+                result.deliveries = _notify_now(project, store, "gate_failed", result)
             return result
         result.forced = failing
         if dry_run:
@@ -233,7 +239,7 @@ def promote(
             result.error = "cancelled"
             return result
         at = _now()
-        event_id = _move(
+        event_id, outbox_ids = _move(
             project,
             store,
             skill,
@@ -246,8 +252,11 @@ def promote(
             forced=failing,
             approver=approver,
             approval_ticket=approval_ticket,
+            deploy=deploy,
+            notify=notify,
         )
     result.success, result.at, result.event_id = True, at, event_id
+    _deliver(project, store, outbox_ids, result)
     return result
 
 
@@ -265,7 +274,9 @@ def _move(
     forced: list[str],
     approver: str | None,
     approval_ticket: str | None,
-) -> int:
+    deploy: bool,
+    notify: bool,
+) -> tuple[int, list[int]]:
     archive = archive_path(project, skill.name, skill.version, skill.digest)
     incoming = fs.sibling(target, "incoming")
     previous = _live_digest(project, target)
@@ -288,6 +299,8 @@ def _move(
         "approval_ticket": approval_ticket,
         "frontmatter": skill.frontmatter_dict(),
         "at": at.isoformat(),
+        "deploy": deploy,
+        "notify": notify,
     }
     journal_id = store.open_journal(skill.name, "promote", details, at=at)
     fs.fault_point("promote:journaled")
@@ -332,7 +345,7 @@ def _swap_in(incoming: Path, target: Path) -> None:
 
 def _finish_promote(
     project: Project, store: Store, journal_id: int, details: Mapping[str, Any]
-) -> int:
+) -> tuple[int, list[int]]:
     """The database half (one transaction), then tidying the disk. Safe to run twice."""
     source, target = Path(details["source"]), Path(details["target"])
     if source.exists() and source != target:
@@ -341,11 +354,14 @@ def _finish_promote(
     at = dt.datetime.fromisoformat(details["at"])
     with store.atomic() as tx:
         if not tx.close_journal(journal_id, outcome="committed", at=at):
-            return -1  # another process finished it
+            return -1, []  # another process finished it
         event_id = _record_promotion(tx, details, at)
+        # Side effects are queued in the same transaction: they happen if and only if the
+        # promotion did, and a crash after commit leaves them queued, not lost.
+        outbox_ids = _queue_side_effects(project, tx, details, "promoted")
     fs.fault_point("promote:committed")
     fs.delete_scratch(Path(details["incoming"]))
-    return event_id
+    return event_id, outbox_ids
 
 
 def _record_promotion(tx: Transaction, details: Mapping[str, Any], at: dt.datetime) -> int:
@@ -469,9 +485,10 @@ def rollback(
             )
             result.to_stage, result.production_path = stage, str(target)
             result.version, result.digest = version, digest
-        result.event_id = _roll(project, store, details)
+        result.event_id, outbox_ids = _roll(project, store, details)
         result.at = at
     result.success = True
+    _deliver(project, store, outbox_ids, result)
     return result
 
 
@@ -514,7 +531,7 @@ def _rollback_target(
     return None
 
 
-def _roll(project: Project, store: Store, details: dict[str, Any]) -> int:
+def _roll(project: Project, store: Store, details: dict[str, Any]) -> tuple[int, list[int]]:
     name, target = details["name"], Path(details["target"])
     journal_id = store.open_journal(name, "rollback", details)
     fs.fault_point("rollback:journaled")
@@ -536,12 +553,12 @@ def _roll(project: Project, store: Store, details: dict[str, Any]) -> int:
 
 def _finish_rollback(
     project: Project, store: Store, journal_id: int, details: Mapping[str, Any]
-) -> int:
+) -> tuple[int, list[int]]:
     at = dt.datetime.fromisoformat(details["at"])
     name = details["name"]
     with store.atomic() as tx:
         if not tx.close_journal(journal_id, outcome="committed", at=at):
-            return -1
+            return -1, []
         tx.leave_stage(name, details["stage"], at=at)
         if "destination" in details:
             restored = tx.find_version(name, details["bad_version"])
@@ -575,6 +592,15 @@ def _finish_rollback(
             },
             at=at,
         )
+        effects = {
+            **details,
+            "version": version,
+            "digest": digest,
+            "from_stage": details["stage"],
+            "target": path,
+            "notify": True,  # seed 002 §3.2: an alert within a minute of every rollback
+        }
+        outbox_ids = _queue_side_effects(project, tx, effects, "rolled_back")
     fs.fault_point("rollback:committed")
     entry = archive_path(project, name, details["bad_version"], details["bad_digest"])
     if entry.exists():
@@ -583,7 +609,115 @@ def _finish_rollback(
         )
     if "incoming" in details:
         fs.delete_scratch(Path(details["incoming"]))
-    return event_id
+    return event_id, outbox_ids
+
+
+# -- side effects (hooks, notifications) ------------------------------------------------------
+
+
+def _queue_side_effects(
+    project: Project, tx: Transaction, details: Mapping[str, Any], event: str
+) -> list[int]:
+    """Outbox items for what follows a state change: deploy (if asked), the post-change hook,
+    re-index (seed 002: after every state change), notifications (if asked)."""
+    from skillstage.integrations.hooks import hook_item
+    from skillstage.integrations.notify import notification_items
+    from skillstage.store.outbox import enqueue
+
+    hooks = project.config.hooks
+    names = ["deploy"] if details.get("deploy") else []
+    names += ["post_promote" if event == "promoted" else "post_rollback", "reindex"]
+    ids = []
+    for hook in names:
+        payload = hook_item(
+            hooks,
+            hook,  # type: ignore[arg-type]
+            event=event,
+            skill=details["name"],
+            version=details["version"],
+            digest=details["digest"],
+            from_stage=details.get("from_stage"),
+            to_stage=details.get("to_stage"),
+            path=details["target"],
+        )
+        if payload is not None:
+            ids.append(enqueue(tx, hook, payload))
+    if details.get("notify"):
+        title, body = _message(event, details)
+        for payload in notification_items(
+            project.config.notifications,
+            event,  # type: ignore[arg-type]
+            title=title,
+            body=body,
+            skill=details["name"],
+        ):
+            ids.append(enqueue(tx, "notify", payload))
+    return ids
+
+
+def _message(event: str, details: Mapping[str, Any]) -> tuple[str, str]:
+    name, version = details["name"], details.get("version")
+    if event == "promoted":
+        return (
+            f"Skill promoted: {name} {version}",
+            f"{name} {version} moved from {details.get('from_stage')} to "
+            f"{details.get('to_stage')} by {details.get('actor')}.",
+        )
+    if event == "rolled_back":
+        metric = f" ({details['trigger_metric']})" if details.get("trigger_metric") else ""
+        return (
+            f"Skill rolled back: {name} to {version}",
+            f"{name} {details.get('bad_version')} was rolled back to {version} in "
+            f"{details.get('to_stage')}: {details.get('reason')}{metric}.",
+        )
+    return (
+        f"Skill promotion blocked: {name} {version}",
+        f"{name} {version} did not pass its gates for {details.get('to_stage')}: "
+        f"{details.get('error')}",
+    )
+
+
+def _notify_now(
+    project: Project, store: Store, event: str, result: PromotionResult
+) -> list[dict[str, Any]]:
+    """A notification that follows no state change (a gate failed): queued, then delivered."""
+    from skillstage.integrations.notify import notification_items
+    from skillstage.store.outbox import enqueue
+
+    details = {
+        "name": result.skill_name,
+        "version": result.version,
+        "to_stage": result.to_stage,
+        "error": result.error,
+    }
+    title, body = _message(event, details)
+    with store.atomic() as tx:
+        ids = [
+            enqueue(tx, "notify", payload)
+            for payload in notification_items(
+                project.config.notifications,
+                event,  # type: ignore[arg-type]
+                title=title,
+                body=body,
+                skill=result.skill_name,
+            )
+        ]
+    probe = PromotionResult(success=False, skill_name=result.skill_name)
+    _deliver(project, store, ids, probe)
+    return probe.deliveries
+
+
+def _deliver(project: Project, store: Store, ids: list[int], result: PromotionResult) -> None:
+    """Deliver this change's outbox items now (after commit). A failure is recorded in the
+    outbox and retried later (`skillstage outbox --retry`); it never undoes the change."""
+    if not ids:
+        return
+    from skillstage.integrations.outbox import deliver
+
+    for delivery in deliver(project, store, ids=ids):
+        result.deliveries.append(delivery.to_dict())
+        if delivery.deployment_id:
+            result.deployment_id = delivery.deployment_id
 
 
 # -- recovery -------------------------------------------------------------------------------
@@ -598,7 +732,7 @@ def recover(project: Project, store: Store, name: str | None = None) -> list[str
         target = Path(details["target"])
         if entry.operation == "promote":
             if _live_digest(project, target) == details["digest"]:
-                _finish_promote(project, store, entry.id, details)
+                _finish_promote(project, store, entry.id, details)  # its outbox items stay queued
                 done.append(f"{entry.name}: promotion of {details['version']} completed")
                 continue
             _undo_swap(details)

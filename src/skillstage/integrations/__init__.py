@@ -1,0 +1,1 @@
+"""Skillstage's ties to tools outside it: git commits, hooks and notifications."""
