@@ -461,6 +461,7 @@ def promote(
     confirm: Callable[[PromotionResult], bool] | None = None,
     deploy: bool = False,
     notify: bool = False,
+    git_commit: bool = False,
 ) -> list[PromotionResult]:
     """Promote each skill (a name or a path) independently; with `all_ready_from`, every skill in
     that stage whose gates pass. One result per skill, in order."""
@@ -501,6 +502,7 @@ def promote(
                     confirm=confirm,
                     deploy=deploy,
                     notify=notify,
+                    git_commit=git_commit,
                 )
             )
     return results
@@ -516,6 +518,7 @@ def rollback(
     trigger_metric: str | None = None,
     actor: str | None = None,
     lock_timeout: float = 60.0,
+    git_commit: bool = False,
 ) -> PromotionResult:
     """Put the previous good version of a skill back live (seed 002 §3.2)."""
     from skillstage.lifecycle import promote as promoter
@@ -532,6 +535,7 @@ def rollback(
             stage=stage,
             trigger_metric=trigger_metric,
             lock_timeout=lock_timeout,
+            git_commit=git_commit,
         )
 
 

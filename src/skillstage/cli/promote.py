@@ -78,6 +78,7 @@ def _box(title: str, rows: list[tuple[str, str]]) -> None:
 @click.option("--force", is_flag=True, help="Promote past failing gates (needs --reason).")
 @click.option("--reason", help="Why: recorded in the event (required with --force).")
 @click.option("--overwrite", is_flag=True, help="Replace the version live in the target stage.")
+@click.option("--git-commit", is_flag=True, help="Commit the moved paths (seed 000's message).")
 @click.option("--deploy", is_flag=True, help="Run the deploy hook after the move.")
 @click.option("--notify", is_flag=True, help="Send notifications (config [notifications]).")
 @click.option("--by", "actor", metavar="ACTOR", help="Who promotes (default: $USER).")
@@ -102,6 +103,7 @@ def promote(
     force: bool,
     reason: str | None,
     overwrite: bool,
+    git_commit: bool,
     deploy: bool,
     notify: bool,
     actor: str | None,
@@ -144,6 +146,7 @@ def promote(
         confirm=confirm if ask else None,
         deploy=deploy,
         notify=notify,
+        git_commit=git_commit,
     )
     if as_json:
         echo_json([result.to_dict() for result in results])
@@ -186,6 +189,7 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
             ),
         ]
         + ([("Deployment", result.deployment_id)] if result.deployment_id else [])
+        + ([("Commit", result.commit_hash[:12])] if result.commit_hash else [])
         + ([("Forced", ", ".join(result.forced))] if result.forced else []),
     )
     _show_deliveries(result)
@@ -198,6 +202,7 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
 @click.option("--trigger-metric", metavar="METRIC", help='What triggered it, e.g. "fidelity=0.83".')
 @click.option("--stage", help="The stage to roll back in (default: the last, production).")
 @click.option("--yes", "--auto", "yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--git-commit", is_flag=True, help="Commit the restored paths.")
 @click.option("--by", "actor", metavar="ACTOR", help="Who rolls back (default: $USER).")
 @click.option(
     "--lock-timeout",
@@ -216,6 +221,7 @@ def rollback(
     trigger_metric: str | None,
     stage: str | None,
     yes: bool,
+    git_commit: bool,
     actor: str | None,
     lock_timeout: float,
     as_json: bool,
@@ -241,6 +247,7 @@ def rollback(
         trigger_metric=trigger_metric,
         actor=actor,
         lock_timeout=lock_timeout,
+        git_commit=git_commit,
     )
     if as_json:
         echo_json(result.to_dict())

@@ -18,6 +18,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential
@@ -62,7 +63,30 @@ def _notify(project: Project, payload: Mapping[str, Any]) -> Outcome:
     return Outcome(result.ok, result.error, retryable=result.retryable)
 
 
-_HANDLERS: dict[str, Handler] = {**{name: _hook for name in HOOK_NAMES}, NOTIFY_KIND: _notify}
+GIT_COMMIT_KIND: Final = "git_commit"
+
+
+def _git_commit(project: Project, payload: Mapping[str, Any]) -> Outcome:
+    from skillstage.integrations.git import GitError, commit_paths
+
+    try:
+        commit = commit_paths(
+            Path(payload["repo_root"]),
+            [Path(p) for p in payload["paths"]],
+            payload["message"],
+            timeout=project.config.git.timeout_seconds,
+        )
+    except GitError as exc:
+        # Not a repository, no identity, nothing to commit: a person has to act first.
+        return Outcome(False, str(exc), retryable=False)
+    return Outcome(True, output=commit)
+
+
+_HANDLERS: dict[str, Handler] = {
+    **{name: _hook for name in HOOK_NAMES},
+    NOTIFY_KIND: _notify,
+    GIT_COMMIT_KIND: _git_commit,
+}
 
 
 def register_handler(kind: str, handler: Handler) -> None:
@@ -92,6 +116,7 @@ class Delivery:
     deployment_id: str | None
     skill: str | None = None
     status: str = box.DELIVERED  # the item's status afterwards: delivered, pending or failed
+    output: str | None = None  # what the side effect returned (a deployment id, a commit hash)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +202,7 @@ def _deliver_one(
         attempts=runs,
         error=outcome.error,
         deployment_id=outcome.output if item.kind == "deploy" else None,
+        output=outcome.output,
         skill=str(skill) if skill is not None else None,
         status=status,
     )

@@ -185,6 +185,7 @@ def promote(
     confirm: Callable[[PromotionResult], bool] | None = None,
     deploy: bool = False,
     notify: bool = False,
+    git_commit: bool = False,
 ) -> PromotionResult:
     """Promote the skill named `ref` (or at path `ref`) to the next stage (or `to`).
 
@@ -194,6 +195,7 @@ def promote(
     """
     if force and not (reason or "").strip():
         raise UsageError("--force needs --reason", hint='e.g. --reason "hotfix for INC-1234"')
+    repo = _git_repository(project) if git_commit or project.config.git.commit else None
     source = _resolve_source(project, ref)
     to_stage, transition = _transition(project, source.stage, to)
     target = project.stage_path(to_stage, source.name)
@@ -239,6 +241,13 @@ def promote(
             result.error = "cancelled"
             return result
         at = _now()
+        commit = (
+            _promotion_commit(
+                project, store, repo, skill.name, source, to_stage, target, result, at, actor
+            )
+            if repo is not None
+            else None
+        )
         event_id, outbox_ids = _move(
             project,
             store,
@@ -254,6 +263,7 @@ def promote(
             approval_ticket=approval_ticket,
             deploy=deploy,
             notify=notify,
+            commit=commit,
         )
     result.success, result.at, result.event_id = True, at, event_id
     _deliver(project, store, outbox_ids, result)
@@ -276,6 +286,7 @@ def _move(
     approval_ticket: str | None,
     deploy: bool,
     notify: bool,
+    commit: dict[str, Any] | None,
 ) -> tuple[int, list[int]]:
     archive = archive_path(project, skill.name, skill.version, skill.digest)
     incoming = fs.sibling(target, "incoming")
@@ -301,6 +312,7 @@ def _move(
         "at": at.isoformat(),
         "deploy": deploy,
         "notify": notify,
+        "git_commit": commit,
     }
     journal_id = store.open_journal(skill.name, "promote", details, at=at)
     fs.fault_point("promote:journaled")
@@ -421,12 +433,14 @@ def rollback(
     stage: str | None = None,
     trigger_metric: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    git_commit: bool = False,
 ) -> PromotionResult:
     """Put the previous good version of `name` (or `to_version`) back live in its stage (the last
     stage by default), from the archive, with one atomic exchange. With no earlier version, the
     skill leaves the stage and returns to the one before it (seed 002 §3.2)."""
     if not reason.strip():
         raise UsageError("a rollback needs --reason", hint='e.g. --reason "fidelity dropped"')
+    repo = _git_repository(project) if git_commit or project.config.git.commit else None
     stages = list(project.config.stages)
     stage = stage or stages[-1]
     if stage not in project.config.stages:
@@ -485,6 +499,25 @@ def rollback(
             )
             result.to_stage, result.production_path = stage, str(target)
             result.version, result.digest = version, digest
+        if repo is not None:
+            from skillstage.integrations.git import rollback_message
+
+            details["git_commit"] = {
+                "repo_root": str(repo),
+                "paths": [
+                    str(target),
+                    *([details["destination"]] if "destination" in details else []),
+                ],
+                "message": rollback_message(
+                    name,
+                    result.version or "",
+                    at=at,
+                    by=actor,
+                    reason=reason,
+                    trigger_metric=trigger_metric,
+                    from_version=live.version,
+                ),
+            }
         result.event_id, outbox_ids = _roll(project, store, details)
         result.at = at
     result.success = True
@@ -612,7 +645,70 @@ def _finish_rollback(
     return event_id, outbox_ids
 
 
-# -- side effects (hooks, notifications) ------------------------------------------------------
+# -- side effects (git, hooks, notifications) -------------------------------------------------
+
+GIT_COMMIT_KIND = "git_commit"
+
+
+def _git_repository(project: Project) -> Path:
+    """The repository a --git-commit goes to; seed 000's "Git commit failed" when there is none."""
+    from skillstage.integrations.git import GitError, repository_root
+
+    root = repository_root(project.root, timeout=project.config.git.timeout_seconds)
+    if root is None:
+        raise GitError(
+            f"Git commit failed: {project.root} is not in a git repository",
+            hint='git init; git config user.name "Your Name"; git config user.email '
+            '"your@email.com" — or promote without --git-commit',
+        )
+    return root
+
+
+def _sla_line(project: Project, store: Store, name: str, stage: str, at: dt.datetime) -> str:
+    hours = project.config.stages[stage].sla_hours
+    if hours is None:
+        return "No SLA"
+    current = store.current_assignments(stage=stage, name=name)
+    if not current:
+        return f"Within {hours:g} hours"
+    age = (at - current[0].entered_at).total_seconds() / 3600
+    return (
+        f"Within {hours:g} hours"
+        if age <= hours
+        else f"Breached ({age - hours:.1f}h over {hours:g} hours)"
+    )
+
+
+def _promotion_commit(
+    project: Project,
+    store: Store,
+    repo: Path,
+    name: str,
+    source: _Source,
+    to_stage: str,
+    target: Path,
+    result: PromotionResult,
+    at: dt.datetime,
+    actor: str,
+) -> dict[str, Any]:
+    """The git_commit outbox payload: seed 000's message over the paths this move touches."""
+    from skillstage.integrations.git import promotion_message
+
+    stages = project.config.stages
+    tests = next((g for g in result.gates if g.gate == "tests"), None)
+    message = promotion_message(
+        name,
+        stages[source.stage].label or source.stage,
+        stages[to_stage].label or to_stage,
+        at=at,
+        by=actor,
+        validation="FORCED" if result.forced else "PASSED",
+        tests={"pass": "PASSED", "skip": "SKIPPED", "warn": "WARNED"}.get(
+            tests.status if tests else "skip", "FAILED (forced)"
+        ),
+        sla=_sla_line(project, store, name, source.stage, at),
+    )
+    return {"repo_root": str(repo), "paths": [str(source.path), str(target)], "message": message}
 
 
 def _queue_side_effects(
@@ -624,10 +720,12 @@ def _queue_side_effects(
     from skillstage.integrations.notify import notification_items
     from skillstage.store.outbox import enqueue
 
+    ids = []
+    if details.get("git_commit"):
+        ids.append(enqueue(tx, GIT_COMMIT_KIND, details["git_commit"]))
     hooks = project.config.hooks
     names = ["deploy"] if details.get("deploy") else []
     names += ["post_promote" if event == "promoted" else "post_rollback", "reindex"]
-    ids = []
     for hook in names:
         payload = hook_item(
             hooks,
@@ -716,7 +814,9 @@ def _deliver(project: Project, store: Store, ids: list[int], result: PromotionRe
 
     for delivery in deliver(project, store, ids=ids):
         result.deliveries.append(delivery.to_dict())
-        if delivery.deployment_id:
+        if delivery.kind == GIT_COMMIT_KIND and delivery.ok:
+            result.commit_hash = delivery.output
+        elif delivery.deployment_id:
             result.deployment_id = delivery.deployment_id
 
 
