@@ -101,7 +101,9 @@ def test_failing_gates_block_and_force_needs_a_reason(project: Project, opened: 
     result = promote(project, "auth-v2")
     assert not result.success
     assert result.error == "gates failed: structure (required files: 1 error(s))"
-    assert source.exists() and opened.events() == []
+    assert source.exists() and opened.current_assignments(name="auth-v2") == []
+    (refused,) = opened.events()  # the refused attempt is audited, as a failed promotion
+    assert (refused.kind, refused.success, refused.reason) == ("promote", False, result.error)
     with pytest.raises(UsageError, match="--force needs --reason"):
         promote(project, "auth-v2", force=True)
     forced = promote(project, "auth-v2", force=True, reason="hotfix INC-1")

@@ -34,6 +34,7 @@ def history(obj: CliContext, name: str | None, limit: int, as_json: bool) -> int
                     "digest": e.digest,
                     "from_stage": e.from_stage,
                     "to_stage": e.to_stage,
+                    "success": e.success,
                     "actor": e.actor,
                     "reason": e.reason,
                     "approver": e.approver,
@@ -52,7 +53,7 @@ def history(obj: CliContext, name: str | None, limit: int, as_json: bool) -> int
         return 0
     for e in events:
         move = f"{e.from_stage or '-'} → {e.to_stage or '-'}"
-        version = e.version or ""
+        version = (e.version or "") + ("" if e.success else "  (refused)")
         click.echo(
             f"{e.at:%Y-%m-%d %H:%M:%S}  {e.kind:<9} {e.name} {version}  {move}  by {e.actor}"
         )

@@ -230,6 +230,22 @@ def promote(
             result.error = "gates failed: " + "; ".join(
                 f"{g.gate} ({g.message})" for g in result.gates if g.blocks
             )
+            if not dry_run:
+                # A refused attempt is part of the audit trail (and of seed 000's promotion
+                # success rate, which counts failures).
+                store.append_event(
+                    "promote",
+                    name=skill.name,
+                    version=skill.version,
+                    digest=skill.digest,
+                    from_stage=source.stage,
+                    to_stage=to_stage,
+                    actor=actor,
+                    reason=result.error,
+                    success=False,
+                    path=str(source.path),
+                    details={"gates": [g.to_dict() for g in result.gates]},
+                )
             if notify and not dry_run:
                 result.deliveries = _notify_now(project, store, "gate_failed", result)
             return result
@@ -264,6 +280,7 @@ def promote(
             deploy=deploy,
             notify=notify,
             commit=commit,
+            gates=result.gates,
         )
     result.success, result.at, result.event_id = True, at, event_id
     _deliver(project, store, outbox_ids, result)
@@ -287,6 +304,7 @@ def _move(
     deploy: bool,
     notify: bool,
     commit: dict[str, Any] | None,
+    gates: list[GateResult],
 ) -> tuple[int, list[int]]:
     archive = archive_path(project, skill.name, skill.version, skill.digest)
     incoming = fs.sibling(target, "incoming")
@@ -313,6 +331,7 @@ def _move(
         "deploy": deploy,
         "notify": notify,
         "git_commit": commit,
+        "gates": [g.to_dict() for g in gates],
     }
     journal_id = store.open_journal(skill.name, "promote", details, at=at)
     fs.fault_point("promote:journaled")
@@ -400,7 +419,7 @@ def _record_promotion(tx: Transaction, details: Mapping[str, Any], at: dt.dateti
         path=details["target"],
         approver=details.get("approver"),
         approval_ticket=details.get("approval_ticket"),
-        details={"forced": details.get("forced") or []},
+        details={"forced": details.get("forced") or [], "gates": details.get("gates") or []},
         at=at,
     )
     if details.get("forced"):
@@ -553,6 +572,8 @@ def _rollback_target(
     }
     for event in store.events(name, limit=10_000):
         if event.to_stage != stage or event.kind not in ("promote", "rollback", "register"):
+            continue
+        if not event.success:
             continue
         if event.version is None or event.digest is None:
             continue

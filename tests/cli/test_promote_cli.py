@@ -1,0 +1,76 @@
+"""promote, rollback and history as a user runs them: real subprocesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.conftest import Run
+from tests.skilltree import write_skill
+
+STAGING = Path(".claude/skills/staging")
+
+
+def test_promote_without_a_terminal_needs_yes(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    write_skill(tmp_path / STAGING, "auth-v2")
+    refused = run_cli("promote", "auth-v2")
+    assert refused.returncode == 2
+    assert "pass --yes" in refused.stderr
+    assert (tmp_path / STAGING / "auth-v2").is_dir()
+    done = run_cli("promote", "auth-v2", "--auto")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SKILL PROMOTION COMPLETE" in done.stdout
+    assert "  Location:    .claude/skills/auth-v2" in done.stdout
+
+
+def test_promote_json_and_exit_code_on_failure(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    bad = write_skill(tmp_path / STAGING, "bad")
+    (bad / "execute.sh").chmod(0o644)
+    write_skill(tmp_path / STAGING, "good")
+    result = run_cli("promote", "bad", "good", "--yes", "--json")
+    assert result.returncode == 1
+    by_name = {r["skill_name"]: r for r in json.loads(result.stdout)}
+    assert by_name["good"]["success"] is True
+    assert by_name["bad"]["success"] is False
+    assert by_name["bad"]["error"].startswith("gates failed: structure")
+    failing = [g for g in by_name["bad"]["gates"] if g["status"] == "fail"]
+    assert [g["gate"] for g in failing] == ["structure"]
+
+
+def test_dry_run_force_and_history(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    bad = write_skill(tmp_path / STAGING, "hotfix")
+    (bad / "execute.sh").chmod(0o644)
+    dry = run_cli("promote", "hotfix", "--dry-run", "--force", "--reason", "INC-7")
+    assert dry.returncode == 0 and "Dry run" in dry.stdout
+    assert (tmp_path / STAGING / "hotfix").is_dir()
+    forced = run_cli("promote", "hotfix", "--yes", "--force", "--reason", "INC-7", "--by", "oncall")
+    assert forced.returncode == 0, forced.stderr
+    assert "Forced:" in forced.stdout
+    events = json.loads(run_cli("history", "hotfix", "--json").stdout)
+    assert sorted((e["kind"], e["actor"], e["reason"]) for e in events) == [
+        ("force", "oncall", "INC-7"),
+        ("promote", "oncall", "INC-7"),
+    ]
+    assert events[0]["id"] > events[1]["id"]  # newest first
+
+
+def test_rollback_cli(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    for version in ("1.0.0", "1.1.0"):
+        write_skill(tmp_path / STAGING, "auth-v2", extra={"version": version})
+        assert run_cli("promote", "auth-v2", "--yes", "--overwrite").returncode == 0
+    missing_reason = run_cli("rollback", "auth-v2", "--yes")
+    assert missing_reason.returncode == 2 and "--reason" in missing_reason.stderr
+    result = run_cli(
+        "rollback", "auth-v2", "--reason", "fidelity", "--trigger-metric", "fidelity=0.83", "--yes"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Rolled back auth-v2: 1.1.0 → 1.0.0" in result.stdout
+    history = run_cli("history", "auth-v2").stdout.splitlines()
+    assert "rollback  auth-v2 1.0.0  production → production" in history[0]
+    assert history[1].strip() == "reason: fidelity"
+    unknown = run_cli("rollback", "nope", "--reason", "r", "--yes")
+    assert unknown.returncode == 1 and "nope is not in production" in unknown.stderr
