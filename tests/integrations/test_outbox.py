@@ -87,6 +87,7 @@ def test_an_item_enqueued_with_the_change_is_delivered_once(store: Store, projec
         deployment_id="dep-auth-v2",
         skill="auth-v2",
         status="delivered",
+        output="dep-auth-v2",
     )
     assert delivery.deliver(project, store) == []
     assert delivery.retry(project, store) == []
