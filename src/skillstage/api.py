@@ -350,6 +350,7 @@ def list_skills(
             hint=f"stages: {', '.join(project.config.stages)}",
         )
     from skillstage.lifecycle.fs import archive_copy
+    from skillstage.lifecycle.locks import skill_lock
     from skillstage.lifecycle.promote import archive_path, recover_all
     from skillstage.store import Store
 
@@ -384,7 +385,9 @@ def list_skills(
             if assignment is not None and assignment.digest == skill.digest:
                 continue
             try:
-                with store.atomic() as tx:
+                # Under the skill's lock: a promoter or a recovery of this skill must not work on
+                # its archive entry or stage assignment at the same time.
+                with skill_lock(project, store, skill.name), store.atomic() as tx:
                     record = tx.ensure_version(
                         skill.name,
                         skill.version,

@@ -42,6 +42,9 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
 
 def _register_commands() -> None:
     from skillstage.cli import db, history, init, list_, outbox, promote, validate
+    from skillstage.cli import doctor as doctor_cli
+    from skillstage.cli import sla as sla_cli
+    from skillstage.cli import stats as stats_cli
 
     cli.add_command(validate.validate)
     cli.add_command(init.init)
@@ -50,6 +53,10 @@ def _register_commands() -> None:
     cli.add_command(promote.rollback)
     cli.add_command(history.history)
     cli.add_command(outbox.outbox)
+    cli.add_command(sla_cli.sla)
+    cli.add_command(doctor_cli.doctor)
+    cli.add_command(stats_cli.stats)
+    cli.add_command(stats_cli.report)
     cli.add_command(db.db)
 
 

@@ -1,0 +1,117 @@
+"""`skillstage stats` (seed 000's key metrics) and `skillstage report NAME` (seed 001's promotion
+report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from skillstage.cli.context import CliContext, echo_json, is_terminal, rule
+from skillstage.errors import EXIT_FAILED, EXIT_OK
+from skillstage.lifecycle import report as reports
+from skillstage.lifecycle import stats as key_metrics
+
+_STATUS_COLOURS = {"ok": "green", "warn": "yellow", "alert": "red", "n/a": "white"}
+
+
+def _styled(text: str, colour: str) -> str:
+    return click.style(text, fg=colour) if is_terminal() else text
+
+
+def _title(text: str) -> None:
+    click.echo(rule(72))
+    click.echo(click.style(text, bold=True) if is_terminal() else text)
+    click.echo(rule(72))
+
+
+@click.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.pass_obj
+def stats(obj: CliContext, as_json: bool) -> int:
+    """Seed 000's key metrics with their target and alert threshold: staged skills count,
+    average time in staging, SLA breach count, promotion success rate and auto-deploy success
+    rate (both over 30 days). Status: ok (target met), warn (target missed), alert (past the
+    alert threshold), n/a (nothing to measure).
+
+    Exits 1 when a metric is past its alert threshold, so a cron job can page on it.
+    """
+    metrics = key_metrics.collect(obj.project())
+    if as_json:
+        echo_json(metrics.to_dict())
+    else:
+        _title(f"KEY METRICS (staging: {', '.join(metrics.staging_stages)})")
+        click.echo(f"  {'Metric':<26} {'Value':>9}  {'Target':>7}  {'Alert':>7}  Status")
+        for metric in metrics.metrics:
+            status = metric.status.ljust(5)
+            click.echo(
+                f"  {metric.objective.label:<26} {metric.display:>9}  "
+                f"{metric.objective.target!s:>7}  {metric.objective.alert!s:>7}  "
+                f"{_styled(status, _STATUS_COLOURS[metric.status])}"
+            )
+        click.echo()
+        for metric in metrics.metrics:
+            click.echo(f"  {metric.objective.label}: {metric.detail}")
+    return EXIT_FAILED if metrics.alerts else EXIT_OK
+
+
+def _line(label: str, value: Any) -> None:
+    shown = "-" if value is None else value
+    click.echo(f"  {label + ':':<16} {shown}")
+
+
+def _render_report(document: dict[str, Any]) -> None:
+    outcome = "promoted" if document["success"] else "refused"
+    _title(
+        f"PROMOTION REPORT: {document['component']} {document['version']} "
+        f"({document['from_stage']} → {document['to_stage']}, {outcome})"
+    )
+    _line("Date", document["date"])
+    _line("Promoted by", document["promoted_by"])
+    click.echo("Quality gates")
+    for key, value in document["quality_gates"].items():
+        _line(key, value)
+    criteria = document["promotion_criteria"]
+    click.echo("Promotion criteria")
+    _line("all_met", criteria["all_met"])
+    for gate in criteria["details"]:
+        click.echo(f"    {gate['status']:<5} {gate['gate']:<13} {gate['message']}")
+    if criteria["forced"]:
+        _line("forced", ", ".join(criteria["forced"]) + f" (reason: {criteria['reason']})")
+    if criteria["approver"]:
+        _line("approver", f"{criteria['approver']} ({criteria['approval_ticket'] or 'no ticket'})")
+    deployment = document["deployment"]
+    click.echo("Deployment")
+    for key in ("status", "environment", "version", "deployment_id", "last_error"):
+        if key in deployment:
+            _line(key, deployment[key])
+    validation = document["validation"]
+    click.echo("Validation")
+    for key in ("smoke_tests", "health_checks", "monitoring", "live_version"):
+        _line(key, validation[key])
+    for finding in validation["findings"]:
+        click.echo(f"    {finding['severity']}: {finding['id']}: {finding['message']}")
+    for note in validation["notes"]:
+        click.echo(f"    note: {note}")
+
+
+@click.command("report")
+@click.argument("name")
+@click.option(
+    "--run-tests",
+    is_flag=True,
+    help="Run the live copy's test.sh as the smoke test (otherwise: not run).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print seed 001's report JSON.")
+@click.pass_obj
+def report(obj: CliContext, name: str, run_tests: bool, as_json: bool) -> int:
+    """Seed 001's promotion report for the latest promotion attempt of NAME: stages and date,
+    quality gates, promotion criteria (every gate's result, what was forced), deployment (the
+    deploy hook's outcome) and validation (re-run now on the live copy).
+    """
+    document = reports.report(obj.project(), name, run_tests=run_tests).to_dict()
+    if as_json:
+        echo_json(document)
+    else:
+        _render_report(document)
+    return EXIT_OK
