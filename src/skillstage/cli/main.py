@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import sys
 import tempfile
@@ -16,8 +17,40 @@ from skillstage import __version__
 from skillstage.cli.context import CliContext
 from skillstage.errors import EXIT_UNEXPECTED, EXIT_USAGE, SkillstageError
 
+# Each command's module, imported only when that command runs (or help lists it): most commands
+# never need SQLAlchemy, Apprise or the promoter, and importing them all costs most of a second.
+COMMANDS = {
+    "validate": "skillstage.cli.validate:validate",
+    "init": "skillstage.cli.init:init",
+    "list": "skillstage.cli.list_:list_skills",
+    "promote": "skillstage.cli.promote:promote",
+    "rollback": "skillstage.cli.promote:rollback",
+    "history": "skillstage.cli.history:history",
+    "outbox": "skillstage.cli.outbox:outbox",
+    "sla": "skillstage.cli.sla:sla",
+    "doctor": "skillstage.cli.doctor:doctor",
+    "stats": "skillstage.cli.stats:stats",
+    "report": "skillstage.cli.stats:report",
+    "db": "skillstage.cli.db:db",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module_name, attribute = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--config",
     "config_path",
@@ -38,29 +71,6 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
     3 unexpected error.
     """
     ctx.obj = CliContext(config_path=config_path)
-
-
-def _register_commands() -> None:
-    from skillstage.cli import db, history, init, list_, outbox, promote, validate
-    from skillstage.cli import doctor as doctor_cli
-    from skillstage.cli import sla as sla_cli
-    from skillstage.cli import stats as stats_cli
-
-    cli.add_command(validate.validate)
-    cli.add_command(init.init)
-    cli.add_command(list_.list_skills)
-    cli.add_command(promote.promote)
-    cli.add_command(promote.rollback)
-    cli.add_command(history.history)
-    cli.add_command(outbox.outbox)
-    cli.add_command(sla_cli.sla)
-    cli.add_command(doctor_cli.doctor)
-    cli.add_command(stats_cli.stats)
-    cli.add_command(stats_cli.report)
-    cli.add_command(db.db)
-
-
-_register_commands()
 
 
 def _write_crash_log() -> Path:
