@@ -7,8 +7,12 @@ workspace=$(mktemp -d "${TMPDIR:-/tmp}/skillstage-demo.XXXXXX")
 cd "$workspace"
 step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; }
 
-step "Create a project" skillstage init
+step "Create a project in a git repository" "git init; skillstage init"
+git init -q
+git config user.name "Demo User"
+git config user.email "demo@example.com"
 skillstage init
+echo ".skillstage/" > .gitignore
 
 stage=.claude/skills/staging
 mkdir -p "$stage/auth-v2" "$stage/logging-v3"
@@ -64,8 +68,24 @@ step "The Agent Skills spec rules only, as JSON (for a script)" \
 skillstage validate --spec-only --json "$stage/auth-v2" |
   python3 -c 'import json,sys; r=json.load(sys.stdin); print("ok:", r["ok"], "findings:", [f["id"] for s in r["skills"] for f in s["findings"]])'
 
-step "List staged skills (registered on first sight; their age starts now)" skillstage list --stage staged
+# logging-v3 has been waiting in staging since two days ago: register it as first seen then
+# (what `skillstage list` would have done, had it run 52 hours ago, before auth-v2 arrived).
+mv "$stage/auth-v2" "$stage/.arrives-later"
+python3 - <<'PY'
+import datetime as dt
+from skillstage import api
+from skillstage.config import load_project
+project = load_project()
+api.list_skills(project, stage="staged", now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=52, minutes=18))
+PY
+mv "$stage/.arrives-later" "$stage/auth-v2"
+git add -A && git commit -q -m "Skills in staging"
+
+step "List staged skills (auth-v2 registered on first sight now; logging-v3 52 hours ago)" skillstage list --stage staged
 skillstage list --stage staged
+
+step "Seed 000's 48-hour staging SLA (exit 1 on a breach, for cron and CI)" skillstage sla check
+if skillstage sla check; then echo "expected an SLA breach" >&2; exit 1; fi
 
 step "Seed 000's dashboard query runs unchanged on the store" "sqlite3 .skillstage/state.db '…'"
 python3 - <<'PY'
@@ -79,9 +99,14 @@ for row in rows:
     print(" | ".join(str(value) for value in row))
 PY
 
-step "Promote auth-v2 to production (gates, confirmation skipped with --yes, atomic move)" \
-  skillstage promote auth-v2 --yes
-skillstage promote auth-v2 --yes
+step "Promote auth-v2 to production with a git commit (gates, --yes skips the prompt)" \
+  skillstage promote auth-v2 --yes --git-commit
+skillstage promote auth-v2 --yes --git-commit
+git log -1 --format=%B | sed 's/^/    /'
+
+step "Enforce the SLA: promote the overdue logging-v3 if its gates pass" \
+  skillstage sla enforce --auto-promote
+skillstage sla enforce --auto-promote
 
 step "A new version arrives in staging; promoting it over the live one needs --overwrite" \
   skillstage promote auth-v2 --yes --overwrite
@@ -107,6 +132,12 @@ for row in db.execute(
 ):
     print(" | ".join(str(value) for value in row))
 PY
+
+step "Seed 000's key metrics" skillstage stats
+skillstage stats || true   # exit 1 flags a metric past its alert threshold
+
+step "The store and the disk agree" skillstage doctor
+skillstage doctor
 
 step "The store's schema is current" skillstage db upgrade
 skillstage db upgrade

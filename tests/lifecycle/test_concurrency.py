@@ -38,9 +38,9 @@ SKILLS = ("alpha", "beta", "gamma")
 ARCHIVED = ("1.0.0", "1.1.0", "1.2.0")  # promoted one after the other before the races start
 ROUNDS = 3  # each round stages a new version of every skill, then starts 8 processes at once
 PROCESSES = 8
-LOCK_TIMEOUT = 60  # seconds: long enough that no process of a round gives up waiting
-PROCESS_TIMEOUT = 90  # a process still running after this is a hang: killed, and the test fails
-TEST_TIME_LIMIT = 60  # seconds per test (SIGALRM): a deadlock fails the test instead of hanging
+LOCK_TIMEOUT = 30  # seconds: long enough that no process of a round gives up waiting
+PROCESS_TIMEOUT = 45  # a batch still running after this is a hang: killed, and the test fails
+TEST_TIME_LIMIT = 75  # seconds per test (SIGALRM): a deadlock fails the test instead of hanging
 
 LOCK_ERROR = "being promoted or rolled back by another process"
 
@@ -327,3 +327,27 @@ def test_a_held_lock_fails_fast_with_the_lock_error(project: Project) -> None:
     assert read_skill(project.root / PRODUCTION / "alpha").version == ARCHIVED[0]
     _assert_log_consistent(project, _events(project))
     _assert_whole(project)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="promoter bug: a LockError on one NAME escapes api.promote's loop, so `promote alpha "
+    "beta` exits with the lock error alone and never reports that alpha was promoted",
+)
+def test_a_lock_error_on_one_skill_still_reports_the_others(project: Project) -> None:
+    _stage(project, "alpha", "1.0.0")
+    _stage(project, "beta", "1.0.0")
+    argv = ["promote", "alpha", "beta", "--yes", "--lock-timeout", "1"]
+    with Store.open(project.database_url) as store, skill_lock(project, store, "beta"):
+        done = subprocess.run(
+            [sys.executable, "-m", "skillstage", *argv],
+            cwd=project.root,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+        )
+    assert read_skill(project.root / PRODUCTION / "alpha").version == "1.0.0"  # it did move
+    assert done.returncode == 1
+    assert LOCK_ERROR in done.stdout + done.stderr
+    assert "alpha 1.0.0" in done.stdout, done.stdout  # the promotion that happened is reported
