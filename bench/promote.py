@@ -10,7 +10,8 @@ Whole process: `skillstage promote NAME --yes --overwrite` as a user runs it (a 
 process each time, default gates) against GTO's `gto assign NAME --version V --stage prod --force`
 in a git repository where the two versions are registered (GTO from PyPI, installed into a venv of
 its own in the cache directory, never into this one). Both alternate between two versions, so each
-call changes what is live. Rounds are interleaved: a slow spell on a shared machine hits both.
+call changes what is live. Rounds are interleaved (in-process too, between the two gate
+settings): a slow spell on a shared machine hits every contender alike.
 
 Run: `.venv/bin/python bench/promote.py [--rounds N] [--process-rounds N] [--json]`.
 Targets are reported, not asserted: the exit status is 0.
@@ -28,7 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,6 +50,7 @@ TARGET_SPEEDUP = 3.0  # whole-process skillstage promote vs gto assign: medians
 WARMUP_ROUNDS = 5
 COMMAND_TIMEOUT = 120.0
 GTO_INSTALL_TIMEOUT = 600.0
+CONFLICTS_ONLY = '["conflicts"]'
 DEFAULT_GATES = (
     'gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security"]'
 )
@@ -152,41 +155,55 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
 # -- in-process --------------------------------------------------------------------------------
 
 
-def in_process(root: Path, templates: Path, rounds: int, *, gates: str | None) -> dict[str, Any]:
-    """Promote (overwrite) + rollback rounds through the engine, on one open store."""
-    project = new_project(root, gates=gates)
-    promotes: list[float] = []
-    rollbacks: list[float] = []
-    with Store.open(project.database_url) as store:
-        stage(project, VERSIONS[0], templates)
-        first = promote(project, store, SKILL, actor="bench", overwrite=True)
-        if not first.success:
-            raise SystemExit(f"bench set-up: promotion failed: {first.error}")
-        for index in range(WARMUP_ROUNDS + rounds):
-            stage(project, VERSIONS[1], templates)  # not timed: the user's edit
-            seconds, result = _timed(
-                lambda: promote(project, store, SKILL, actor="bench", overwrite=True)
+def in_process(root: Path, templates: Path, rounds: Mapping[str, int]) -> dict[str, Any]:
+    """Promote (overwrite) + rollback rounds through the engine, one project and one open store
+    per gate setting (`rounds` maps the gates to use, or "default", to a number of rounds);
+    the settings take turns round by round."""
+    with ExitStack() as stack:
+        runs: dict[str, tuple[Project, Store]] = {}
+        for gates in rounds:
+            project = new_project(
+                root / f"in-process-{len(runs)}", gates=None if gates == "default" else gates
             )
-            if not result.success:
-                raise SystemExit(f"promotion failed in round {index}: {result.error}")
-            back, _ = _timed(
-                lambda: rollback(
-                    project, store, SKILL, reason="bench", actor="bench", to_version=VERSIONS[0]
-                )
-            )
-            if index >= WARMUP_ROUNDS:
-                promotes.append(seconds)
-                rollbacks.append(back)
-        events = len(store.events(limit=1_000_000))
-    pairs = [p + r for p, r in zip(promotes, rollbacks, strict=True)]
-    return {
-        "gates": gates or "default",
-        "rounds": rounds,
-        "events_recorded": events,
-        "promote": Figures(promotes).to_dict(),
-        "rollback": Figures(rollbacks).to_dict(),
-        "pair": Figures(pairs).to_dict(),
-    }
+            store = stack.enter_context(Store.open(project.database_url))
+            stage(project, VERSIONS[0], templates)
+            first = promote(project, store, SKILL, actor="bench", overwrite=True)
+            if not first.success:
+                raise SystemExit(f"bench set-up: promotion failed: {first.error}")
+            runs[gates] = (project, store)
+        samples: dict[str, tuple[list[float], list[float]]] = {g: ([], []) for g in rounds}
+        for index in range(WARMUP_ROUNDS + max(rounds.values())):
+            for gates, (project, store) in runs.items():
+                if index >= WARMUP_ROUNDS + rounds[gates]:
+                    continue
+                forward, back = _round_trip(project, store, templates)
+                if index >= WARMUP_ROUNDS:
+                    samples[gates][0].append(forward)
+                    samples[gates][1].append(back)
+        results = {}
+        for gates, (promotes, rollbacks) in samples.items():
+            pairs = [p + r for p, r in zip(promotes, rollbacks, strict=True)]
+            results[gates] = {
+                "gates": gates,
+                "rounds": rounds[gates],
+                "events_recorded": len(runs[gates][1].events(limit=1_000_000)),
+                "promote": Figures(promotes).to_dict(),
+                "rollback": Figures(rollbacks).to_dict(),
+                "pair": Figures(pairs).to_dict(),
+            }
+    return results
+
+
+def _round_trip(project: Project, store: Store, templates: Path) -> tuple[float, float]:
+    """Stage 1.1.0 (not timed: the user's edit), promote it over 1.0.0, roll back to 1.0.0."""
+    stage(project, VERSIONS[1], templates)
+    forward, result = _timed(partial(promote, project, store, SKILL, actor="bench", overwrite=True))
+    if not result.success:
+        raise SystemExit(f"promotion failed: {result.error}")
+    back, _ = _timed(
+        partial(rollback, project, store, SKILL, reason="bench", actor="bench", to_version="1.0.0")
+    )
+    return forward, back
 
 
 # -- whole process -----------------------------------------------------------------------------
@@ -380,11 +397,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_skill(templates / version, version)
         results["filesystem"] = {"dir": str(root), **filesystem_probe(root, templates)}
 
-        say(f"in-process: {options.rounds} rounds, conflicts gate only …")
-        conflicts = in_process(root / "conflicts", templates, options.rounds, gates='["conflicts"]')
-        say(f"in-process: {options.default_gates_rounds} rounds, default gates …")
-        default = in_process(root / "default", templates, options.default_gates_rounds, gates=None)
-        results["in_process"] = {"conflicts_gate": conflicts, "default_gates": default}
+        say(
+            f"in-process: {options.rounds} rounds with the conflicts gate only, "
+            f"{options.default_gates_rounds} with the default gates, interleaved …"
+        )
+        figures = in_process(
+            root,
+            templates,
+            {CONFLICTS_ONLY: options.rounds, "default": options.default_gates_rounds},
+        )
+        results["in_process"] = {
+            "conflicts_gate": figures[CONFLICTS_ONLY],
+            "default_gates": figures["default"],
+        }
 
         gto: Path | None = None
         if options.no_gto:

@@ -24,7 +24,7 @@ from skillstage.config import (
     ValidationPolicy,
     load_config_file,
 )
-from skillstage.errors import ConflictError, SkillReadError, UsageError
+from skillstage.errors import ConflictError, SkillReadError, SkillstageError, UsageError
 from skillstage.skill.checks import (
     SkillReport,
     check_dependencies,
@@ -35,7 +35,7 @@ from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
 
 if TYPE_CHECKING:
     from skillstage.lifecycle.promote import PromotionResult
-    from skillstage.store import Event
+    from skillstage.store import Event, Store
 from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
 
 # The store (SQLAlchemy) is imported by the functions that use it: `validate` never needs it, and
@@ -354,7 +354,7 @@ def list_skills(
     from skillstage.lifecycle.promote import archive_path, recover_all
     from skillstage.store import Store
 
-    now = now or _now()
+    backdated = now  # tests and the demo register "as of" an earlier time
     policy = project.config.validation
     unreadable: list[tuple[Path, str]] = []
     problems: dict[tuple[str, str], list[str]] = {}
@@ -386,22 +386,32 @@ def list_skills(
                 continue
             try:
                 # Under the skill's lock: a promoter or a recovery of this skill must not work on
-                # its archive entry or stage assignment at the same time.
-                with skill_lock(project, store, skill.name), store.atomic() as tx:
-                    record = tx.ensure_version(
-                        skill.name,
-                        skill.version,
-                        skill.digest,
-                        path=str(entry.path),
-                        frontmatter=skill.frontmatter_dict(),
-                    )
-                    if assignment is None or assignment.version_id != record.version_id:
+                # its archive entry or stage assignment at the same time. What was read before
+                # the lock may be stale by now (a rollback finished meanwhile): read it again.
+                with skill_lock(project, store, skill.name):
+                    try:
+                        skill = read_skill(entry.path, policy)
+                    except SkillReadError:
+                        continue  # moved away meanwhile: not on disk any more
+                    live = store.current_assignments(stage=entry.stage, name=skill.name)
+                    if live and live[0].digest == skill.digest:
+                        continue
+                    at = backdated or _now()
+                    with store.atomic() as tx:
+                        record = tx.ensure_version(
+                            skill.name,
+                            skill.version,
+                            skill.digest,
+                            path=str(entry.path),
+                            frontmatter=skill.frontmatter_dict(),
+                            at=at,
+                        )
                         # Every version that enters a stage is kept, so it can be rolled back to.
                         archive_copy(
                             entry.path,
                             archive_path(project, skill.name, skill.version, skill.digest),
                         )
-                        tx.enter_stage(record.version_id, entry.stage, str(entry.path), at=now)
+                        tx.enter_stage(record.version_id, entry.stage, str(entry.path), at=at)
                         tx.append_event(
                             "register",
                             name=skill.name,
@@ -411,12 +421,14 @@ def list_skills(
                             actor="skillstage list",
                             reason="first seen on disk",
                             path=str(entry.path),
+                            at=at,
                         )
                         registered += 1
             except ConflictError as exc:
                 note = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
                 problems.setdefault(key, []).append(note)
         listed = []
+        as_of = backdated or _now()  # after any registration above, so no age is negative
         for assignment in store.current_assignments(stage=stage):
             key = (assignment.name, assignment.stage)
             notes = list(problems.get(key, []))
@@ -430,7 +442,7 @@ def list_skills(
                     digest=assignment.digest,
                     path=Path(assignment.path),
                     entered_at=assignment.entered_at,
-                    age_hours=round((now - assignment.entered_at).total_seconds() / 3600, 1),
+                    age_hours=round((as_of - assignment.entered_at).total_seconds() / 3600, 1),
                     problems=notes,
                 )
             )
@@ -468,7 +480,7 @@ def promote(
 ) -> list[PromotionResult]:
     """Promote each skill (a name or a path) independently; with `all_ready_from`, every skill in
     that stage whose gates pass. One result per skill, in order."""
-    from skillstage.lifecycle import promote as promoter
+    from skillstage.lifecycle.promote import PromotionResult
     from skillstage.store import Store
 
     names = list(refs)
@@ -478,37 +490,68 @@ def promote(
         names += [e.name for e in stage_directories(project, all_ready_from)]
     if not names:
         raise UsageError("nothing to promote", hint="pass NAME|PATH... or --all-ready")
+    if force and not (reason or "").strip():
+        raise UsageError("--force needs --reason", hint='e.g. --reason "hotfix for INC-1234"')
+    several = len(dict.fromkeys(names)) > 1
     results = []
     with Store.open(project.database_url) as store:
         for ref in dict.fromkeys(names):
-            if all_ready_from is not None and ref not in refs:
-                probe = promoter.promote(
-                    project, store, ref, to=to, actor="", dry_run=True, lock_timeout=lock_timeout
+            try:
+                results.append(
+                    _promote_one(
+                        project,
+                        store,
+                        ref,
+                        ready_only=all_ready_from is not None and ref not in refs,
+                        to=to,
+                        actor=actor or default_actor(),
+                        dry_run=dry_run,
+                        force=force,
+                        reason=reason,
+                        overwrite=overwrite,
+                        lock_timeout=lock_timeout,
+                        approver=approver,
+                        approval_ticket=approval_ticket,
+                        confirm=confirm,
+                        deploy=deploy,
+                        notify=notify,
+                        git_commit=git_commit,
+                    )
                 )
-                if not probe.success:
-                    results.append(probe)  # not ready: reported with why, not promoted
-                    continue
-            results.append(
-                promoter.promote(
-                    project,
-                    store,
-                    ref,
-                    to=to,
-                    actor=actor or default_actor(),
-                    dry_run=dry_run,
-                    force=force,
-                    reason=reason,
-                    overwrite=overwrite,
-                    lock_timeout=lock_timeout,
-                    approver=approver,
-                    approval_ticket=approval_ticket,
-                    confirm=confirm,
-                    deploy=deploy,
-                    notify=notify,
-                    git_commit=git_commit,
-                )
-            )
+            except SkillstageError as exc:
+                if not several:
+                    raise
+                # Each skill is promoted independently: one refusal (a lock held elsewhere, a
+                # skill moved meanwhile) must not hide what happened to the others.
+                results.append(PromotionResult(success=False, skill_name=ref, error=str(exc)))
     return results
+
+
+def _promote_one(
+    project: Project,
+    store: Store,
+    ref: str,
+    *,
+    ready_only: bool,
+    to: str | None,
+    actor: str,
+    **options: Any,
+) -> PromotionResult:
+    from skillstage.lifecycle import promote as promoter
+
+    if ready_only:
+        probe = promoter.promote(
+            project,
+            store,
+            ref,
+            to=to,
+            actor=actor,
+            dry_run=True,
+            lock_timeout=options["lock_timeout"],
+        )
+        if not probe.success:
+            return probe  # not ready: reported with why, not promoted
+    return promoter.promote(project, store, ref, to=to, actor=actor, **options)
 
 
 def rollback(

@@ -9,6 +9,7 @@ import click
 
 from skillstage import api
 from skillstage.cli.context import CliContext, echo_json, rule
+from skillstage.config import Project
 from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
 from skillstage.lifecycle.promote import PromotionResult
 
@@ -33,6 +34,11 @@ def _relative(path: str | None) -> str:
         return os.path.relpath(path)
     except ValueError:
         return path
+
+
+def _label(project: Project, stage: str | None) -> str | None:
+    config = project.config.stages.get(stage or "")
+    return (config.label or stage) if config is not None else stage
 
 
 def _show_gates(result: PromotionResult) -> None:
@@ -127,7 +133,7 @@ def promote(
             "✓ Validation passed"
             + (" (forced past: " + ", ".join(result.forced) + ")" if result.forced else "")
         )
-        label = project.config.stages[result.to_stage or ""].label or result.to_stage
+        label = _label(project, result.to_stage)
         return click.confirm(f"\nPromote skill to {label}?", default=False)
 
     results = api.promote(
@@ -152,9 +158,7 @@ def promote(
         echo_json([result.to_dict() for result in results])
     else:
         for result in results:
-            _render_promotion(
-                result, project.config.stages[result.to_stage or ""].label, shown_gates=ask
-            )
+            _render_promotion(result, _label(project, result.to_stage), shown_gates=ask)
     return EXIT_OK if all(result.success for result in results) else EXIT_FAILED
 
 

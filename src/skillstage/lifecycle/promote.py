@@ -95,10 +95,12 @@ def archive_path(project: Project, name: str, version: str, digest: str) -> Path
     return project.state_dir / "archive" / name / f"{version}-{digest[:12]}"
 
 
-def _record_archive_reason(entry: Path, reason: str, **details: Any) -> None:
+def _record_archive_reason(entry: Path, reason: str, *, once: bool = False, **details: Any) -> None:
     """Reasons an archive entry was kept (overwritten, failed, …), beside the immutable copy."""
     sidecar = entry.with_name(entry.name + ".json")
     reasons = json.loads(sidecar.read_text()) if sidecar.exists() else []
+    if once and any(r.get("reason") == reason for r in reasons):
+        return
     reasons.append({"reason": reason, "at": _now().isoformat(), **details})
     scratch = fs.sibling(sidecar, "writing")
     scratch.write_text(json.dumps(reasons, indent=2))
@@ -207,55 +209,75 @@ def promote(
         production_path=str(target),
         dry_run=dry_run,
     )
+    # Gates (test.sh, command gates) and the confirmation prompt run before the lock is taken:
+    # they may take minutes, and an emergency rollback must not wait behind them. Under the lock
+    # the content is checked again (same digest) and so is the one gate that depends on what
+    # other promoters did meanwhile (conflicts).
+    try:
+        skill = read_skill(source.path, project.config.validation)
+    except SkillReadError as exc:
+        result.error = (
+            str(exc)
+            if source.path.exists()
+            else f"{source.name} was moved out of {source.stage} by another process (see "
+            f"`skillstage history {source.name}`)"
+        )
+        return result
+    result.version, result.digest = skill.version, skill.digest
+    if skill.name != source.name:
+        result.error = (
+            f"SKILL.md names the skill {skill.name!r} but its directory says {source.name!r}"
+        )
+        return result
+    report = check_skill(source.path, project.config.validation, expected_name=source.name)
+    context = GateContext(project, store, skill, report, source.stage, to_stage, target, overwrite)
+    result.gates = [gate.check(context) for gate in gates_for(project, transition)]
+    if not _gates_pass(
+        project,
+        store,
+        result,
+        force=force,
+        dry_run=dry_run,
+        notify=notify,
+        actor=actor,
+        source=source,
+        skill=skill,
+    ):
+        return result
+    if dry_run:
+        result.success = True
+        return result
+    if confirm is not None and not confirm(result):
+        result.error = "cancelled"
+        return result
     with skill_lock(project, store, source.name, timeout=lock_timeout):
         recover(project, store, source.name)
         try:
-            skill = read_skill(source.path, project.config.validation)
-        except SkillReadError as exc:
-            result.error = str(exc)
-            return result
-        result.version, result.digest = skill.version, skill.digest
-        if skill.name != source.name:
+            again = read_skill(source.path, project.config.validation)
+        except SkillReadError:
+            again = None
+        if again is None or again.digest != skill.digest:
             result.error = (
-                f"SKILL.md names the skill {skill.name!r} but its directory says {source.name!r}"
+                f"{source.name} was moved or changed in {source.stage} by another process while "
+                f"its gates ran (see `skillstage history {source.name}`)"
             )
             return result
-        report = check_skill(source.path, project.config.validation, expected_name=source.name)
-        context = GateContext(
-            project, store, skill, report, source.stage, to_stage, target, overwrite
-        )
-        result.gates = [gate.check(context) for gate in gates_for(project, transition)]
-        failing = [g.gate for g in result.gates if g.blocks]
-        if failing and not force:
-            result.error = "gates failed: " + "; ".join(
-                f"{g.gate} ({g.message})" for g in result.gates if g.blocks
-            )
-            if not dry_run:
-                # A refused attempt is part of the audit trail (and of seed 000's promotion
-                # success rate, which counts failures).
-                store.append_event(
-                    "promote",
-                    name=skill.name,
-                    version=skill.version,
-                    digest=skill.digest,
-                    from_stage=source.stage,
-                    to_stage=to_stage,
-                    actor=actor,
-                    reason=result.error,
-                    success=False,
-                    path=str(source.path),
-                    details={"gates": [g.to_dict() for g in result.gates]},
-                )
-            if notify and not dry_run:
-                result.deliveries = _notify_now(project, store, "gate_failed", result)
-            return result
-        result.forced = failing
-        if dry_run:
-            result.success = True
-            return result
-        if confirm is not None and not confirm(result):
-            result.error = "cancelled"
-            return result
+        recheck = [g for g in gates_for(project, transition) if g.name == "conflicts"]
+        if recheck:
+            fresh = recheck[0].check(context)
+            result.gates = [fresh if g.gate == fresh.gate else g for g in result.gates]
+            if not _gates_pass(
+                project,
+                store,
+                result,
+                force=force,
+                dry_run=False,
+                notify=notify,
+                actor=actor,
+                source=source,
+                skill=skill,
+            ):
+                return result
         at = _now()
         commit = (
             _promotion_commit(
@@ -274,7 +296,7 @@ def promote(
             at=at,
             actor=actor,
             reason=reason,
-            forced=failing,
+            forced=result.forced,
             approver=approver,
             approval_ticket=approval_ticket,
             deploy=deploy,
@@ -285,6 +307,48 @@ def promote(
     result.success, result.at, result.event_id = True, at, event_id
     _deliver(project, store, outbox_ids, result)
     return result
+
+
+def _gates_pass(
+    project: Project,
+    store: Store,
+    result: PromotionResult,
+    *,
+    force: bool,
+    dry_run: bool,
+    notify: bool,
+    actor: str,
+    source: _Source,
+    skill: SkillVersion,
+) -> bool:
+    """True when the gates let the promotion go on (passing, or forced); otherwise the result
+    says why and a real attempt is recorded as refused."""
+    failing = [g.gate for g in result.gates if g.blocks]
+    result.forced = failing if force else []
+    if not failing or force:
+        return True
+    result.error = "gates failed: " + "; ".join(
+        f"{g.gate} ({g.message})" for g in result.gates if g.blocks
+    )
+    if not dry_run:
+        # A refused attempt is part of the audit trail (and of seed 000's promotion success rate,
+        # which counts failures).
+        store.append_event(
+            "promote",
+            name=skill.name,
+            version=skill.version,
+            digest=skill.digest,
+            from_stage=source.stage,
+            to_stage=result.to_stage,
+            actor=actor,
+            reason=result.error,
+            success=False,
+            path=str(source.path),
+            details={"gates": [g.to_dict() for g in result.gates]},
+        )
+        if notify:
+            result.deliveries = _notify_now(project, store, "gate_failed", result)
+    return False
 
 
 def _move(
@@ -355,7 +419,8 @@ def _archive_overwritten(
     version = current[0].version if current and current[0].digest == digest else "unregistered"
     entry = archive_path(project, name, version, digest)
     fs.archive_copy(target, entry)
-    _record_archive_reason(entry, "overwritten")
+    # Once per version: each overwrite is in the event log; the sidecar says why it is kept.
+    _record_archive_reason(entry, "overwritten", once=True)
 
 
 def _swap_in(incoming: Path, target: Path) -> None:
