@@ -72,3 +72,20 @@ def test_not_a_repository_fails_before_anything_moves(tmp_path: Path) -> None:
     assert caught.value.hint and "git init" in caught.value.hint
     assert (tmp_path / ".claude/skills/staging/auth-v2").is_dir()
     assert not (tmp_path / ".claude/skills/auth-v2").exists()
+
+
+def test_uncommitted_changes_in_the_live_copy_block_an_overwrite(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.name", "Test")
+    git(tmp_path, "config", "user.email", "test@example.com")
+    api.init(tmp_path)
+    (tmp_path / ".gitignore").write_text(".skillstage/\n")
+    project = load_config_file(tmp_path / "skillstage.toml")
+    write_skill(tmp_path / ".claude/skills/staging", "auth-v2")
+    assert api.promote(project, ["auth-v2"], actor="t", git_commit=True)[0].success
+    (tmp_path / ".claude/skills/auth-v2/notes.md").write_text("hand edit, never committed")
+    write_skill(tmp_path / ".claude/skills/staging", "auth-v2", extra={"version": "1.1.0"})
+    (result,) = api.promote(project, ["auth-v2"], actor="t", overwrite=True)
+    assert not result.success
+    (conflict,) = [g for g in result.gates if g.gate == "conflicts"]
+    assert conflict.status == "fail" and conflict.message.startswith("uncommitted changes in")

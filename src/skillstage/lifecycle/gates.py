@@ -134,8 +134,30 @@ class ConflictsGate:
                 ["use --overwrite (the version there is kept in the archive)"],
             )
         if context.target.exists():
+            dirty = _uncommitted(context)
+            if dirty is not None:
+                return dirty
             return GateResult(self.name, "warn", f"{context.target} will be overwritten")
         return GateResult(self.name, "pass", "no conflict")
+
+
+def _uncommitted(context: GateContext) -> GateResult | None:
+    """Seed 000 §4: uncommitted changes in the live copy would be lost by overwriting it."""
+    from skillstage.integrations.git import GitError, has_uncommitted_changes, repository_root
+
+    timeout = context.project.config.git.timeout_seconds
+    try:
+        root = repository_root(context.target, timeout=timeout)
+        if root is None or not has_uncommitted_changes(root, context.target, timeout=timeout):
+            return None
+    except GitError as exc:
+        return GateResult("conflicts", "warn", f"could not ask git about {context.target}: {exc}")
+    return GateResult(
+        "conflicts",
+        "fail",
+        f"uncommitted changes in {context.target}",
+        [f"commit or discard them first: git -C {root} status -- {context.target}"],
+    )
 
 
 class DependenciesGate:
