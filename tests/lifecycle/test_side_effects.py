@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-
-import pytest
 
 from skillstage import api
 from skillstage.config import Project, load_config_file
@@ -17,28 +11,6 @@ from skillstage.store.outbox import list_items
 from tests.skilltree import write_skill
 
 STAGING = Path(".claude/skills/staging")
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict[str, object]]]]:
-    """A real HTTP server on 127.0.0.1 collecting the JSON bodies it receives."""
-    received: list[dict[str, object]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"json://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
 
 
 def _project(root: Path, **replacements: str) -> Project:

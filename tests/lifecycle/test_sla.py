@@ -6,9 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -86,29 +84,6 @@ def run(
     yield invoke
     if added:
         cli.commands.pop("sla")
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, Received]]:
-    """A real HTTP server on 127.0.0.1 collecting the JSON bodies it receives (as in
-    test_side_effects.py)."""
-    received: Received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"json://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
 
 
 # -- check -------------------------------------------------------------------------------------

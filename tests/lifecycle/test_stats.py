@@ -21,55 +21,18 @@ from skillstage.lifecycle import stats
 from skillstage.lifecycle.promote import PromotionResult
 from skillstage.lifecycle.stats import Objective, Status
 from skillstage.store import Store
+from tests.seed_sql import (
+    PROMOTION_HISTORY,
+    PROMOTION_SUCCESS_RATE,
+    SKILLS_IN_STAGING,
+    SLA_BREACHES,
+)
 from tests.skilltree import write_skill
 
 STAGING = Path(".claude/skills/staging")
 PRODUCTION = Path(".claude/skills")
 HOUR = dt.timedelta(hours=1)
 FAILING_TEST = "#!/bin/bash\necho 'expected 2, got 3' >&2\nexit 1\n"
-
-# Seed 000, "Monitoring" → "Dashboard Queries", copied verbatim.
-SKILLS_IN_STAGING = """
-SELECT
-  name,
-  created_at,
-  ROUND((julianday('now') - julianday(created_at)) * 24, 1) as age_hours
-FROM staged_skills
-WHERE promoted = 0
-ORDER BY created_at ASC;
-"""
-
-PROMOTION_SUCCESS_RATE = """
-SELECT
-  COUNT(*) as total_promotions,
-  SUM(CASE WHEN success = 1 THEN 1 ELSE 0 END) as successful,
-  ROUND(100.0 * SUM(success) / COUNT(*), 2) as success_rate
-FROM skill_promotions
-WHERE promoted_at > datetime('now', '-30 days');
-"""
-
-SLA_BREACHES = """
-SELECT
-  name,
-  created_at,
-  ROUND((julianday('now') - julianday(created_at)) * 24, 1) as age_hours,
-  ROUND((julianday('now') - julianday(created_at)) * 24 - 48, 1) as breach_hours
-FROM staged_skills
-WHERE promoted = 0
-  AND created_at < datetime('now', '-48 hours')
-ORDER BY created_at ASC;
-"""
-
-PROMOTION_HISTORY = """
-SELECT
-  skill_name,
-  promoted_at,
-  promoted_by,
-  production_path
-FROM skill_promotions
-ORDER BY promoted_at DESC
-LIMIT 10;
-"""
 
 
 def _stage(project: Project, name: str, **kwargs: Any) -> Path:
