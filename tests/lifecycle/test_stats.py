@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from skillstage import api
 from skillstage.config import Project, load_config_file
@@ -210,7 +209,7 @@ def test_without_any_sla_the_breach_count_is_not_applicable(project: Project) ->
 
 def _run(store: Store, sql: str) -> list[tuple[Any, ...]]:
     with store.atomic() as tx:
-        return [tuple(row) for row in tx.connection.execute(text(sql))]
+        return [tuple(row) for row in tx.query(sql)]
 
 
 def test_seed_dashboard_queries_agree_with_the_metrics(

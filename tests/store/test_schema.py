@@ -231,17 +231,16 @@ def test_the_views_are_created_on_each_dialect_with_the_seed_columns(store: Stor
     }
     with store.atomic() as tx:
         for view, columns in expected.items():
-            result = tx.connection.execute(text(f"SELECT * FROM {view}"))
-            found = list(result.keys())
+            cursor = tx.connection.execute(f"SELECT * FROM {view}")
+            found = [column[0] for column in cursor.description]
             assert found[: len(columns)] == columns, view
 
 
 def test_the_sqlite_store_is_a_file_with_wal_and_foreign_keys(sqlite_url: str) -> None:
     with Store.open(sqlite_url) as store, store.atomic() as tx:
-        pragma = tx.connection.exec_driver_sql
-        assert pragma("PRAGMA journal_mode").scalar_one() == "wal"
-        assert pragma("PRAGMA foreign_keys").scalar_one() == 1
-        assert pragma("PRAGMA busy_timeout").scalar_one() >= 5000
+        assert tx.scalar("PRAGMA journal_mode") == "wal"
+        assert tx.scalar("PRAGMA foreign_keys") == 1
+        assert tx.scalar("PRAGMA busy_timeout") >= 5000
     path = sqlite_url.removeprefix("sqlite:///")
     assert re.search(r"/state/state\.db$", path)
 
@@ -254,13 +253,11 @@ def test_version_window_queries_over_executions_use_the_index(store: Store) -> N
     with store.atomic() as tx:
         if store.dialect == "postgresql":
             # An empty table is cheapest to scan; ask what the planner does when scanning is dear.
-            tx.connection.execute(text("SET LOCAL enable_seqscan = off"))
-            plan = tx.connection.execute(
-                text(f"EXPLAIN {query}"), {"digest": "a" * 64, "since": "2025-01-01"}
-            )
+            tx.execute("SET LOCAL enable_seqscan = off")
+            plan = tx.query(f"EXPLAIN {query}", {"digest": "a" * 64, "since": "2025-01-01"})
         else:
-            plan = tx.connection.execute(
-                text(f"EXPLAIN QUERY PLAN {query}"), {"digest": "a" * 64, "since": "2025-01-01"}
+            plan = tx.query(
+                f"EXPLAIN QUERY PLAN {query}", {"digest": "a" * 64, "since": "2025-01-01"}
             )
         lines = " ".join(str(value) for row in plan for value in row)
     assert "ix_execution_skill_id_digest_timestamp" in lines

@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from skillstage.store import Store
-from skillstage.store import tables as t
 from tests.seed_sql import (
     PROMOTION_HISTORY,
     PROMOTION_SUCCESS_RATE,
@@ -25,7 +23,7 @@ UTC = dt.UTC
 
 def run(store: Store, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     with store.atomic() as tx:
-        return [tuple(row) for row in tx.connection.execute(text(sql), params)]
+        return [tuple(row) for row in tx.query(sql, params)]
 
 
 def stage(store: Store, name: str, stage_name: str, at: dt.datetime, version: str = "1.0.0") -> int:
@@ -188,23 +186,21 @@ def populate_registry(store: Store) -> dict[str, int]:
     store.leave_stage("retired", "prototype", at=T0 + dt.timedelta(hours=1))
     with store.atomic() as tx:
         for n, (fidelity, exception) in enumerate([(0.95, False), (0.85, True)]):
-            tx.connection.execute(
-                t.execution.insert().values(
-                    execution_id=f"exec-{n}",
-                    skill_id=staged.skill_id,
-                    version="1.1.0",
-                    digest="2" * 64,
-                    timestamp=T0 + dt.timedelta(days=1, minutes=n),
-                    pattern_fidelity=fidelity,
-                    outcome_quality=0.9,
-                    execution_time_ms=120 + n,
-                    patterns_followed=9,
-                    patterns_missed=1,
-                    exception=exception,
-                    false_positive=False,
-                    false_negative=False,
-                    critical=False,
-                )
+            tx.execute(
+                "INSERT INTO execution (execution_id, skill_id, version, digest, timestamp,"
+                " pattern_fidelity, outcome_quality, execution_time_ms, patterns_followed,"
+                " patterns_missed, exception, false_positive, false_negative, critical) VALUES"
+                " (:execution_id, :skill_id, '1.1.0', :digest, :timestamp, :fidelity, 0.9,"
+                " :time_ms, 9, 1, :exception, false, false, false)",
+                {
+                    "execution_id": f"exec-{n}",
+                    "skill_id": staged.skill_id,
+                    "digest": "2" * 64,
+                    "timestamp": tx.dialect.time(T0 + dt.timedelta(days=1, minutes=n)),
+                    "fidelity": fidelity,
+                    "time_ms": 120 + n,
+                    "exception": exception,
+                },
             )
     return {"promoted": promoted, "rolled_back": rolled_back}
 

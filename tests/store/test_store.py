@@ -9,11 +9,9 @@ from collections.abc import Callable
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, text
 
 from skillstage.errors import ConflictError, StoreError
 from skillstage.store import Store, VersionRecord
-from skillstage.store import tables as t
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 11, 14, 10, 0, tzinfo=UTC)
@@ -35,7 +33,7 @@ def register(
 
 def count(store: Store, table: str) -> int:
     with store.atomic() as tx:
-        found: int = tx.connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+        found: int = tx.scalar(f"SELECT COUNT(*) FROM {table}")
     return found
 
 
@@ -89,10 +87,10 @@ def test_frontmatter_is_kept_as_json(store: Store) -> None:
     frontmatter = {"name": "x", "tags": ["a", "b"], "metadata": {"version": "1.0.0"}}
     record = store.ensure_version("x", "1.0.0", DIGEST_A, path="/x", frontmatter=frontmatter)
     with store.atomic() as tx:
-        stored = tx.connection.execute(
-            select(t.skill_version.c.frontmatter).where(t.skill_version.c.id == record.version_id)
-        ).scalar_one()
-    assert stored == frontmatter
+        stored = tx.scalar(
+            "SELECT frontmatter FROM skill_version WHERE id = :id", {"id": record.version_id}
+        )
+        assert tx.dialect.read_json(stored) == frontmatter
 
 
 # -- stages --------------------------------------------------------------------------------------
@@ -114,13 +112,11 @@ def test_enter_stage_closes_the_previous_version_in_that_stage(store: Store) -> 
     # Production is another stage and keeps its version.
     assert [a.version for a in store.current_assignments(stage="production")] == ["1.0.0"]
     with store.atomic() as tx:
-        closed = tx.connection.execute(
-            select(t.stage_assignment.c.left_at).where(
-                t.stage_assignment.c.stage == "staged",
-                t.stage_assignment.c.version_id == one.version_id,
-            )
-        ).scalar_one()
-    assert closed == later
+        closed = tx.scalar(
+            "SELECT left_at FROM stage_assignment WHERE stage = 'staged' AND version_id = :id",
+            {"id": one.version_id},
+        )
+        assert tx.dialect.read_time(closed) == later
 
 
 def test_current_assignments_filters_and_orders(store: Store) -> None:
@@ -164,18 +160,16 @@ def test_one_open_assignment_per_skill_and_stage_is_enforced_by_the_database(
 ) -> None:
     record = register(store)
     store.enter_stage(record.version_id, "staged", "/s", at=T0)
-    row = {
-        "skill_id": record.skill_id,
-        "version_id": record.version_id,
-        "stage": "staged",
-        "path": "/s",
-        "entered_at": T0,
-    }
+    insert = (
+        "INSERT INTO stage_assignment (skill_id, version_id, stage, path, entered_at, left_at)"
+        " VALUES (:skill_id, :version_id, 'staged', '/s', :at, :left_at)"
+    )
+    row = {"skill_id": record.skill_id, "version_id": record.version_id}
     with pytest.raises(StoreError, match=r"(?i)unique"), store.atomic() as tx:
-        tx.connection.execute(t.stage_assignment.insert().values(**row))
+        tx.execute(insert, {**row, "at": tx.dialect.time(T0), "left_at": None})
     # Closed rows are history and may repeat.
     with store.atomic() as tx:
-        tx.connection.execute(t.stage_assignment.insert().values(**row, left_at=T0))
+        tx.execute(insert, {**row, "at": tx.dialect.time(T0), "left_at": tx.dialect.time(T0)})
     assert count(store, "stage_assignment") == 2
 
 
@@ -220,9 +214,8 @@ def test_sqlite_stores_naive_utc_text(sqlite_url: str) -> None:
             ),
         )
         with store.atomic() as tx:
-            raw = tx.connection.exec_driver_sql(
-                "SELECT entered_at, julianday(entered_at) FROM stage_assignment"
-            ).one()
+            raw = tx.one("SELECT entered_at, julianday(entered_at) FROM stage_assignment")
+            assert raw is not None
     assert raw[0] == "2025-11-14 10:00:00.250000"
     assert raw[1] == pytest.approx(2460993.916669, abs=1e-6)
 
@@ -306,9 +299,7 @@ def test_an_event_about_conflicting_content_is_not_linked_to_the_registered_vers
     )
     store.append_event("promote", name="auth-v2", version="1.0.0", digest=DIGEST_A, actor="ci")
     with store.atomic() as tx:
-        links = tx.connection.execute(
-            select(t.event.c.digest, t.event.c.version_id).order_by(t.event.c.id)
-        ).all()
+        links = tx.query("SELECT digest, version_id FROM event ORDER BY id")
     assert [tuple(link) for link in links] == [(DIGEST_B, None), (DIGEST_A, record.version_id)]
 
 
@@ -420,11 +411,7 @@ def test_concurrent_stage_moves_leave_one_open_assignment(store: Store, store_ur
     assert len(moved) == 4
     [current] = store.current_assignments(stage="staged")
     with store.atomic() as tx:
-        rows = tx.connection.execute(
-            select(func.count())
-            .select_from(t.stage_assignment)
-            .where(t.stage_assignment.c.left_at.is_(None))
-        ).scalar_one()
+        rows = tx.scalar("SELECT COUNT(*) FROM stage_assignment WHERE left_at IS NULL")
     assert rows == 1
     assert count(store, "stage_assignment") == 4
     assert current.version_id in moved

@@ -132,8 +132,18 @@ def _existing_directory(path: Path) -> Path:
     return candidate
 
 
+def _may_be_in_a_repository(directory: Path) -> bool:
+    """False when no `.git` exists in `directory` or above it (and GIT_DIR is not set): then git
+    would say "not a git repository", and asking it costs a process."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    return any((candidate / ".git").exists() for candidate in (directory, *directory.parents))
+
+
 def _toplevel(path: Path, *, timeout: float, failed: str) -> Path | None:
     directory = _existing_directory(path)
+    if not _may_be_in_a_repository(directory):
+        return None
     completed = _git(directory, ["rev-parse", "--show-toplevel"], timeout=timeout, failed=failed)
     if completed.ok:
         return Path(completed.stdout.strip()).resolve()

@@ -60,14 +60,8 @@ def is_scratch(name: str) -> bool:
 
 def copy_tree(source: Path, destination: Path) -> None:
     """Copy a skill directory, keeping executable bits and symlinks, with owner-writable files
-    (archived copies are read-only)."""
-    shutil.copytree(source, destination, symlinks=True, copy_function=shutil.copy2)
-    for current, _, files in os.walk(destination):
-        os.chmod(current, os.stat(current).st_mode | stat.S_IRWXU)
-        for name in files:
-            path = os.path.join(current, name)
-            if not os.path.islink(path):
-                os.chmod(path, os.stat(path).st_mode | stat.S_IWUSR | stat.S_IRUSR)
+    (archived copies are read-only). `destination` must not exist."""
+    _copy_directory(os.fspath(source), os.fspath(destination), read_only=False)
 
 
 def archive_copy(source: Path, destination: Path) -> bool:
@@ -79,19 +73,45 @@ def archive_copy(source: Path, destination: Path) -> bool:
         return False
     destination.parent.mkdir(parents=True, exist_ok=True)
     scratch = sibling(destination, "archiving")
-    copy_tree(source, scratch)
-    _make_read_only(scratch)
+    _copy_directory(os.fspath(source), os.fspath(scratch), read_only=True)
     os.rename(scratch, destination)
     return True
 
 
-def _make_read_only(root: Path) -> None:
-    for current, _, files in os.walk(root, topdown=False):
-        for name in files:
-            path = os.path.join(current, name)
-            if not os.path.islink(path):
-                os.chmod(path, os.stat(path).st_mode & ~0o222)
-        os.chmod(current, os.stat(current).st_mode & ~0o222)
+def _copy_directory(source: str, destination: str, *, read_only: bool) -> None:
+    # Plain system calls rather than shutil.copytree: a promotion copies every file of a skill
+    # once or twice, and copytree's per-file metadata copying (mode, times, flags: three more
+    # calls) and buffered file objects were most of its cost. Times are not kept: nothing reads
+    # them, and the digest covers content and executable bits only.
+    os.mkdir(destination, stat.S_IRWXU)
+    with os.scandir(source) as entries:
+        for entry in entries:
+            target = os.path.join(destination, entry.name)
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_dir(follow_symlinks=False):
+                _copy_directory(entry.path, target, read_only=read_only)
+            elif entry.is_file(follow_symlinks=False):
+                mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) | stat.S_IRUSR
+                _copy_file(entry.path, target, mode & ~0o222 if read_only else mode | stat.S_IWUSR)
+            else:
+                raise OSError(errno.EINVAL, "not a file, directory or symlink", entry.path)
+    mode = stat.S_IMODE(os.stat(source).st_mode) | stat.S_IRWXU
+    os.chmod(destination, mode & ~0o222 if read_only else mode)
+
+
+def _copy_file(source: str, destination: str, mode: int) -> None:
+    reading = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        writing = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            while os.sendfile(writing, reading, None, 1 << 30):
+                pass
+            os.fchmod(writing, mode)  # exactly `mode`, whatever the umask
+        finally:
+            os.close(writing)
+    finally:
+        os.close(reading)
 
 
 def remove_tree(path: Path) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import filelock
 
 from skillstage.config import Project
 from skillstage.errors import LockError
 from skillstage.store import Store
 
 DEFAULT_LOCK_TIMEOUT = 60.0
+_POLL_SECONDS = 0.02
 
 
 @contextmanager
@@ -25,12 +27,29 @@ def skill_lock(
         return
     directory = project.state_dir / "locks"
     directory.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(directory / f"{name}.lock"))
-    try:
-        lock.acquire(timeout=timeout)
-    except filelock.Timeout:
-        raise LockError.busy(name, timeout) from None
-    try:
+    with _file_lock(str(directory / f"{name}.lock"), name, timeout):
         yield
+
+
+@contextmanager
+def _file_lock(path: str, name: str, timeout: float) -> Iterator[None]:
+    # flock(2): the kernel frees the lock when the process dies, however it dies (SIGKILL
+    # included), so a crashed promoter never leaves a skill locked. The file itself stays: deleting
+    # it while another process waits on it would let two processes "hold" two different files.
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockError.busy(name, timeout) from None
+                time.sleep(_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
     finally:
-        lock.release()
+        os.close(descriptor)

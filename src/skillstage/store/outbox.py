@@ -18,9 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, and_, or_, select, update
-
-from skillstage.store import tables as t
+from skillstage.store.db import Dialect
 from skillstage.store.store import Store, Transaction
 
 PENDING: Final = "pending"
@@ -61,18 +59,25 @@ def _utc(at: dt.datetime | None) -> dt.datetime:
     return at.astimezone(dt.UTC)
 
 
-def _item(row: Row[Any]) -> OutboxItem:
-    payload = dict(row.payload)
+_COLUMNS = "id, kind, payload, status, attempts, last_error, next_attempt_at, created_at"
+
+
+def _item(row: Sequence[Any], dialect: Dialect) -> OutboxItem:
+    """An item from a row of `_COLUMNS`."""
+    item_id, kind, payload, status, attempts, last_error, next_attempt_at, created_at = row
+    payload = dict(dialect.read_json(payload))
     output = payload.pop(_OUTPUT_KEY, None)
+    created = dialect.read_time(created_at)
+    assert created is not None
     return OutboxItem(
-        id=row.id,
-        kind=row.kind,
+        id=item_id,
+        kind=kind,
         payload=payload,
-        status=row.status,
-        attempts=row.attempts,
-        last_error=row.last_error,
-        next_attempt_at=row.next_attempt_at,
-        created_at=row.created_at,
+        status=status,
+        attempts=attempts,
+        last_error=last_error,
+        next_attempt_at=dialect.read_time(next_attempt_at),
+        created_at=created,
         output=output if isinstance(output, str) else None,
     )
 
@@ -84,35 +89,37 @@ def enqueue(
 
     It is due at once, but only exists if the caller's transaction commits.
     """
-    now = _utc(at)
-    item_id: int = tx.connection.execute(
-        t.outbox.insert()
-        .values(
-            kind=kind,
-            payload=dict(payload),
-            status=PENDING,
-            attempts=0,
-            last_error=None,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        .returning(t.outbox.c.id)
-    ).scalar_one()
+    now = tx.dialect.time(_utc(at))
+    item_id = tx.insert_returning_id(
+        "INSERT INTO outbox (kind, payload, status, attempts, last_error, next_attempt_at,"
+        " created_at) VALUES (:kind, :payload, :status, 0, NULL, :now, :now)",
+        {"kind": kind, "payload": tx.dialect.json(dict(payload)), "status": PENDING, "now": now},
+    )
+    assert item_id is not None
     return item_id
 
 
-def _claimable(
-    now: dt.datetime, ids: Sequence[int] | None, after: int | None
-) -> ColumnElement[bool]:
-    o = t.outbox.c
-    lease_over = and_(o.status == DELIVERING, o.next_attempt_at <= now)
+def _claimable(ids: Sequence[int] | None, after: int | None) -> tuple[str, dict[str, Any]]:
+    """The condition on outbox rows that may be claimed now (parameter `:now`), with the
+    parameters it adds."""
+    lease_over = "(status = :delivering AND next_attempt_at <= :now)"
+    params: dict[str, Any] = {
+        "pending": PENDING,
+        "delivering": DELIVERING,
+        "failed": FAILED,
+        "after": after,
+    }
     if ids is None:
-        condition = or_(and_(o.status == PENDING, o.next_attempt_at <= now), lease_over)
+        condition = f"((status = :pending AND next_attempt_at <= :now) OR {lease_over})"
     else:
         # Asked for by id (a promotion delivering what it just enqueued, or `outbox --retry`):
         # run it now even if not due yet or given up on; never while another deliverer holds it.
-        condition = and_(o.id.in_(list(ids)), or_(o.status.in_([PENDING, FAILED]), lease_over))
-    return condition if after is None else and_(o.id > after, condition)
+        names = [f":id_{index}" for index in range(len(ids))]
+        params.update({f"id_{index}": item_id for index, item_id in enumerate(ids)})
+        condition = (
+            f"(id IN ({', '.join(names)}) AND (status IN (:pending, :failed) OR {lease_over}))"
+        )
+    return (condition if after is None else f"(id > :after AND {condition})"), params
 
 
 def claim_due(
@@ -135,30 +142,31 @@ def claim_due(
     moment = _utc(now)
     if ids is not None and not ids:
         return []
-    o = t.outbox.c
-    condition = _claimable(moment, ids, after)
+    condition, params = _claimable(ids, after)
     with store.atomic() as tx:
+        d = tx.dialect
+        params.update(now=d.time(moment), until=d.time(moment + lease), limit=limit)
         # Two statements, not UPDATE … WHERE id IN (SELECT … LIMIT): PostgreSQL may run such a
         # subquery once per row and so ignore its LIMIT. The rows selected here stay locked
         # until this transaction ends; the update's own condition re-checks them.
-        chosen = list(
-            tx.connection.execute(
-                select(o.id)
-                .where(condition)
-                .order_by(o.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)  # PostgreSQL only; SQLite renders nothing
-            ).scalars()
-        )
+        chosen = [
+            row[0]
+            for row in tx.query(
+                f"SELECT id FROM outbox WHERE {condition} ORDER BY id LIMIT :limit"
+                + d.for_update_skip_locked,
+                params,
+            )
+        ]
         if not chosen:
             return []
-        claimed = tx.connection.execute(
-            update(t.outbox)
-            .where(o.id.in_(chosen), condition)
-            .values(status=DELIVERING, next_attempt_at=moment + lease)
-            .returning(*t.outbox.c)
-        ).all()
-    return sorted((_item(row) for row in claimed), key=lambda item: item.id)
+        params.update({f"chosen_{index}": item_id for index, item_id in enumerate(chosen)})
+        chosen_names = ", ".join(f":chosen_{index}" for index in range(len(chosen)))
+        claimed = tx.query(
+            f"UPDATE outbox SET status = :delivering, next_attempt_at = :until"
+            f" WHERE id IN ({chosen_names}) AND {condition} RETURNING {_COLUMNS}",
+            params,
+        )
+        return sorted((_item(row, d) for row in claimed), key=lambda item: item.id)
 
 
 def mark_delivered(
@@ -170,29 +178,30 @@ def mark_delivered(
 ) -> bool:
     """Record that a claimed item ran successfully after `tries` runs, with its output (the
     deployment id of a deploy hook). False when the item was not claimed (any more)."""
-    o = t.outbox.c
     with store.atomic() as tx:
-        row = tx.connection.execute(
-            select(o.payload, o.attempts).where(o.id == item_id, o.status == DELIVERING)
-        ).one_or_none()
+        row = tx.one(
+            "SELECT payload, attempts FROM outbox WHERE id = :id AND status = :delivering",
+            {"id": item_id, "delivering": DELIVERING},
+        )
         if row is None:
             return False
-        payload = dict(row.payload)
+        payload = dict(tx.dialect.read_json(row[0]))
         payload.pop(_OUTPUT_KEY, None)
         if output is not None:
             payload[_OUTPUT_KEY] = output
-        result = tx.connection.execute(
-            update(t.outbox)
-            .where(o.id == item_id, o.status == DELIVERING)
-            .values(
-                status=DELIVERED,
-                attempts=row.attempts + tries,
-                payload=payload,
-                next_attempt_at=None,
-                # The error that made the earlier attempts fail stays: it explains them.
-            )
+        # The error that made the earlier attempts fail stays: it explains them.
+        changed = tx.execute(
+            "UPDATE outbox SET status = :delivered, attempts = :attempts, payload = :payload,"
+            " next_attempt_at = NULL WHERE id = :id AND status = :delivering",
+            {
+                "id": item_id,
+                "delivering": DELIVERING,
+                "delivered": DELIVERED,
+                "attempts": row[1] + tries,
+                "payload": tx.dialect.json(payload),
+            },
         )
-        return bool(result.rowcount)
+        return bool(changed)
 
 
 def mark_failed(
@@ -210,36 +219,47 @@ def mark_failed(
     asked, e.g. by `skillstage outbox --retry`) once its attempts reach `max_attempts`. Returns
     the new status, or None when the item was not claimed (any more).
     """
-    o = t.outbox.c
     due = _utc(next_attempt_at)
     with store.atomic() as tx:
-        attempts = tx.connection.execute(
-            select(o.attempts).where(o.id == item_id, o.status == DELIVERING)
-        ).scalar_one_or_none()
+        attempts = tx.scalar(
+            "SELECT attempts FROM outbox WHERE id = :id AND status = :delivering",
+            {"id": item_id, "delivering": DELIVERING},
+        )
         if attempts is None:
             return None
         total = attempts + tries
         status = FAILED if max_attempts is not None and total >= max_attempts else PENDING
-        tx.connection.execute(
-            update(t.outbox)
-            .where(o.id == item_id, o.status == DELIVERING)
-            .values(status=status, attempts=total, last_error=error, next_attempt_at=due)
+        tx.execute(
+            "UPDATE outbox SET status = :status, attempts = :attempts, last_error = :error,"
+            " next_attempt_at = :due WHERE id = :id AND status = :delivering",
+            {
+                "id": item_id,
+                "delivering": DELIVERING,
+                "status": status,
+                "attempts": total,
+                "error": error,
+                "due": tx.dialect.time(due),
+            },
         )
     return status
 
 
 def list_items(store: Store, status: str | Sequence[str] | None = None) -> list[OutboxItem]:
     """The outbox's items, oldest first; only those in `status` (one or several) if given."""
-    query = select(t.outbox).order_by(t.outbox.c.id)
+    sql = f"SELECT {_COLUMNS} FROM outbox"
+    params: dict[str, Any] = {}
     if status is not None:
         wanted = [status] if isinstance(status, str) else list(status)
-        query = query.where(t.outbox.c.status.in_(wanted))
-    with store.atomic() as tx:
-        return [_item(row) for row in tx.connection.execute(query)]
+        if not wanted:
+            return []
+        params = {f"status_{index}": value for index, value in enumerate(wanted)}
+        sql += f" WHERE status IN ({', '.join(':' + name for name in params)})"
+    with store.reading() as tx:
+        return [_item(row, tx.dialect) for row in tx.query(sql + " ORDER BY id", params)]
 
 
 def get_item(store: Store, item_id: int) -> OutboxItem | None:
     """One item by id, or None."""
-    with store.atomic() as tx:
-        row = tx.connection.execute(select(t.outbox).where(t.outbox.c.id == item_id)).one_or_none()
-    return _item(row) if row is not None else None
+    with store.reading() as tx:
+        row = tx.one(f"SELECT {_COLUMNS} FROM outbox WHERE id = :id", {"id": item_id})
+        return _item(row, tx.dialect) if row is not None else None

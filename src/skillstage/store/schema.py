@@ -7,20 +7,13 @@ Alembic runs only to create a new store or when `skillstage db upgrade` asks for
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.engine import URL
+from typing import Any
 
 from skillstage.errors import SchemaOutdatedError, StoreError
-from skillstage.store.engine import (
-    SQLITE_BEGIN_OPTION,
-    create_store_engine,
-    display_url,
-    parse_url,
-    translate_errors,
-)
+from skillstage.store.db import StoreURL, display_url, parse_url, translate_errors
 
 # The head of `migrations/versions/`; a test keeps the two equal.
 SCHEMA_REVISION = "0001"
@@ -41,13 +34,22 @@ class SchemaState:
         return self.revision is None and not self.has_tables
 
 
-def read_schema_state(connection: Connection) -> SchemaState:
-    """The revision stamped in the database, and whether it holds tables at all."""
-    tables = inspect(connection).get_table_names()
+# The tables of the schema the connection is on (`?` is SQLite's placeholder; psycopg's is %s).
+_TABLE_NAMES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
+}
+
+Query = Callable[[str], Sequence[Sequence[Any]]]
+
+
+def read_schema_state(query: Query, backend: str) -> SchemaState:
+    """The revision stamped in the database, and whether it holds tables at all. `query` runs
+    one SQL statement without parameters and returns its rows."""
+    tables = {row[0] for row in query(_TABLE_NAMES[backend])}
     if VERSION_TABLE not in tables:
         return SchemaState(None, bool(tables))
-    revisions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
-    found = sorted(revisions)
+    found = sorted(row[0] for row in query(f"SELECT version_num FROM {VERSION_TABLE}"))
     if len(found) != 1:
         # Zero rows: a stamp removed by hand; several: branches we never create.
         return SchemaState(",".join(found) or None, True)
@@ -58,7 +60,7 @@ def _number(revision: str) -> int | None:
     return int(revision) if revision.isdecimal() else None
 
 
-def require_current(state: SchemaState, url: URL | str) -> None:
+def require_current(state: SchemaState, url: StoreURL | str) -> None:
     """Refuse a store whose schema is not the one this skillstage was built for."""
     where = display_url(url)
     if state.revision == SCHEMA_REVISION:
@@ -81,51 +83,64 @@ def require_current(state: SchemaState, url: URL | str) -> None:
     )
 
 
-def _lock_for_migration(connection: Connection) -> None:
-    # Two processes opening one new store at once must not both create it: the second waits here,
-    # then sees the first one's schema. SQLite's BEGIN IMMEDIATE already serialises writers.
-    if connection.dialect.name == "postgresql":
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext('skillstage-schema:' || current_schema()))")
-        )
-
-
-def migrate(engine: Engine, url: URL | str) -> tuple[str | None, str]:
-    """Upgrade the database behind `engine` to `SCHEMA_REVISION` in one transaction.
+def migrate(url: StoreURL, *, sqlite_connection: Any = None) -> tuple[str | None, str]:
+    """Upgrade the store at `url` to `SCHEMA_REVISION` in one transaction, with Alembic.
 
     Returns (revision before, revision after). Refuses databases that are not skillstage stores
-    and stores newer than this skillstage.
+    and stores newer than this skillstage. `sqlite_connection`: run on that open SQLite
+    connection (an in-memory store exists only there).
     """
     from alembic import command
     from alembic.config import Config
     from alembic.util import CommandError
+    from sqlalchemy import text
 
-    with (
-        translate_errors(url, "upgrading the schema", connecting=True),
-        engine.connect() as connection,
-    ):
-        connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        with translate_errors(url, "upgrading the schema"), connection.begin():
-            _lock_for_migration(connection)
-            before = read_schema_state(connection)
-            if not before.is_empty:
-                number = _number(before.revision or "")
-                if number is None or number > int(SCHEMA_REVISION):
-                    require_current(before, url)
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS_DIR))
-            config.set_main_option("path_separator", "os")
-            # env.py runs the migrations on this connection, inside this transaction.
-            config.attributes["connection"] = connection
-            try:
-                command.upgrade(config, "head")
-            except CommandError as exc:
-                raise StoreError(
-                    f"cannot upgrade the store at {display_url(url)}: {exc}",
-                    hint="the schema revision stamped in the database is not one of "
-                    "skillstage's; restore a backup of the store",
-                ) from exc
-            after = read_schema_state(connection)
+    from skillstage.store.engine import SQLITE_BEGIN_OPTION, create_store_engine
+
+    engine = create_store_engine(url, sqlite_connection=sqlite_connection)
+    try:
+        with (
+            translate_errors(url, "upgrading the schema", connecting=True),
+            engine.connect() as connection,
+        ):
+            connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            with translate_errors(url, "upgrading the schema"), connection.begin():
+                if url.backend == "postgresql":
+                    # Two processes opening one new store at once must not both create it: the
+                    # second waits here, then sees the first one's schema. SQLite's BEGIN
+                    # IMMEDIATE already serialises writers.
+                    connection.execute(
+                        text(
+                            "SELECT pg_advisory_xact_lock("
+                            "hashtext('skillstage-schema:' || current_schema()))"
+                        )
+                    )
+
+                def query(sql: str) -> Sequence[Sequence[Any]]:
+                    return connection.exec_driver_sql(sql).all()
+
+                before = read_schema_state(query, url.backend)
+                if not before.is_empty:
+                    number = _number(before.revision or "")
+                    if number is None or number > int(SCHEMA_REVISION):
+                        require_current(before, url)
+                config = Config()
+                config.set_main_option("script_location", str(MIGRATIONS_DIR))
+                config.set_main_option("path_separator", "os")
+                # env.py runs the migrations on this connection, inside this transaction.
+                config.attributes["connection"] = connection
+                try:
+                    command.upgrade(config, "head")
+                except CommandError as exc:
+                    raise StoreError(
+                        f"cannot upgrade the store at {url.display}: {exc}",
+                        hint="the schema revision stamped in the database is not one of "
+                        "skillstage's; restore a backup of the store",
+                    ) from exc
+                after = read_schema_state(query, url.backend)
+    finally:
+        if sqlite_connection is None:
+            engine.dispose()  # (disposing would close the caller's connection)
     assert after.revision is not None
     return before.revision, after.revision
 
@@ -136,9 +151,4 @@ def upgrade_schema(url: str) -> tuple[str | None, str]:
     Returns (revision before, revision after); equal when there was nothing to do. Safe to run
     at any time and from several processes at once.
     """
-    parsed = parse_url(url)
-    engine = create_store_engine(url)
-    try:
-        return migrate(engine, parsed)
-    finally:
-        engine.dispose()
+    return migrate(parse_url(url))

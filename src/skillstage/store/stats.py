@@ -1,6 +1,6 @@
 """The store's queries behind `skillstage stats` and `skillstage report` (seed 000 "Monitoring").
 
-Portable SQLAlchemy Core over the tables, not the seed views: the views' SQL (`julianday`,
+Portable SQL over the tables, not the seed views: the views' SQL (`julianday`,
 `datetime('now', …)`) is SQLite's, and these numbers must come out the same on PostgreSQL. Ages
 and averages are computed by the caller in Python from the timestamps returned here, for the same
 reason. A test runs the seed's own dashboard SQL on SQLite and checks it agrees with these.
@@ -13,10 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select
-
-from skillstage.store import tables as t
-from skillstage.store.outbox import OutboxItem, _item
+from skillstage.store.outbox import _COLUMNS, OutboxItem, _item
 from skillstage.store.store import Store
 
 DEPLOY_KIND = "deploy"
@@ -45,29 +42,36 @@ class Stay:
     left_at: dt.datetime
 
 
+def _in(name: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """`(:name_0, :name_1, …)` and its parameters, for `column IN …`."""
+    params = {f"{name}_{index}": value for index, value in enumerate(values)}
+    return "(" + ", ".join(":" + key for key in params) + ")", params
+
+
 def residents(store: Store, stages: Sequence[str]) -> list[Resident]:
     """The skill versions now in any of `stages`, oldest arrival first."""
     if not stages:
         return []
-    a, s, v = t.stage_assignment, t.skill, t.skill_version
-    query = (
-        select(s.c.name, a.c.stage, v.c.version, v.c.digest, a.c.entered_at, v.c.frontmatter)
-        .join(s, s.c.id == a.c.skill_id)
-        .join(v, v.c.id == a.c.version_id)
-        .where(a.c.left_at.is_(None), a.c.stage.in_(list(stages)))
-        .order_by(a.c.entered_at, s.c.name)
-    )
-    with store._reading() as tx:
+    names, params = _in("stage", stages)
+    with store.reading() as tx:
+        d = tx.dialect
+        rows = tx.query(
+            "SELECT s.name, a.stage, v.version, v.digest, a.entered_at, v.frontmatter"
+            " FROM stage_assignment a JOIN skill s ON s.id = a.skill_id"
+            " JOIN skill_version v ON v.id = a.version_id"
+            f" WHERE a.left_at IS NULL AND a.stage IN {names} ORDER BY a.entered_at, s.name",
+            params,
+        )
         return [
             Resident(
-                name=row.name,
-                stage=row.stage,
-                version=row.version,
-                digest=row.digest,
-                entered_at=row.entered_at,
-                frontmatter=dict(row.frontmatter or {}),
+                name=name,
+                stage=stage,
+                version=version,
+                digest=digest,
+                entered_at=d.read_time(entered_at),  # type: ignore[arg-type]
+                frontmatter=dict(d.read_json(frontmatter) or {}),
             )
-            for row in tx.connection.execute(query)
+            for name, stage, version, digest, entered_at, frontmatter in rows
         ]
 
 
@@ -75,17 +79,24 @@ def finished_stays(store: Store, stages: Sequence[str], *, since: dt.datetime) -
     """Stays in any of `stages` that ended after `since` (promoted, rolled back or replaced)."""
     if not stages:
         return []
-    a, s = t.stage_assignment, t.skill
-    query = (
-        select(s.c.name, a.c.stage, a.c.entered_at, a.c.left_at)
-        .join(s, s.c.id == a.c.skill_id)
-        .where(a.c.left_at.is_not(None), a.c.left_at > since, a.c.stage.in_(list(stages)))
-        .order_by(a.c.left_at)
-    )
-    with store._reading() as tx:
+    names, params = _in("stage", stages)
+    with store.reading() as tx:
+        d = tx.dialect
+        rows = tx.query(
+            "SELECT s.name, a.stage, a.entered_at, a.left_at"
+            " FROM stage_assignment a JOIN skill s ON s.id = a.skill_id"
+            f" WHERE a.left_at IS NOT NULL AND a.left_at > :since AND a.stage IN {names}"
+            " ORDER BY a.left_at",
+            {**params, "since": d.time(since)},
+        )
         return [
-            Stay(name=row.name, stage=row.stage, entered_at=row.entered_at, left_at=row.left_at)
-            for row in tx.connection.execute(query)
+            Stay(
+                name=name,
+                stage=stage,
+                entered_at=d.read_time(entered_at),  # type: ignore[arg-type]
+                left_at=d.read_time(left_at),  # type: ignore[arg-type]
+            )
+            for name, stage, entered_at, left_at in rows
         ]
 
 
@@ -100,28 +111,27 @@ class PromotionAttempts:
 def promotion_attempts(store: Store, *, since: dt.datetime) -> PromotionAttempts:
     """How many promotions were attempted after `since`, and how many succeeded (seed 000's
     "Promotion Success Rate" query, over the same rows as its `skill_promotions` view)."""
-    e = t.event
-    query = select(
-        func.count(),
-        func.coalesce(func.sum(case((e.c.success, 1), else_=0)), 0),
-    ).where(e.c.kind == "promote", e.c.at > since)
-    with store._reading() as tx:
-        total, successful = tx.connection.execute(query).one()
-    return PromotionAttempts(total=int(total), successful=int(successful))
+    with store.reading() as tx:
+        row = tx.one(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN success THEN 1 ELSE 0 END), 0)"
+            " FROM event WHERE kind = 'promote' AND at > :since",
+            {"since": tx.dialect.time(since)},
+        )
+    assert row is not None
+    return PromotionAttempts(total=int(row[0]), successful=int(row[1]))
 
 
 def outbox_status_counts(
     store: Store, kind: str = DEPLOY_KIND, *, since: dt.datetime
 ) -> dict[str, int]:
     """How many outbox items of `kind` created after `since` are in each status."""
-    o = t.outbox
-    query = (
-        select(o.c.status, func.count())
-        .where(o.c.kind == kind, o.c.created_at > since)
-        .group_by(o.c.status)
-    )
-    with store._reading() as tx:
-        return {status: int(count) for status, count in tx.connection.execute(query)}
+    with store.reading() as tx:
+        rows = tx.query(
+            "SELECT status, COUNT(*) FROM outbox WHERE kind = :kind AND created_at > :since"
+            " GROUP BY status",
+            {"kind": kind, "since": tx.dialect.time(since)},
+        )
+    return {status: int(count) for status, count in rows}
 
 
 def deploy_items(
@@ -133,17 +143,18 @@ def deploy_items(
     payload names (skill, version) and when it was queued (in the promotion's transaction, so
     not before the event's time).
     """
-    o = t.outbox
-    query = (
-        select(o)
-        .where(
-            o.c.kind == DEPLOY_KIND,
-            o.c.created_at >= since,
-            o.c.payload["skill"].as_string() == name,
-            o.c.payload["version"].as_string() == version,
+    with store.reading() as tx:
+        d = tx.dialect
+        rows = tx.query(
+            f"SELECT {_COLUMNS} FROM outbox WHERE kind = :kind AND created_at >= :since"
+            f" AND {d.json_text('payload', 'skill')} = :name"
+            f" AND {d.json_text('payload', 'version')} = :version ORDER BY id LIMIT :limit",
+            {
+                "kind": DEPLOY_KIND,
+                "since": d.time(since),
+                "name": name,
+                "version": version,
+                "limit": limit,
+            },
         )
-        .order_by(o.c.id)
-        .limit(limit)
-    )
-    with store._reading() as tx:
-        return [_item(row) for row in tx.connection.execute(query)]
+        return [_item(row, d) for row in rows]

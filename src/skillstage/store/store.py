@@ -8,26 +8,26 @@ or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
+import itertools
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, Insert, Row, Table, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL
-
 from skillstage.errors import ConflictError, LockError, StoreError
-from skillstage.store import tables as t
-from skillstage.store.engine import (
-    SQLITE_BEGIN_OPTION,
-    create_store_engine,
-    display_url,
+from skillstage.store.db import (
+    Dialect,
+    StoreURL,
+    connect,
+    connection_is_usable,
+    dialect_of,
     parse_url,
     translate_errors,
 )
@@ -106,86 +106,142 @@ def _utc(at: dt.datetime | None) -> dt.datetime:
     return at.astimezone(dt.UTC)
 
 
-def _version_record(row: Row[Any], name: str, *, is_new: bool) -> VersionRecord:
+def _version_record(
+    row: Sequence[Any], name: str, dialect: Dialect, *, is_new: bool
+) -> VersionRecord:
+    version_id, skill_id, version, digest, created_at = row
+    created = dialect.read_time(created_at)
+    assert created is not None
     return VersionRecord(
-        skill_id=row.skill_id,
-        version_id=row.id,
+        skill_id=skill_id,
+        version_id=version_id,
         name=name,
-        version=row.version,
-        digest=row.digest,
-        created_at=row.created_at,
+        version=version,
+        digest=digest,
+        created_at=created,
         is_new=is_new,
     )
+
+
+_VERSION_COLUMNS = "id, skill_id, version, digest, created_at"
+
+_ASSIGNMENT_QUERY = """
+    SELECT s.name, a.stage, v.version, v.digest, a.path, a.entered_at, a.version_id, a.skill_id
+    FROM stage_assignment a
+    JOIN skill s ON s.id = a.skill_id
+    JOIN skill_version v ON v.id = a.version_id
+    WHERE a.left_at IS NULL"""
+
+_EVENT_QUERY = """
+    SELECT e.id, e.kind, s.name, e.version, e.digest, e.from_stage, e.to_stage, e.actor,
+           e.reason, e.success, e.path, e.details, e.approver, e.approval_ticket,
+           e.trigger_metric, e.at
+    FROM event e JOIN skill s ON s.id = e.skill_id"""
 
 
 class Transaction:
     """The store's operations on one open transaction (from `Store.atomic()`)."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Any, dialect: Dialect) -> None:
         self._connection = connection
+        self.dialect = dialect
+        self._savepoints = itertools.count(1)
+
+    # -- SQL, for the modules of `skillstage.store` (and tests) ----------------------------------
 
     @property
-    def connection(self) -> Connection:
-        """The SQLAlchemy connection, for other modules of `skillstage.store` only."""
+    def connection(self) -> Any:
+        """The DB-API connection (sqlite3 or psycopg), for `skillstage.store` and tests only."""
         return self._connection
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run one statement written with `:name` parameters; the number of rows it changed."""
+        cursor = self._connection.execute(self.dialect.sql(sql), params or {})
+        count: int = cursor.rowcount
+        return count
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement and return all its rows as tuples."""
+        rows: list[tuple[Any, ...]] = self._connection.execute(
+            self.dialect.sql(sql), params or {}
+        ).fetchall()
+        return rows
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """The single row a statement returns, or None when it returns none."""
+        rows = self.query(sql, params)
+        if len(rows) > 1:
+            raise StoreError(f"expected at most one row, got {len(rows)}: {sql.strip()[:80]}")
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the single row a statement returns, or None."""
+        row = self.one(sql, params)
+        return row[0] if row is not None else None
+
+    def insert_returning_id(self, sql: str, params: Mapping[str, Any]) -> int | None:
+        """Run an `INSERT … RETURNING id` (perhaps `ON CONFLICT DO NOTHING`): the new id, or None
+        when nothing was inserted."""
+        found: int | None = self.scalar(sql + " RETURNING id", params)
+        return found
 
     @contextmanager
     def atomic(self) -> Iterator[Transaction]:
         """A savepoint: the block's changes are undone alone if it raises."""
-        with self._connection.begin_nested():
+        name = f"skillstage_{next(self._savepoints)}"
+        self._connection.execute(f"SAVEPOINT {name}")
+        try:
             yield self
+        except BaseException:
+            self._connection.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self._connection.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self._connection.execute(f"RELEASE SAVEPOINT {name}")
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _insert(self, table: Table) -> Any:
-        # The dialect's own INSERT, for ON CONFLICT DO NOTHING (same syntax on both).
-        if self._connection.dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
-    def _insert_once(self, statement: Insert, conflict: list[str]) -> int | None:
-        """Insert unless a concurrent writer got there first; the new id, or None."""
-        query = statement.on_conflict_do_nothing(index_elements=conflict)  # type: ignore[attr-defined]
-        new_id: int | None = self._connection.execute(query).scalar_one_or_none()
-        return new_id
-
     def _skill_id(self, name: str) -> int | None:
-        found: int | None = self._connection.execute(
-            select(t.skill.c.id).where(t.skill.c.name == name)
-        ).scalar_one_or_none()
+        found: int | None = self.scalar("SELECT id FROM skill WHERE name = :name", {"name": name})
         return found
 
     def _ensure_skill(self, name: str, now: dt.datetime) -> int:
         skill_id = self._skill_id(name)
         if skill_id is None:
-            statement = (
-                self._insert(t.skill).values(name=name, created_at=now).returning(t.skill.c.id)
-            )
-            skill_id = self._insert_once(statement, ["name"]) or self._skill_id(name)
+            # Unless a concurrent writer got there first.
+            skill_id = self.insert_returning_id(
+                "INSERT INTO skill (name, created_at) VALUES (:name, :now)"
+                " ON CONFLICT (name) DO NOTHING",
+                {"name": name, "now": self.dialect.time(now)},
+            ) or self._skill_id(name)
         assert skill_id is not None
         return skill_id
 
     def _lock_skill(self, skill_id: int) -> None:
         # PostgreSQL: concurrent stage moves of one skill queue on its row. SQLite needs nothing,
         # as a write transaction already holds the database's write lock (BEGIN IMMEDIATE).
-        self._connection.execute(
-            select(t.skill.c.id).where(t.skill.c.id == skill_id).with_for_update()
-        )
-
-    def _version_row(self, skill_id: int, version: str) -> Row[Any] | None:
-        return self._connection.execute(
-            select(t.skill_version).where(
-                t.skill_version.c.skill_id == skill_id, t.skill_version.c.version == version
+        if self.dialect.for_update:
+            self.query(
+                f"SELECT id FROM skill WHERE id = :id{self.dialect.for_update}", {"id": skill_id}
             )
-        ).one_or_none()
+
+    def _version_row(self, skill_id: int, version: str) -> tuple[Any, ...] | None:
+        return self.one(
+            f"SELECT {_VERSION_COLUMNS} FROM skill_version"
+            " WHERE skill_id = :skill_id AND version = :version",
+            {"skill_id": skill_id, "version": version},
+        )
 
     # -- versions -------------------------------------------------------------------------------
 
     def find_version(self, name: str, version: str) -> VersionRecord | None:
         """The registered version `version` of skill `name`, or None."""
-        skill_id = self._skill_id(name)
-        row = self._version_row(skill_id, version) if skill_id is not None else None
-        return _version_record(row, name, is_new=False) if row is not None else None
+        row = self.one(
+            f"SELECT {', '.join('v.' + c for c in _VERSION_COLUMNS.split(', '))}"
+            " FROM skill_version v JOIN skill s ON s.id = v.skill_id"
+            " WHERE s.name = :name AND v.version = :version",
+            {"name": name, "version": version},
+        )
+        return _version_record(row, name, self.dialect, is_new=False) if row else None
 
     def ensure_version(
         self,
@@ -207,31 +263,36 @@ class Transaction:
         row = self._version_row(skill_id, version)
         is_new = False
         if row is None:
-            statement = (
-                self._insert(t.skill_version)
-                .values(
-                    skill_id=skill_id,
-                    version=version,
-                    digest=digest,
-                    path=path,
-                    frontmatter=dict(frontmatter),
-                    created_at=now,
+            is_new = (
+                self.insert_returning_id(
+                    "INSERT INTO skill_version"
+                    " (skill_id, version, digest, path, frontmatter, created_at)"
+                    " VALUES (:skill_id, :version, :digest, :path, :frontmatter, :now)"
+                    " ON CONFLICT (skill_id, version) DO NOTHING",
+                    {
+                        "skill_id": skill_id,
+                        "version": version,
+                        "digest": digest,
+                        "path": path,
+                        "frontmatter": self.dialect.json(dict(frontmatter)),
+                        "now": self.dialect.time(now),
+                    },
                 )
-                .returning(t.skill_version.c.id)
+                is not None
             )
-            is_new = self._insert_once(statement, ["skill_id", "version"]) is not None
             row = self._version_row(skill_id, version)
             assert row is not None
-        if row.digest != digest:
+        record = _version_record(row, name, self.dialect, is_new=is_new)
+        if record.digest != digest:
             raise ConflictError(
-                f"{name} {version} is already registered with digest {row.digest[:12]}, "
+                f"{name} {version} is already registered with digest {record.short_digest}, "
                 f"but this copy has digest {digest[:12]}: the same version with other content",
                 path=path,
                 hint="a version's content never changes; bump the version in SKILL.md's "
                 "frontmatter for the changed content",
                 code="VERSION_DIGEST_CONFLICT",
             )
-        return _version_record(row, name, is_new=is_new)
+        return record
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -241,35 +302,41 @@ class Transaction:
         """Put a version in a stage: the skill's current version there (if any) leaves it at the
         same instant."""
         now = _utc(at)
-        row = self._connection.execute(
-            select(t.skill_version.c.skill_id, t.skill_version.c.version, t.skill_version.c.digest)
-            .add_columns(t.skill.c.name)
-            .join(t.skill, t.skill.c.id == t.skill_version.c.skill_id)
-            .where(t.skill_version.c.id == version_id)
-        ).one_or_none()
+        row = self.one(
+            "SELECT v.skill_id, v.version, v.digest, s.name FROM skill_version v"
+            " JOIN skill s ON s.id = v.skill_id WHERE v.id = :id",
+            {"id": version_id},
+        )
         if row is None:
             raise StoreError(f"no skill version with id {version_id} in the store")
-        self._lock_skill(row.skill_id)
-        a = t.stage_assignment
-        self._connection.execute(
-            update(a)
-            .where(a.c.skill_id == row.skill_id, a.c.stage == stage, a.c.left_at.is_(None))
-            .values(left_at=now)
+        skill_id, version, digest, name = row
+        self._lock_skill(skill_id)
+        stamp = self.dialect.time(now)
+        self.execute(
+            "UPDATE stage_assignment SET left_at = :now"
+            " WHERE skill_id = :skill_id AND stage = :stage AND left_at IS NULL",
+            {"now": stamp, "skill_id": skill_id, "stage": stage},
         )
-        self._connection.execute(
-            a.insert().values(
-                skill_id=row.skill_id, version_id=version_id, stage=stage, path=path, entered_at=now
-            )
+        self.execute(
+            "INSERT INTO stage_assignment (skill_id, version_id, stage, path, entered_at)"
+            " VALUES (:skill_id, :version_id, :stage, :path, :now)",
+            {
+                "skill_id": skill_id,
+                "version_id": version_id,
+                "stage": stage,
+                "path": path,
+                "now": stamp,
+            },
         )
         return Assignment(
-            name=row.name,
+            name=name,
             stage=stage,
-            version=row.version,
-            digest=row.digest,
+            version=version,
+            digest=digest,
             path=path,
             entered_at=now,
             version_id=version_id,
-            skill_id=row.skill_id,
+            skill_id=skill_id,
         )
 
     def leave_stage(
@@ -281,11 +348,10 @@ class Transaction:
         current = self.current_assignments(stage=stage, name=name)
         if not current:
             return None
-        a = t.stage_assignment
-        self._connection.execute(
-            update(a)
-            .where(a.c.skill_id == current[0].skill_id, a.c.stage == stage, a.c.left_at.is_(None))
-            .values(left_at=now)
+        self.execute(
+            "UPDATE stage_assignment SET left_at = :now"
+            " WHERE skill_id = :skill_id AND stage = :stage AND left_at IS NULL",
+            {"now": self.dialect.time(now), "skill_id": current[0].skill_id, "stage": stage},
         )
         return current[0]
 
@@ -293,28 +359,26 @@ class Transaction:
         self, stage: str | None = None, name: str | None = None
     ) -> list[Assignment]:
         """The versions now in each stage (optionally one stage, one skill), oldest first."""
-        a, s, v = t.stage_assignment, t.skill, t.skill_version
-        query = (
-            select(
-                s.c.name,
-                a.c.stage,
-                v.c.version,
-                v.c.digest,
-                a.c.path,
-                a.c.entered_at,
-                a.c.version_id,
-                a.c.skill_id,
-            )
-            .join(s, s.c.id == a.c.skill_id)
-            .join(v, v.c.id == a.c.version_id)
-            .where(a.c.left_at.is_(None))
-            .order_by(a.c.entered_at, s.c.name, a.c.stage)
-        )
+        sql = _ASSIGNMENT_QUERY
         if stage is not None:
-            query = query.where(a.c.stage == stage)
+            sql += " AND a.stage = :stage"
         if name is not None:
-            query = query.where(s.c.name == name)
-        return [Assignment(**row._asdict()) for row in self._connection.execute(query)]
+            sql += " AND s.name = :name"
+        sql += " ORDER BY a.entered_at, s.name, a.stage"
+        read_time = self.dialect.read_time
+        return [
+            Assignment(
+                name=row[0],
+                stage=row[1],
+                version=row[2],
+                digest=row[3],
+                path=row[4],
+                entered_at=read_time(row[5]),  # type: ignore[arg-type]
+                version_id=row[6],
+                skill_id=row[7],
+            )
+            for row in self.query(sql, {"stage": stage, "name": name})
+        ]
 
     # -- journal --------------------------------------------------------------------------------
 
@@ -329,17 +393,17 @@ class Transaction:
         """Record the intent of a filesystem change before making it; returns the entry's id."""
         now = _utc(at)
         skill_id = self._ensure_skill(name, now)
-        journal_id: int = self._connection.execute(
-            t.journal.insert()
-            .values(
-                skill_id=skill_id,
-                operation=operation,
-                state="open",
-                details=dict(details),
-                created_at=now,
-            )
-            .returning(t.journal.c.id)
-        ).scalar_one()
+        journal_id = self.insert_returning_id(
+            "INSERT INTO journal (skill_id, operation, state, details, created_at)"
+            " VALUES (:skill_id, :operation, 'open', :details, :now)",
+            {
+                "skill_id": skill_id,
+                "operation": operation,
+                "details": self.dialect.json(dict(details)),
+                "now": self.dialect.time(now),
+            },
+        )
+        assert journal_id is not None
         return journal_id
 
     def close_journal(
@@ -347,32 +411,43 @@ class Transaction:
     ) -> bool:
         """Close an open entry with its outcome (e.g. committed, rolled_back). False when it was
         not open (another process closed it first)."""
-        row = self._connection.execute(
-            select(t.journal.c.details).where(
-                t.journal.c.id == journal_id, t.journal.c.state == "open"
-            )
-        ).one_or_none()
-        if row is None:
-            return False
-        result = self._connection.execute(
-            update(t.journal)
-            .where(t.journal.c.id == journal_id, t.journal.c.state == "open")
-            .values(state="closed", closed_at=_utc(at), details={**row.details, "outcome": outcome})
+        details = self.scalar(
+            "SELECT details FROM journal WHERE id = :id AND state = 'open'", {"id": journal_id}
         )
-        return bool(result.rowcount)
+        if details is None:
+            return False
+        changed = self.execute(
+            "UPDATE journal SET state = 'closed', closed_at = :now, details = :details"
+            " WHERE id = :id AND state = 'open'",
+            {
+                "id": journal_id,
+                "now": self.dialect.time(_utc(at)),
+                "details": self.dialect.json(
+                    {**self.dialect.read_json(details), "outcome": outcome}
+                ),
+            },
+        )
+        return bool(changed)
 
     def open_journals(self, name: str | None = None) -> list[JournalEntry]:
         """Entries whose change may be half done, oldest first."""
-        j, s = t.journal, t.skill
-        query = (
-            select(j.c.id, s.c.name, j.c.operation, j.c.details, j.c.created_at)
-            .join(s, s.c.id == j.c.skill_id)
-            .where(j.c.state == "open")
-            .order_by(j.c.id)
+        sql = (
+            "SELECT j.id, s.name, j.operation, j.details, j.created_at FROM journal j"
+            " JOIN skill s ON s.id = j.skill_id WHERE j.state = 'open'"
         )
         if name is not None:
-            query = query.where(s.c.name == name)
-        return [JournalEntry(**row._asdict()) for row in self._connection.execute(query)]
+            sql += " AND s.name = :name"
+        d = self.dialect
+        return [
+            JournalEntry(
+                id=row[0],
+                name=row[1],
+                operation=row[2],
+                details=d.read_json(row[3]),
+                created_at=d.read_time(row[4]),  # type: ignore[arg-type]
+            )
+            for row in self.query(sql + " ORDER BY j.id", {"name": name})
+        ]
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -405,68 +480,68 @@ class Transaction:
         version_id: int | None = None
         if version is not None:
             row = self._version_row(skill_id, version)
-            if row is not None and digest in (None, row.digest):
-                version_id = row.id
-                digest = row.digest
-        event_id: int = self._connection.execute(
-            t.event.insert()
-            .values(
-                kind=kind,
-                skill_id=skill_id,
-                version_id=version_id,
-                version=version,
-                digest=digest,
-                from_stage=from_stage,
-                to_stage=to_stage,
-                actor=actor,
-                reason=reason,
-                approver=approver,
-                approval_ticket=approval_ticket,
-                trigger_metric=trigger_metric,
-                success=success,
-                path=path,
-                details=dict(details) if details is not None else None,
-                at=now,
-            )
-            .returning(t.event.c.id)
-        ).scalar_one()
+            if row is not None and digest in (None, row[3]):
+                version_id = row[0]
+                digest = row[3]
+        event_id = self.insert_returning_id(
+            "INSERT INTO event (kind, skill_id, version_id, version, digest, from_stage,"
+            " to_stage, actor, reason, approver, approval_ticket, trigger_metric, success, path,"
+            " details, at) VALUES (:kind, :skill_id, :version_id, :version, :digest,"
+            " :from_stage, :to_stage, :actor, :reason, :approver, :approval_ticket,"
+            " :trigger_metric, :success, :path, :details, :at)",
+            {
+                "kind": kind,
+                "skill_id": skill_id,
+                "version_id": version_id,
+                "version": version,
+                "digest": digest,
+                "from_stage": from_stage,
+                "to_stage": to_stage,
+                "actor": actor,
+                "reason": reason,
+                "approver": approver,
+                "approval_ticket": approval_ticket,
+                "trigger_metric": trigger_metric,
+                "success": success,
+                "path": path,
+                "details": self.dialect.json(dict(details) if details is not None else None),
+                "at": self.dialect.time(now),
+            },
+        )
+        assert event_id is not None
         return event_id
 
     def events(
         self, name: str | None = None, limit: int = 50, *, kind: str | None = None
     ) -> list[Event]:
         """The latest events, newest first (optionally of one skill, of one kind)."""
-        e, s = t.event, t.skill
-        query = (
-            select(e, s.c.name)
-            .join(s, s.c.id == e.c.skill_id)
-            .order_by(e.c.at.desc(), e.c.id.desc())
-            .limit(limit)
-        )
+        sql = _EVENT_QUERY + " WHERE 1 = 1"
         if name is not None:
-            query = query.where(s.c.name == name)
+            sql += " AND s.name = :name"
         if kind is not None:
-            query = query.where(e.c.kind == kind)
+            sql += " AND e.kind = :kind"
+        sql += " ORDER BY e.at DESC, e.id DESC LIMIT :limit"
+        d = self.dialect
         return [
             Event(
-                id=row.id,
-                kind=row.kind,
-                name=row.name,
-                version=row.version,
-                digest=row.digest,
-                from_stage=row.from_stage,
-                to_stage=row.to_stage,
-                actor=row.actor,
-                reason=row.reason,
-                success=bool(row.success),
-                path=row.path,
-                details=row.details,
-                approver=row.approver,
-                approval_ticket=row.approval_ticket,
-                trigger_metric=row.trigger_metric,
-                at=row.at,
+                id=row[0],
+                kind=row[1],
+                name=row[2],
+                version=row[3],
+                digest=row[4],
+                from_stage=row[5],
+                to_stage=row[6],
+                actor=row[7],
+                reason=row[8],
+                success=bool(row[9]),
+                path=row[10],
+                details=d.read_json(row[11]),
+                approver=row[12],
+                approval_ticket=row[13],
+                trigger_metric=row[14],
+                at=d.read_time(row[15]),  # type: ignore[arg-type]
             )
-            for row in self._connection.execute(query)
+            for row in self.query(sql, {"name": name, "kind": kind, "limit": limit})
         ]
 
 
@@ -481,21 +556,29 @@ def _as_store_method(
 
     @functools.wraps(method)
     def run(store: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with store.atomic() if write else store._reading() as tx:
+        with store.atomic() if write else store.reading() as tx:
             return method(tx, *args, **kwargs)
 
     return run
 
 
 class Store:
-    """The state store. Open with `Store.open(url)`, preferably as a context manager."""
+    """The state store. Open with `Store.open(url)`, preferably as a context manager.
 
-    def __init__(self, engine: Engine, url: URL) -> None:
-        self._engine = engine
+    Each thread gets a connection of its own, kept open for the store's life (an in-memory
+    SQLite store has one connection, shared)."""
+
+    def __init__(self, url: StoreURL, connection: Any) -> None:
         self._url = url
+        self._dialect = dialect_of(url)
+        self._shared = connection if url.backend == "sqlite" and url.database is None else None
+        self._connections = [connection]
+        self._guard = threading.Lock()
+        self._local = threading.local()
+        self._local.connection = (os.getpid(), connection)
         # The transaction this thread has open on this store, so that a store method called
         # inside `atomic()` joins it instead of waiting on its own write lock.
-        self._local = threading.local()
+        self._local.transaction = None
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -505,34 +588,40 @@ class Store:
         refused with `SchemaOutdatedError`; an unreachable or unusable database with `StoreError`.
         """
         parsed = parse_url(url)
-        engine = create_store_engine(url)
+        with translate_errors(parsed, "opening the store", connecting=True):
+            connection = connect(parsed)
         try:
-            with translate_errors(parsed, "opening the store", connecting=True):
-                connection = engine.connect()
-            with translate_errors(parsed, "reading the schema revision"), connection:
-                state = read_schema_state(connection)
+            with translate_errors(parsed, "reading the schema revision"):
+                state = read_schema_state(
+                    lambda sql: connection.execute(sql).fetchall(), parsed.backend
+                )
             if state.is_empty:
-                migrate(engine, parsed)
+                migrate(
+                    parsed, sqlite_connection=connection if parsed.backend == "sqlite" else None
+                )
             else:
                 require_current(state, parsed)
         except BaseException:
-            engine.dispose()
+            connection.close()
             raise
-        return cls(engine, parsed)
+        return cls(parsed, connection)
 
     @property
     def url(self) -> str:
         """Where the store is, for messages: a SQLite path or a URL without its password."""
-        return display_url(self._url)
+        return self._url.display
 
     @property
     def dialect(self) -> str:
         """`sqlite` or `postgresql`."""
-        return self._engine.dialect.name
+        return self._dialect.name
 
     def close(self) -> None:
-        """Close every pooled connection."""
-        self._engine.dispose()
+        """Close every connection this store opened."""
+        with self._guard:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
 
     def __enter__(self) -> Self:
         return self
@@ -543,23 +632,59 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
-    @contextmanager
-    def _connection(self, *, write: bool) -> Iterator[Transaction]:
+    def _checkout(self) -> Any:
+        """This thread's connection, opened on first use (again after a fork or a break)."""
+        if self._shared is not None:
+            return self._shared
+        pid, connection = getattr(self._local, "connection", (None, None))
+        if pid == os.getpid() and connection is not None and connection_is_usable(connection):
+            return connection
         with translate_errors(self._url, "opening a transaction", connecting=True):
-            connection = self._engine.connect()
+            connection = connect(self._url)
+        with self._guard:
+            self._connections.append(connection)
+        self._local.connection = (os.getpid(), connection)
+        return connection
+
+    def _begin(self, *, write: bool) -> Any:
+        connection = self._checkout()
+        # Write transactions on SQLite take the write lock up front (BEGIN IMMEDIATE), so two
+        # writers queue on the busy timeout instead of one failing mid-transaction on a lock
+        # upgrade.
+        begin = "BEGIN IMMEDIATE" if write and self._dialect.name == "sqlite" else "BEGIN"
         try:
-            if write:
-                connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-            doing = "writing" if write else "reading"
-            with translate_errors(self._url, doing), connection.begin():
-                tx = Transaction(connection)
-                self._local.transaction = tx
+            connection.execute(begin)
+        except Exception:
+            if connection_is_usable(connection):
+                raise
+            # A kept PostgreSQL connection the server dropped (a restart): reconnect once.
+            self._local.connection = (None, None)
+            connection = self._checkout()
+            connection.execute(begin)
+        return connection
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Transaction]:
+        doing = "writing" if write else "reading"
+        with translate_errors(self._url, doing):
+            connection = self._begin(write=write)
+            tx = Transaction(connection, self._dialect)
+            self._local.transaction = tx
+            try:
+                yield tx
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    connection.execute("ROLLBACK")
+                raise
+            else:
                 try:
-                    yield tx
-                finally:
-                    self._local.transaction = None
-        finally:
-            connection.close()
+                    connection.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        connection.execute("ROLLBACK")
+                    raise
+            finally:
+                self._local.transaction = None
 
     @contextmanager
     def skill_lock(self, name: str, *, timeout: float) -> Iterator[None]:
@@ -567,24 +692,22 @@ class Store:
         own (the block may run many transactions); the server frees it if this process dies.
         Raises `LockError` when another session holds it for longer than `timeout` seconds."""
         digest = hashlib.sha256(b"skillstage:skill:" + name.encode()).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
+        key = {"key": int.from_bytes(digest[:8], "big", signed=True)}
         with translate_errors(self._url, "taking a lock", connecting=True):
-            connection = self._engine.connect()
+            connection = connect(self._url)
         try:
-            deadline = time.monotonic() + timeout
-            while not connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
-            ).scalar():
-                connection.commit()
-                if time.monotonic() > deadline:
-                    raise LockError.busy(name, timeout)
-                time.sleep(0.05)
-            connection.commit()
+            with translate_errors(self._url, "taking a lock"):
+                deadline = time.monotonic() + timeout
+                locked = self._dialect.sql("SELECT pg_try_advisory_lock(:key)")
+                while not connection.execute(locked, key).fetchone()[0]:
+                    if time.monotonic() > deadline:
+                        raise LockError.busy(name, timeout)
+                    time.sleep(0.05)
             try:
                 yield
             finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                connection.commit()
+                with translate_errors(self._url, "releasing a lock"):
+                    connection.execute(self._dialect.sql("SELECT pg_advisory_unlock(:key)"), key)
         finally:
             connection.close()
 
@@ -597,16 +720,17 @@ class Store:
             with outer.atomic() as tx:
                 yield tx
             return
-        with self._connection(write=True) as tx:
+        with self._transaction(write=True) as tx:
             yield tx
 
     @contextmanager
-    def _reading(self) -> Iterator[Transaction]:
+    def reading(self) -> Iterator[Transaction]:
+        """A read-only transaction (or the one this thread has open)."""
         outer: Transaction | None = getattr(self._local, "transaction", None)
         if outer is not None:
             yield outer
             return
-        with self._connection(write=False) as tx:
+        with self._transaction(write=False) as tx:
             yield tx
 
     # The vocabulary of `Transaction`, each call in a transaction of its own (or joining the one
