@@ -295,6 +295,7 @@ def whole_process(root: Path, templates: Path, rounds: int, gto: Path | None) ->
     project = new_project(root / "project", gates=None)
     env = _environment()
     python = [sys.executable, "-m", "skillstage"]
+    _compile_bytecode()
     repo = gto_repository(root, templates, gto) if gto is not None else None
     names = ["skillstage_promote", "skillstage_startup", *(["gto_assign"] if repo else [])]
     wall: dict[str, list[float]] = {name: [] for name in names}
@@ -343,6 +344,20 @@ def whole_process(root: Path, templates: Path, rounds: int, gto: Path | None) ->
             2,
         )
     return result
+
+
+def _compile_bytecode() -> None:
+    """Write skillstage's .pyc files, as installing a package does (GTO's were written when pip
+    installed it). An editable install writes them on first import, unless the environment says
+    PYTHONDONTWRITEBYTECODE (this machine's does): then every run would compile from source."""
+    package = Path(api.__file__).parent
+    _must(
+        run(
+            [sys.executable, "-m", "compileall", "-q", str(package)],
+            cwd=package,
+            timeout=COMMAND_TIMEOUT,
+        )
+    )
 
 
 def _children_cpu() -> float:

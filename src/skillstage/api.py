@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from skillstage.config import (
     CONFIG_FILENAME,
@@ -110,7 +110,7 @@ def validate(
     """
     policy = project.config.validation if project is not None else ValidationPolicy()
     if test_timeout is not None:
-        policy = policy.model_copy(update={"test_timeout_seconds": test_timeout})
+        policy = msgspec.structs.replace(policy, test_timeout_seconds=test_timeout)
     # A SKILL.md named directly stands for its skill directory.
     paths = [p.parent if p.name in ("SKILL.md", "skill.md") and p.is_file() else p for p in paths]
     for path in paths:
@@ -188,6 +188,10 @@ def _check_each(work: Iterator[_CheckArgs], jobs: int) -> Iterator[SkillReport]:
     if workers <= 1 or len(first) < PARALLEL_FROM:
         yield from map(_check_one, itertools.chain(first, work))
         return
+    # Imported here: a promotion never needs them, and they cost its start-up ~10 ms.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     # fork: the workers start with everything already imported; they touch no shared state.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:

@@ -1,6 +1,6 @@
 """Project configuration: `skillstage.toml`, or `[tool.skillstage]` in `pyproject.toml`.
 
-Read with `tomllib` into pydantic models. An unknown key or a bad value is a `ConfigError` that
+Read with `tomllib` into msgspec Structs. An unknown key or a bad value is a `ConfigError` that
 names the file and the dotted key. Defaults follow the seeds: seed 000's stage paths and 48-hour
 staging SLA, seed 002's promotion thresholds.
 """
@@ -12,9 +12,10 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import msgspec
+import msgspec.inspect
 
 from skillstage.errors import ConfigError
 
@@ -24,30 +25,34 @@ CONFIG_ENV = "SKILLSTAGE_CONFIG"
 
 MiB = 1024 * 1024
 
+_Positive = Annotated[float, msgspec.Meta(gt=0)]
+_NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+_Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+# Every table is a Struct with kw_only=True (msgspec does not inherit it) and
+# forbid_unknown_fields=True (a misspelt key is an error, not ignored). A `__post_init__` check of
+# one field raises ValueError("<field>: <problem>"), so the error can name the key.
 
 
-class StageConfig(_Model):
+class StageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One lifecycle stage: where its skills live and how long a version may wait in it."""
 
-    path: str = Field(description="path template; its last component contains {name}")
-    sla_hours: float | None = Field(default=None, gt=0)
+    path: str  # path template; its last component contains {name}
+    sla_hours: _Positive | None = None
     label: str | None = None  # the stage's name in messages (seed 000 says "staging")
 
-    @field_validator("path")
-    @classmethod
-    def _one_name_in_last_component(cls, value: str) -> str:
-        parts = value.rstrip("/").split("/")
-        if value.count("{name}") != 1 or "{name}" not in parts[-1]:
+    def __post_init__(self) -> None:
+        parts = self.path.rstrip("/").split("/")
+        if self.path.count("{name}") != 1 or "{name}" not in parts[-1]:
             raise ValueError(
-                "must contain {name} exactly once, in its last component "
+                "path: must contain {name} exactly once, in its last component "
                 "(e.g. '.claude/skills/staging/{name}')"
             )
-        if re.search(r"\{(?!name\})", value):
-            raise ValueError("the only placeholder allowed is {name}")
-        return value.rstrip("/")
+        if re.search(r"\{(?!name\})", self.path):
+            raise ValueError("path: the only placeholder allowed is {name}")
+        self.path = self.path.rstrip("/")
 
     @property
     def root(self) -> str:
@@ -60,47 +65,49 @@ class StageConfig(_Model):
         return re.compile(re.escape(prefix) + r"(?P<name>.+?)" + re.escape(suffix) + r"\Z")
 
 
-class Thresholds(_Model):
+class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Metric thresholds of one transition (seed 002 §2)."""
 
-    min_pattern_fidelity: float = Field(default=0.90, ge=0, le=1)
-    min_outcome_quality: float = Field(default=0.85, ge=0, le=1)
-    max_false_positive_rate: float = Field(default=0.05, ge=0, le=1)
-    max_critical_false_negatives: int = Field(default=0, ge=0)
+    min_pattern_fidelity: _Fraction = 0.90
+    min_outcome_quality: _Fraction = 0.85
+    max_false_positive_rate: _Fraction = 0.05
+    max_critical_false_negatives: _Count = 0
     require_all_benchmark_cases: bool = True
-    min_executions: int = Field(default=0, ge=0)
-    critical_failure_window: int = Field(default=100, ge=1)
-    max_mean_execution_time_ms: float | None = Field(default=None, gt=0)
+    min_executions: _Count = 0
+    critical_failure_window: _PositiveCount = 100
+    max_mean_execution_time_ms: _Positive | None = None
     forbid_regression: bool = False
 
 
-class TransitionConfig(_Model):
+class TransitionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """An allowed move between two stages and the gates that guard it."""
 
-    from_stage: str = Field(alias="from")
-    to_stage: str = Field(alias="to")
+    from_stage: str = msgspec.field(name="from")
+    to_stage: str = msgspec.field(name="to")
     gates: list[str]
-    thresholds: Thresholds = Field(default_factory=Thresholds)
+    thresholds: Thresholds = msgspec.field(default_factory=Thresholds)
 
 
-class ValidationPolicy(_Model):
+class ValidationPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What `skillstage validate` requires of a skill directory (seed 000 §"Validation Checks")."""
 
-    required_files: list[str] = Field(default_factory=lambda: ["SKILL.md", "execute.sh"])
-    executable_files: list[str] = Field(default_factory=lambda: ["execute.sh", "test.sh"])
-    recommended_files: list[str] = Field(default_factory=lambda: ["test.sh"])
-    max_files: int = Field(default=1000, ge=1)
-    max_total_bytes: int = Field(default=50 * MiB, ge=1)
-    max_body_lines: int = Field(default=500, ge=1)
-    allowed_extra_fields: list[str] = Field(default_factory=list)
-    test_timeout_seconds: float = Field(default=30, gt=0)
+    required_files: list[str] = msgspec.field(default_factory=lambda: ["SKILL.md", "execute.sh"])
+    executable_files: list[str] = msgspec.field(default_factory=lambda: ["execute.sh", "test.sh"])
+    recommended_files: list[str] = msgspec.field(default_factory=lambda: ["test.sh"])
+    max_files: _PositiveCount = 1000
+    max_total_bytes: _PositiveCount = 50 * MiB
+    max_body_lines: _PositiveCount = 500
+    allowed_extra_fields: list[str] = msgspec.field(default_factory=list)
+    test_timeout_seconds: _Positive = 30
     test_failure: Literal["error", "warning"] = "error"
 
 
 def _default_stages() -> dict[str, StageConfig]:
     return {
         "prototype": StageConfig(path=".claude/skills/prototype/{name}"),
-        "staged": StageConfig(path=".claude/skills/staging/{name}", sla_hours=48, label="staging"),
+        "staged": StageConfig(
+            path=".claude/skills/staging/{name}", sla_hours=48.0, label="staging"
+        ),
         "production": StageConfig(path=".claude/skills/{name}"),
     }
 
@@ -110,26 +117,22 @@ STATIC_GATES = ["structure", "schema", "spec", "tests", "conflicts", "dependenci
 
 def _default_transitions() -> list[TransitionConfig]:
     return [
-        TransitionConfig.model_validate(
-            {
-                "from": "prototype",
-                "to": "staged",
-                "gates": STATIC_GATES,
-                "thresholds": {"min_executions": 0, "require_all_benchmark_cases": True},
-            }
+        TransitionConfig(
+            from_stage="prototype",
+            to_stage="staged",
+            gates=list(STATIC_GATES),
+            thresholds=Thresholds(min_executions=0, require_all_benchmark_cases=True),
         ),
-        TransitionConfig.model_validate(
-            {
-                "from": "staged",
-                "to": "production",
-                "gates": STATIC_GATES,
-                "thresholds": {"min_executions": 100, "forbid_regression": True},
-            }
+        TransitionConfig(
+            from_stage="staged",
+            to_stage="production",
+            gates=list(STATIC_GATES),
+            thresholds=Thresholds(min_executions=100, forbid_regression=True),
         ),
     ]
 
 
-class HooksConfig(_Model):
+class HooksConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Commands run after a state change (seed 000 auto-deploy, seed 002 re-index). Each is a
     command line, run from the project root with the skill's details in SKILLSTAGE_* variables."""
 
@@ -137,9 +140,9 @@ class HooksConfig(_Model):
     post_promote: str | None = None
     post_rollback: str | None = None
     reindex: str | None = None  # after every state change
-    timeout_seconds: float = Field(default=60, gt=0)
-    retries: int = Field(default=3, ge=0)  # seed 001: 3 retries
-    retry_base_seconds: float = Field(default=1, ge=0)  # seed 001: exponential backoff from 1 s
+    timeout_seconds: _Positive = 60
+    retries: _Count = 3  # seed 001: 3 retries
+    retry_base_seconds: _NonNegative = 1  # seed 001: exponential backoff from 1 s
 
 
 NotificationEvent = Literal["promoted", "rolled_back", "gate_failed", "sla_breach"]
@@ -151,46 +154,45 @@ NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
 )
 
 
-class NotificationsConfig(_Model):
+class NotificationsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Where to tell people: Apprise URLs (slack://, mailto://, json:// webhooks, ...)."""
 
-    urls: list[str] = Field(default_factory=list)
-    events: list[NotificationEvent] = Field(default_factory=lambda: list(NOTIFICATION_EVENTS))
+    urls: list[str] = msgspec.field(default_factory=list)
+    events: list[NotificationEvent] = msgspec.field(
+        default_factory=lambda: list(NOTIFICATION_EVENTS)
+    )
 
 
-class GitConfig(_Model):
+class GitConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seed 000's "Promote with Git Commit"."""
 
     commit: bool = False  # commit every promotion and rollback without --git-commit
-    timeout_seconds: float = Field(default=30, gt=0)
+    timeout_seconds: _Positive = 30
 
 
-class CommandGateConfig(_Model):
+class CommandGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A gate that runs a command and passes on exit 0 (seed 001's ruff, pyright, detect-secrets
     gates plug in this way)."""
 
     command: str
-    timeout_seconds: float = Field(default=300, gt=0)
+    timeout_seconds: _Positive = 300
 
 
-class Config(_Model):
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""
 
-    database: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL or a SQLite file path; default <state_dir>/state.db",
-    )
+    # SQLAlchemy URL or a SQLite file path; default <state_dir>/state.db
+    database: str | None = None
     state_dir: str = ".skillstage"
-    stages: dict[str, StageConfig] = Field(default_factory=_default_stages)
-    transitions: list[TransitionConfig] = Field(default_factory=_default_transitions)
-    validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
-    hooks: HooksConfig = Field(default_factory=HooksConfig)
-    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
-    git: GitConfig = Field(default_factory=GitConfig)
-    gates: dict[str, CommandGateConfig] = Field(default_factory=dict)
+    stages: dict[str, StageConfig] = msgspec.field(default_factory=_default_stages)
+    transitions: list[TransitionConfig] = msgspec.field(default_factory=_default_transitions)
+    validation: ValidationPolicy = msgspec.field(default_factory=ValidationPolicy)
+    hooks: HooksConfig = msgspec.field(default_factory=HooksConfig)
+    notifications: NotificationsConfig = msgspec.field(default_factory=NotificationsConfig)
+    git: GitConfig = msgspec.field(default_factory=GitConfig)
+    gates: dict[str, CommandGateConfig] = msgspec.field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _transitions_name_stages(self) -> Config:
+    def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("at least one stage is required under [stages]")
         for index, transition in enumerate(self.transitions):
@@ -206,7 +208,6 @@ class Config(_Model):
                         f"transitions[{index}] names stage {end!r}, which is not under [stages] "
                         f"(stages: {', '.join(self.stages)})"
                     )
-        return self
 
 
 @dataclass(frozen=True)
@@ -239,29 +240,126 @@ class Project:
         return self.root / self.config.stages[stage].path.replace("{name}", name)
 
 
-def _error_from_validation(exc: ValidationError, source: Path, prefix: str) -> ConfigError:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        key = f"{prefix}{key}" if error["loc"] else key
-        if error["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}'")
+# msgspec's messages, e.g. "Expected `int` >= 1 - at `$.transitions[0].thresholds.min_executions`".
+# A dict entry's key is not in the path ("`$.stages[...]`"); a top-level error has no path.
+_AT = re.compile(r"(?P<message>.*) - at `\$(?P<path>[^`]*)`", re.DOTALL)
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_KINDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "array": "an array",
+    "object": "a table",
+    "datetime": "a date-time",
+    "date": "a date",
+    "time": "a time",
+}
+_BOUNDS = {">": "greater than", ">=": "at least", "<": "less than", "<=": "at most"}
+
+
+def _required(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """`X` for `X | None`."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        types = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(types) == 1:
+            return types[0]
+    return info
+
+
+def _converts(value: Any, kind: type) -> bool:
+    try:
+        msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _locate(data: Any, path: str) -> tuple[list[str], msgspec.inspect.Type]:
+    """The keys along msgspec's error path, and the type expected where it ends."""
+    info = _required(msgspec.inspect.type_info(Config))
+    keys: list[str] = []
+    for name, index in _STEP.findall(path):
+        key: str | int
+        if isinstance(info, msgspec.inspect.StructType):
+            found = {f.encode_name: f.type for f in info.fields}.get(name)
+            if found is None:
+                break
+            key, info = name, found
+        elif isinstance(info, msgspec.inspect.ListType):
+            key, info = int(index), info.item_type
+        elif isinstance(info, msgspec.inspect.DictType) and isinstance(
+            info.value_type, msgspec.inspect.StructType
+        ):
+            # msgspec checks a table's entries in order, so the entry it means is the first that
+            # fails on its own.
+            kind = info.value_type.cls
+            failing = next((k for k, v in data.items() if not _converts(v, kind)), None)
+            if failing is None:
+                break
+            key, info = failing, info.value_type
         else:
-            message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"bad value for '{key}': {message}")
+            break
+        keys.append(str(key))
+        data = data[key]
+        info = _required(info)
+    return keys, info
+
+
+def _explain(message: str, info: msgspec.inspect.Type) -> str:
+    """msgspec's message about a bad value in the words of a TOML file."""
+    if match := re.fullmatch(r"Expected `[^`]*` (>=|>|<=|<) (\S+)", message):
+        return f"must be {_BOUNDS[match[1]]} {float(match[2]):g}"
+    if match := re.fullmatch(r"Expected `([^`]*)`, got `([^`]*)`", message):
+        expected, got = (
+            " or ".join(_KINDS.get(kind, kind) for kind in group.split(" | ") if kind != "null")
+            for group in match.groups()
+        )
+        return f"expected {expected}, got {got}"
+    match = re.fullmatch(r"Invalid enum value (.*)", message)
+    if match and isinstance(info, msgspec.inspect.LiteralType):
+        allowed = [repr(value) for value in info.values]
+        return f"must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {match[1]}"
+    return message
+
+
+def _error_from_validation(
+    exc: msgspec.ValidationError, data: dict[str, Any], source: Path, prefix: str
+) -> ConfigError:
+    """msgspec's (first) error as the dotted key in the file and what is wrong with it."""
+    match = _AT.fullmatch(str(exc))
+    message, path = (match["message"], match["path"]) if match else (str(exc), "")
+    keys, info = _locate(data, path)
+    # A field check in a __post_init__ says "<field>: <problem>"; msgspec puts it at the table.
+    field, _, problem = message.partition(": ")
+    if isinstance(info, msgspec.inspect.StructType) and field in (
+        f.encode_name for f in info.fields
+    ):
+        keys, message = [*keys, field], problem
+    if found := re.fullmatch(r"Object (contains unknown|missing required) field `(.*)`", message):
+        kind = "unknown" if found[1] == "contains unknown" else "missing"
+        line = f"{kind} key '{prefix}{'.'.join([*keys, found[2]])}'"
+    else:
+        key = prefix + ".".join(keys) if keys else "(top level)"
+        line = f"bad value for '{key}': {_explain(message, info)}"
     return ConfigError(
-        "; ".join(lines),
+        line,
         path=source,
         hint="fix the key in the file; `skillstage init --print` shows every key with its default",
     )
 
 
 def parse_config(data: dict[str, Any], source: Path, prefix: str = "") -> Config:
-    """Validate a decoded TOML table into a `Config`, or raise a `ConfigError` naming the key."""
+    """Validate a decoded TOML table into a `Config`, or raise a `ConfigError` naming the key.
+
+    Numbers, booleans and strings are read as loosely as a person writes them: `sla_hours = 48`
+    or `"48"` for a number, `10.0` for an integer, `"true"` for a boolean (strict=False); a number
+    is never read as a string.
+    """
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise _error_from_validation(exc, source, prefix) from None
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _error_from_validation(exc, data, source, prefix) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

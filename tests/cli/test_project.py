@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 from skillstage import api
-from skillstage.config import DEFAULT_CONFIG_TOML, Config, load_config_file
+from skillstage.config import DEFAULT_CONFIG_TOML, Config, load_config_file, parse_config
 from tests.cli.conftest import Run
 from tests.skilltree import write_skill
 
@@ -17,7 +17,7 @@ STAGING = Path(".claude/skills/staging")
 
 
 def test_default_config_text_is_the_default_config() -> None:
-    assert Config.model_validate(tomllib.loads(DEFAULT_CONFIG_TOML)) == Config()
+    assert parse_config(tomllib.loads(DEFAULT_CONFIG_TOML), Path("skillstage.toml")) == Config()
 
 
 def test_init_creates_config_folders_and_database(run_cli: Run, tmp_path: Path) -> None:

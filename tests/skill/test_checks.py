@@ -137,6 +137,16 @@ def test_field_types(tmp_path: Path, extra: dict[str, Any], expected: str) -> No
     assert found.severity == "error" and found.line is not None
 
 
+def test_each_wrong_value_is_one_finding(tmp_path: Path) -> None:
+    report = check(write_skill(tmp_path, "a", extra={"tags": ["a", 1, 2], "allowed-tools": 5}))
+    messages = sorted(f.message for f in report.findings if f.id.endswith("_WRONG_TYPE"))
+    assert messages == [
+        "'allowed-tools' must be a string or a list of strings, not the number 5",
+        "'tags.1' must be a list of strings, not the number 1",
+        "'tags.2' must be a list of strings, not the number 2",
+    ]
+
+
 def test_non_string_metadata_values_warn_and_read_as_strings(tmp_path: Path) -> None:
     skill = write_skill(
         tmp_path,

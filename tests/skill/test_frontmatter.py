@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from skillstage.errors import SkillstageError
@@ -322,6 +322,8 @@ def _simple_documents(draw: st.DrawFn) -> str:
 
 @settings(max_examples=1500, deadline=None)
 @given(_simple_documents())
+@example("name: Null\n   - x")  # a null-looking value continued on the next line: "Null - x"
+@example("tags: ~\n  - a")
 def test_line_reader_matches_pyyaml(source: str) -> None:
     import yaml
 

@@ -6,8 +6,6 @@ import datetime as dt
 import importlib
 import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,6 +72,10 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
 
 
 def _write_crash_log() -> Path:
+    # Imported only when something went wrong: every command's start-up pays for module imports.
+    import tempfile
+    import traceback
+
     directory = Path(tempfile.gettempdir()) / "skillstage"
     directory.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import stat
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,8 @@ def exchange(a: Path, b: Path) -> bool:
 
 def sibling(path: Path, purpose: str) -> Path:
     """A fresh hidden path beside `path`, on the same filesystem, so a rename to it is atomic."""
-    return path.parent / f".skillstage-{purpose}-{path.name}-{uuid.uuid4().hex[:12]}"
+    # os.urandom rather than uuid4: importing uuid costs a promotion ~2 ms of start-up.
+    return path.parent / f".skillstage-{purpose}-{path.name}-{os.urandom(6).hex()}"
 
 
 def is_scratch(name: str) -> bool:

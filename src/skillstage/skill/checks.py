@@ -23,7 +23,6 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 import semver
-from pydantic import ValidationError
 
 from skillstage.config import ValidationPolicy
 from skillstage.process import run
@@ -34,6 +33,7 @@ from skillstage.skill.model import (
     SEED_FIELDS,
     SPEC_FIELDS,
     Frontmatter,
+    FrontmatterTypeError,
 )
 from skillstage.skill.secrets import find_secrets
 
@@ -292,26 +292,25 @@ class _Checker:
         """The frontmatter as a `Frontmatter`, reporting each field of the wrong type."""
         raw = self.metadata_as_strings(document)
         try:
-            return Frontmatter.model_validate(raw)
-        except ValidationError as exc:
-            bad: set[str] = set()
-            for error in exc.errors():
-                key = str(error["loc"][0])
-                bad.add(key)
+            return Frontmatter.from_mapping(raw)
+        except FrontmatterTypeError as exc:
+            for problem in exc.problems:
+                key = problem.field
                 if key == "version" or (self.spec_only and key not in SPEC_FIELDS):
                     continue  # version has its own rule; spec-only ignores the seeds' fields
-                where = ".".join(str(part) for part in error["loc"])
+                where = ".".join(str(part) for part in problem.loc)
                 self.add(
                     f"{key.upper().replace('-', '_')}_WRONG_TYPE",
                     "error",
                     f"'{where}' must be {_EXPECTED.get(key, 'of another type')}, "
-                    f"not {_describe(_dig(raw, error['loc']))}",
+                    f"not {_describe(problem.value)}",
                     "schema" if key in SEED_FIELDS else "spec",
                     file="SKILL.md",
                     line=document.key_lines.get(key),
                     hint=_type_hint(key),
                 )
-            return Frontmatter.model_validate({k: v for k, v in raw.items() if k not in bad})
+            bad = set(exc.fields)
+            return Frontmatter.from_mapping({k: v for k, v in raw.items() if k not in bad})
 
     def metadata_as_strings(self, document: SkillDocument) -> dict[str, Any]:
         """The spec says metadata maps strings to strings, but `version: 1.0` under metadata is
@@ -682,16 +681,6 @@ def _type_hint(key: str) -> str:
     if key == "sla_override":
         return "sla_override: true"
     return f'quote the value: {key}: "..."'
-
-
-def _dig(raw: Mapping[str, Any], loc: Sequence[int | str]) -> Any:
-    value: Any = raw
-    for part in loc:
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            return value
-    return value
 
 
 def _describe(value: Any) -> str:

@@ -417,7 +417,9 @@ def _read_simple_lines(source: str, path: Path) -> tuple[dict[str, Any], dict[st
             )
         key_lines[key] = number
         data[key] = value
-        open_key = key if value is None else None
+        # Only an empty value can be followed by a block list: `key: null` then `  - x` is
+        # one plain scalar over two lines ("null - x"), which the YAML parser is left to read.
+        open_key = key if not (line.group(2) or "").strip(" ") else None
         items = None
     return (data, key_lines) if data else None
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+import msgspec
 
 from skillstage.skill.files import SkillFile
 
@@ -46,24 +48,41 @@ PLATFORM_EXTENSION_FIELDS = frozenset(
 )
 
 
-class Frontmatter(BaseModel):
-    """The frontmatter fields skillstage reads. Unknown keys are kept (and reported by checks)."""
+class Frontmatter(msgspec.Struct, frozen=True, kw_only=True):
+    """The frontmatter fields skillstage reads. Unknown keys are kept in `extra` (and reported by
+    checks). Build one from decoded YAML with `Frontmatter.from_mapping`."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+    name: str | None = None
+    description: str | None = None
+    license: str | None = None
+    compatibility: str | None = None
+    metadata: dict[str, str] | None = None
+    allowed_tools: str | list[str] | None = msgspec.field(default=None, name="allowed-tools")
+    version: str | None = None
+    author: str | None = None
+    tags: list[str] | None = None
+    dependencies: list[str] | None = None
+    sla_override: bool | None = None
+    sla_override_reason: str | None = None
+    sla_override_expires: dt.date | None = None  # a YAML date or a "YYYY-MM-DD" string
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)  # the other keys, as read
 
-    name: StrictStr | None = None
-    description: StrictStr | None = None
-    license: StrictStr | None = None
-    compatibility: StrictStr | None = None
-    metadata: dict[StrictStr, StrictStr] | None = None
-    allowed_tools: StrictStr | list[StrictStr] | None = Field(default=None, alias="allowed-tools")
-    version: StrictStr | None = None
-    author: StrictStr | None = None
-    tags: list[StrictStr] | None = None
-    dependencies: list[StrictStr] | None = None
-    sla_override: StrictBool | None = None
-    sla_override_reason: StrictStr | None = None
-    sla_override_expires: dt.date | None = None
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Frontmatter:
+        """Validate decoded frontmatter, strictly: a YAML number or boolean is not a string, a
+        string is not a boolean. Raises `FrontmatterTypeError` listing every value of the wrong
+        type."""
+        known: Mapping[str, Any]
+        if _FIELD_NAMES.issuperset(raw):  # the usual case, and twice as fast: no unknown keys
+            known = data = raw
+        else:
+            known = {key: value for key, value in raw.items() if key in _FIELD_NAMES}
+            extra = {key: value for key, value in raw.items() if key not in _FIELD_NAMES}
+            data = {**known, "extra": extra}
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError:
+            raise FrontmatterTypeError(_wrong_types(known)) from None
 
     @property
     def effective_version(self) -> str | None:
@@ -71,6 +90,80 @@ class Frontmatter(BaseModel):
         if self.version is not None:
             return self.version
         return (self.metadata or {}).get("version")
+
+
+# The keys `Frontmatter` reads (`allowed-tools` under its YAML name); every other key is `extra`.
+_FIELD_NAMES = frozenset(
+    field.encode_name for field in msgspec.structs.fields(Frontmatter) if field.name != "extra"
+)
+
+
+@dataclass(frozen=True)
+class WrongType:
+    """One frontmatter value of the wrong type."""
+
+    loc: tuple[str | int, ...]  # the field, then the list index or mapping key: ("tags", 1)
+    value: Any  # the value found there (for a mapping key that is not a string, the key)
+
+    @property
+    def field(self) -> str:
+        return str(self.loc[0])
+
+
+class FrontmatterTypeError(ValueError):
+    """Frontmatter fields of the wrong type."""
+
+    def __init__(self, problems: list[WrongType]) -> None:
+        self.problems = problems
+        self.fields = sorted({problem.field for problem in problems})
+        super().__init__(f"frontmatter fields of the wrong type: {', '.join(self.fields)}")
+
+
+def _wrong_types(known: Mapping[str, Any]) -> list[WrongType]:
+    # msgspec stops at the first error; check each field on its own to report them all.
+    problems: list[WrongType] = []
+    for key, value in known.items():
+        try:
+            msgspec.convert({key: value}, Frontmatter)
+        except msgspec.ValidationError as exc:
+            # The path of msgspec's error, "`$.tags[1]`", "`$.metadata[...]`" or "`key` in
+            # `$.metadata`", says whether an item of a list or mapping is wrong. Every list and
+            # mapping here holds strings: report each item that is not one.
+            inside = str(exc).endswith("]`") or str(exc).endswith(f"` in `$.{key}`")
+            if inside and isinstance(value, list):
+                problems += [
+                    WrongType((key, i), item)
+                    for i, item in enumerate(value)
+                    if not isinstance(item, str)
+                ]
+            elif inside and isinstance(value, dict):
+                problems += [
+                    WrongType((key, str(k)), v if isinstance(k, str) else k)
+                    for k, v in value.items()
+                    if not (isinstance(k, str) and isinstance(v, str))
+                ]
+            else:
+                problems.append(WrongType((key,), value))
+    return problems
+
+
+def _jsonable(value: Any) -> Any:
+    """A YAML value as JSON data: dates as ISO text, mapping keys as text, sets as lists, a NaN or
+    infinity as null (JSON has none)."""
+    if isinstance(value, dict):
+        return {
+            key if isinstance(key, str) else str(_jsonable(key)): _jsonable(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dt.date):  # and datetime
+        return value.isoformat()
+    if isinstance(value, bytes):  # !!binary
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -91,4 +184,11 @@ class SkillVersion:
 
     def frontmatter_dict(self) -> dict[str, Any]:
         """The frontmatter as plain JSON-able data (for the store)."""
-        return self.frontmatter.model_dump(mode="json", by_alias=True, exclude_none=True)
+        frontmatter = self.frontmatter
+        data = {
+            field.encode_name: getattr(frontmatter, field.name)
+            for field in msgspec.structs.fields(frontmatter)
+            if field.name != "extra"
+        }
+        data.update(frontmatter.extra)
+        return {key: _jsonable(value) for key, value in data.items() if value is not None}

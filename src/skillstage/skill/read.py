@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import semver
-from pydantic import ValidationError
 
 from skillstage.config import Project, ValidationPolicy
 from skillstage.errors import SkillReadError
 from skillstage.skill.files import SkillFile, scan_skill_files
 from skillstage.skill.frontmatter import MAX_SKILL_MD_BYTES, parse_skill_md
-from skillstage.skill.model import Frontmatter, SkillVersion
+from skillstage.skill.model import Frontmatter, FrontmatterTypeError, SkillVersion
 
 SKILL_MD_NAMES = ("SKILL.md", "skill.md")
 # Directories that never hold skills and can be huge.
@@ -64,11 +63,10 @@ def read_skill(directory: Path, policy: ValidationPolicy | None = None) -> Skill
         )
     document = parse_skill_md(captured[skill_md], directory / skill_md)
     try:
-        meta = Frontmatter.model_validate(document.frontmatter)
-    except ValidationError as exc:
-        fields = ", ".join(sorted({str(error["loc"][0]) for error in exc.errors()}))
+        meta = Frontmatter.from_mapping(document.frontmatter)
+    except FrontmatterTypeError as exc:
         raise SkillReadError(
-            f"frontmatter fields of the wrong type: {fields}",
+            f"frontmatter fields of the wrong type: {', '.join(exc.fields)}",
             path=directory / skill_md,
             hint=f"run `skillstage validate {directory}` for details",
             code="FRONTMATTER_WRONG_TYPE",

@@ -1,0 +1,165 @@
+"""Reading the config: what is accepted, and errors that name the file, the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skillstage.config import Config, StageConfig, TransitionConfig, parse_config
+from skillstage.errors import ConfigError
+
+SOURCE = Path("skillstage.toml")
+STAGES = {
+    "prototype": {"path": "p/{name}"},
+    "staged": {"path": "s/{name}"},
+    "production": {"path": "x/{name}"},
+}
+
+
+def error_of(data: dict[str, Any], prefix: str = "") -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, SOURCE, prefix)
+    assert caught.value.hint and "skillstage init --print" in caught.value.hint
+    return caught.value.message
+
+
+def with_stage(**staged: Any) -> dict[str, Any]:
+    return {"stages": {**STAGES, "staged": {"path": "s/{name}", **staged}}}
+
+
+def with_transition(**transition: Any) -> dict[str, Any]:
+    return {"stages": STAGES, "transitions": [{"from": "prototype", "to": "staged", **transition}]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # A stage is a dict entry, which msgspec's error path does not name.
+        (
+            with_stage(sla_hours=0),
+            "bad value for 'stages.staged.sla_hours': must be greater than 0",
+        ),
+        (with_stage(sla_hourz=3), "unknown key 'stages.staged.sla_hourz'"),
+        (
+            {"stages": {**STAGES, "staged": {"label": "x"}}},
+            "missing key 'stages.staged.path'",
+        ),
+        (
+            {"stages": {**STAGES, "staged": "s/{name}"}},
+            "bad value for 'stages.staged': expected a table, got a string",
+        ),
+        (
+            with_stage(path="staging"),
+            "bad value for 'stages.staged.path': must contain {name} exactly once, in its last "
+            "component (e.g. '.claude/skills/staging/{name}')",
+        ),
+        (
+            with_stage(path="{team}/{name}"),
+            "bad value for 'stages.staged.path': the only placeholder allowed is {name}",
+        ),
+        (
+            {"gates": {"lint": {"timeout_seconds": 3}}},
+            "missing key 'gates.lint.command'",
+        ),
+        (
+            with_transition(gates=[], thresholds={"min_pattern_fidelity": 2}),
+            "bad value for 'transitions.0.thresholds.min_pattern_fidelity': must be at most 1",
+        ),
+        (
+            with_transition(gates="structure"),
+            "bad value for 'transitions.0.gates': expected an array, got a string",
+        ),
+        (with_transition(), "missing key 'transitions.0.gates'"),
+        (with_transition(gates=[], to_stage="x"), "unknown key 'transitions.0.to_stage'"),
+        (
+            {"validation": {"test_failure": "fatal"}},
+            "bad value for 'validation.test_failure': must be 'error' or 'warning', not 'fatal'",
+        ),
+        (
+            {"notifications": {"events": ["promoted", "deleted"]}},
+            "bad value for 'notifications.events.1': must be 'gate_failed', 'promoted', "
+            "'rolled_back' or 'sla_breach', not 'deleted'",
+        ),
+        (
+            {"validation": {"max_files": 0}},
+            "bad value for 'validation.max_files': must be at least 1",
+        ),
+        (
+            {"validation": {"max_files": 10.5}},
+            "bad value for 'validation.max_files': expected an integer, got a number",
+        ),
+        (
+            {"hooks": {"deploy": 1}},
+            "bad value for 'hooks.deploy': expected a string, got an integer",
+        ),
+        (
+            {"git": {"commit": "maybe"}},
+            "bad value for 'git.commit': expected a boolean, got a string",
+        ),
+        ({"databse": "x"}, "unknown key 'databse'"),
+        (
+            {"stages": {}, "transitions": []},
+            "bad value for '(top level)': at least one stage is required under [stages]",
+        ),
+        (
+            with_transition(gates=["lint"]),
+            "bad value for '(top level)': transitions[0] names gate 'lint', which is neither built "
+            "in (structure, schema, spec, tests, conflicts, dependencies, security) nor a command "
+            "gate under [gates.lint]",
+        ),
+    ],
+)
+def test_errors_name_the_key(data: dict[str, Any], message: str) -> None:
+    assert error_of(data) == message
+
+
+def test_the_pyproject_table_prefixes_the_key() -> None:
+    assert error_of(with_stage(sla_hours=-1), "tool.skillstage.") == (
+        "bad value for 'tool.skillstage.stages.staged.sla_hours': must be greater than 0"
+    )
+    assert error_of({"x": 1}, "tool.skillstage.") == "unknown key 'tool.skillstage.x'"
+
+
+def test_the_failing_stage_is_named_among_valid_ones() -> None:
+    stages = {**STAGES, "a.b": {"path": "s/{name}"}, "late": {"path": "l/{name}", "label": 3}}
+    message = error_of({"stages": stages, "transitions": []})
+    assert message == "bad value for 'stages.late.label': expected a string, got an integer"
+
+
+def test_numbers_and_booleans_are_read_loosely_but_never_as_strings() -> None:
+    config = parse_config(
+        {
+            **with_stage(sla_hours="48"),
+            "validation": {"max_files": 10.0},
+            "git": {"commit": "true"},
+        },
+        SOURCE,
+    )
+    assert config.stages["staged"].sla_hours == 48.0
+    assert isinstance(config.stages["staged"].sla_hours, float)
+    assert config.validation.max_files == 10 and isinstance(config.validation.max_files, int)
+    assert config.git.commit is True
+    assert isinstance(
+        parse_config(with_stage(sla_hours=48), SOURCE).stages["staged"].sla_hours, float
+    )
+    assert "expected a string" in error_of(with_stage(label=4))
+    assert "expected a string" in error_of({"state_dir": True})
+
+
+def test_transitions_are_read_by_their_toml_names() -> None:
+    config = parse_config(with_transition(gates=["structure"]), SOURCE)
+    assert config.transitions == [
+        TransitionConfig(from_stage="prototype", to_stage="staged", gates=["structure"])
+    ]
+
+
+def test_stage_paths_lose_a_trailing_slash_and_models_compare_by_value() -> None:
+    assert StageConfig(path="s/{name}/").path == "s/{name}"
+    assert parse_config(with_stage(path="s/{name}/"), SOURCE).stages["staged"] == StageConfig(
+        path="s/{name}"
+    )
+    assert parse_config({}, SOURCE) == Config()
+    with pytest.raises(ValueError, match="only placeholder"):
+        StageConfig(path="{x}/{name}")
