@@ -92,10 +92,15 @@ class Frontmatter(msgspec.Struct, frozen=True, kw_only=True):
         return (self.metadata or {}).get("version")
 
 
-# The keys `Frontmatter` reads (`allowed-tools` under its YAML name); every other key is `extra`.
-_FIELD_NAMES = frozenset(
-    field.encode_name for field in msgspec.structs.fields(Frontmatter) if field.name != "extra"
+# The fields `Frontmatter` reads, as (attribute, YAML key): `allowed-tools` under its YAML name;
+# every other key is `extra`. Computed once: `msgspec.structs.fields` evaluates the annotations
+# on every call.
+_FIELDS = tuple(
+    (field.name, field.encode_name)
+    for field in msgspec.structs.fields(Frontmatter)
+    if field.name != "extra"
 )
+_FIELD_NAMES = frozenset(key for _, key in _FIELDS)
 
 
 @dataclass(frozen=True)
@@ -185,10 +190,6 @@ class SkillVersion:
     def frontmatter_dict(self) -> dict[str, Any]:
         """The frontmatter as plain JSON-able data (for the store)."""
         frontmatter = self.frontmatter
-        data = {
-            field.encode_name: getattr(frontmatter, field.name)
-            for field in msgspec.structs.fields(frontmatter)
-            if field.name != "extra"
-        }
+        data = {key: getattr(frontmatter, name) for name, key in _FIELDS}
         data.update(frontmatter.extra)
         return {key: _jsonable(value) for key, value in data.items() if value is not None}
