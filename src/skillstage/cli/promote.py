@@ -67,6 +67,16 @@ def _box(title: str, rows: list[tuple[str, str]]) -> None:
     click.echo(rule())
 
 
+# Promote and rollback wait on the same per-skill lock.
+_lock_timeout_option = click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for another promoter of the same skill.",
+)
+
+
 @click.command()
 @click.argument("refs", nargs=-1, metavar="NAME|PATH...")
 @click.option("--to", "to_stage", metavar="STAGE", help="Target stage (default: the next one).")
@@ -90,13 +100,7 @@ def _box(title: str, rows: list[tuple[str, str]]) -> None:
 @click.option("--by", "actor", metavar="ACTOR", help="Who promotes (default: $USER).")
 @click.option("--approver", help="Who approved (seed 002's sign-off), recorded in the event.")
 @click.option("--approval-ticket", help="The approval ticket, recorded in the event.")
-@click.option(
-    "--lock-timeout",
-    type=click.FloatRange(min=0),
-    default=60,
-    show_default=True,
-    help="Seconds to wait for another promoter of the same skill.",
-)
+@_lock_timeout_option
 @click.option("--json", "as_json", is_flag=True, help="Print seed 000's result objects as JSON.")
 @click.pass_obj
 def promote(
@@ -208,13 +212,7 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
 @click.option("--yes", "--auto", "yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--git-commit", is_flag=True, help="Commit the restored paths.")
 @click.option("--by", "actor", metavar="ACTOR", help="Who rolls back (default: $USER).")
-@click.option(
-    "--lock-timeout",
-    type=click.FloatRange(min=0),
-    default=60,
-    show_default=True,
-    help="Seconds to wait for another promoter of the same skill.",
-)
+@_lock_timeout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def rollback(

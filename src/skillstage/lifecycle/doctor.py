@@ -339,10 +339,15 @@ def _restore(project: Project, a: Assignment) -> Path:
     return incoming
 
 
-def _restore_missing(project: Project, store: Store, finding: Finding, actor: str) -> str:
-    a = _current(store, finding)
-    if a is None or Path(a.path).is_dir():
-        return "already resolved"
+def _restore_and_record(
+    project: Project,
+    store: Store,
+    a: Assignment,
+    actor: str,
+    reason: str,
+    details: dict[str, Any],
+) -> None:
+    """Put the assigned version back live from the archive and record the repair."""
     fs.delete_scratch(_restore(project, a))
     store.append_event(
         "repair",
@@ -351,9 +356,23 @@ def _restore_missing(project: Project, store: Store, finding: Finding, actor: st
         digest=a.digest,
         to_stage=a.stage,
         actor=actor,
-        reason="doctor: the live directory was missing; restored from the archive",
+        reason=reason,
         path=a.path,
-        details={"finding": MISSING_LIVE_DIR},
+        details=details,
+    )
+
+
+def _restore_missing(project: Project, store: Store, finding: Finding, actor: str) -> str:
+    a = _current(store, finding)
+    if a is None or Path(a.path).is_dir():
+        return "already resolved"
+    _restore_and_record(
+        project,
+        store,
+        a,
+        actor,
+        "doctor: the live directory was missing; restored from the archive",
+        {"finding": MISSING_LIVE_DIR},
     )
     return f"restored {a.name} {a.version} from the archive"
 
@@ -386,17 +405,13 @@ def _restore_edited(project: Project, store: Store, finding: Finding, actor: str
         replaced_by_version=a.version,
         replaced_by_digest=a.digest,
     )
-    fs.delete_scratch(_restore(project, a))
-    store.append_event(
-        "repair",
-        name=a.name,
-        version=a.version,
-        digest=a.digest,
-        to_stage=a.stage,
-        actor=actor,
-        reason="doctor: the live copy was edited in place; the assigned version was restored",
-        path=a.path,
-        details={"finding": EDITED_LIVE_DIR, "edited_digest": edited, "kept": str(kept)},
+    _restore_and_record(
+        project,
+        store,
+        a,
+        actor,
+        "doctor: the live copy was edited in place; the assigned version was restored",
+        {"finding": EDITED_LIVE_DIR, "edited_digest": edited, "kept": str(kept)},
     )
     return f"restored {a.name} {a.version}; the edited copy is kept in the archive at {kept}"
 
