@@ -2,4 +2,33 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from skillstage.metrics.record import ExecutionRecord
+
 __version__ = "0.1.0"
+
+
+def record_execution(
+    skill: str, *, inbox: str | os.PathLike[str] | None = None, **fields: Any
+) -> ExecutionRecord:
+    """Record one execution of a skill (seed 002 §5.2): append it to the metrics inbox.
+
+    `inbox` defaults to the inbox of the project at or above the working directory
+    (`<state_dir>/metrics`). `fields`: execution_id (default: a new time-ordered UUID),
+    timestamp (default: now), version, digest, pattern_fidelity, outcome_quality,
+    execution_time_ms, patterns_followed, patterns_missed, exception, false_positive,
+    false_negative, critical, subject, tags. Ingestion (`skillstage metrics ingest`, or any
+    readiness check) moves it into the store.
+    """
+    from pathlib import Path
+
+    from skillstage.metrics.record import record_execution as append
+
+    if inbox is None:
+        from skillstage.config import load_project
+
+        return append(load_project().metrics_inbox, skill=skill, **fields)
+    return append(Path(inbox), skill=skill, **fields)

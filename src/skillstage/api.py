@@ -35,6 +35,8 @@ from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
 
 if TYPE_CHECKING:
     from skillstage.lifecycle.promote import PromotionResult
+    from skillstage.metrics.ingest import IngestResult, LagReport
+    from skillstage.metrics.record import ExecutionRecord
     from skillstage.store import Event, Store
 from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
 
@@ -595,3 +597,48 @@ def history(project: Project, name: str | None = None, *, limit: int = 50) -> li
 
     with Store.open(project.database_url) as store:
         return store.events(name, limit)
+
+
+# -- execution metrics ---------------------------------------------------------------------------
+
+
+def record_execution(project: Project, skill: str, **fields: Any) -> ExecutionRecord:
+    """Append one execution record to the project's metrics inbox (seed 002 §5.2)."""
+    from skillstage.metrics.record import record_execution as append
+
+    return append(project.metrics_inbox, skill=skill, **fields)
+
+
+def ingest_metrics(
+    project: Project,
+    *,
+    inbox: Path | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    store: Store | None = None,
+) -> IngestResult:
+    """Ingest the metrics inbox into the store (seed 002 §5.4): idempotent and resumable."""
+    from skillstage.metrics.ingest import ingest
+    from skillstage.store import Store
+
+    where = inbox or project.metrics_inbox
+    if inbox is not None and not inbox.is_dir():
+        raise UsageError(f"{inbox} is not a directory", hint="pass the inbox directory to --path")
+    size = batch_size or project.config.metrics.batch_size
+    if store is not None:
+        return ingest(store, where, batch_size=size, progress=progress)
+    with Store.open(project.database_url) as opened:
+        return ingest(opened, where, batch_size=size, progress=progress)
+
+
+def metrics_lag(project: Project, *, inbox: Path | None = None) -> LagReport:
+    """How far ingestion is behind: the age of the oldest record not yet ingested."""
+    from skillstage.metrics.ingest import lag
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        return lag(
+            store,
+            inbox or project.metrics_inbox,
+            alert_hours=project.config.metrics.lag_alert_hours,
+        )

@@ -77,6 +77,10 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     critical_failure_window: _PositiveCount = 100
     max_mean_execution_time_ms: _Positive | None = None
     forbid_regression: bool = False
+    # Below this many executions on either side, a comparison says "insufficient data".
+    min_comparison_sample: _PositiveCount = 10
+    # Significance level of the regression test (seed 002: "no worse than prototype baseline").
+    regression_p_value: _Fraction = 0.05
 
 
 class TransitionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -113,6 +117,10 @@ def _default_stages() -> dict[str, StageConfig]:
 
 
 STATIC_GATES = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security"]
+# Seed 002's gates: the transition's metric thresholds, and a recorded human sign-off. Opt-in per
+# transition (seed 000's workflow has neither).
+POLICY_GATES = ["metrics", "approval"]
+BUILTIN_GATE_NAMES = [*STATIC_GATES, *POLICY_GATES]
 
 
 def _default_transitions() -> list[TransitionConfig]:
@@ -178,6 +186,22 @@ class CommandGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     timeout_seconds: _Positive = 300
 
 
+class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Execution metrics (seed 002 §5.2, §5.4, §7)."""
+
+    inbox: str | None = None  # the append-only JSONL inbox; default <state_dir>/metrics
+    batch_size: _PositiveCount = 1000  # records per ingestion transaction (seed 002 §5.4)
+    lag_alert_hours: _Positive = 1.0  # seed 002 §7: alert if ingestion falls behind > 1 hour
+    eval_timeout_seconds: _Positive = 30  # per benchmark case run through execute.sh
+
+
+class ApprovalsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Human sign-off (seed 002 §4): who may approve, and the four-eyes rule."""
+
+    approvers: list[str] = msgspec.field(default_factory=list)
+    allow_self_approval: bool = False  # True lets a skill's author approve it
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""
 
@@ -191,16 +215,19 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     notifications: NotificationsConfig = msgspec.field(default_factory=NotificationsConfig)
     git: GitConfig = msgspec.field(default_factory=GitConfig)
     gates: dict[str, CommandGateConfig] = msgspec.field(default_factory=dict)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("at least one stage is required under [stages]")
         for index, transition in enumerate(self.transitions):
             for gate in transition.gates:
-                if gate not in STATIC_GATES and gate not in self.gates:
+                if gate not in BUILTIN_GATE_NAMES and gate not in self.gates:
                     raise ValueError(
                         f"transitions[{index}] names gate {gate!r}, which is neither built in "
-                        f"({', '.join(STATIC_GATES)}) nor a command gate under [gates.{gate}]"
+                        f"({', '.join(BUILTIN_GATE_NAMES)}) nor a command gate under "
+                        f"[gates.{gate}]"
                     )
             for end in (transition.from_stage, transition.to_stage):
                 if end not in self.stages:
@@ -232,6 +259,12 @@ class Project:
             return url
         path = Path(url)
         return f"sqlite:///{path if path.is_absolute() else self.root / path}"
+
+    @property
+    def metrics_inbox(self) -> Path:
+        """Where execution records are appended before ingestion."""
+        inbox = self.config.metrics.inbox
+        return self.root / inbox if inbox else self.state_dir / "metrics"
 
     def stage_root(self, stage: str) -> Path:
         return self.root / self.config.stages[stage].root
@@ -453,8 +486,9 @@ label = "staging"                   # the stage's name in messages and git commi
 path = ".claude/skills/{name}"
 
 # Allowed transitions and their gates: structure, schema, spec, tests, conflicts, dependencies,
-# security, or the name of a command gate under [gates.<name>]. Thresholds are seed 002's promotion
-# criteria (read by the metric gates).
+# security, metrics, approval, or the name of a command gate under [gates.<name>]. `metrics` checks
+# the thresholds below (seed 002 §2: benchmark evals for prototype → staged, live executions for
+# staged → production); `approval` needs a recorded human sign-off (`skillstage approve`).
 [[transitions]]
 from = "prototype"
 to = "staged"
@@ -467,6 +501,8 @@ max_false_positive_rate = 0.05      # strictly below
 max_critical_false_negatives = 0
 require_all_benchmark_cases = true
 min_executions = 0
+min_comparison_sample = 10          # fewer executions on a side: "insufficient data"
+regression_p_value = 0.05
 
 [[transitions]]
 from = "staged"
@@ -481,6 +517,8 @@ max_critical_false_negatives = 0
 min_executions = 100                # sample size for statistical significance
 critical_failure_window = 100       # no critical failure in the last N executions
 forbid_regression = true            # no worse than the prototype baseline
+min_comparison_sample = 10
+regression_p_value = 0.05
 # max_mean_execution_time_ms = 2000 # skill-specific; unset means no limit
 
 # What `skillstage validate` requires of a skill (seed 000 "Validation Checks").
@@ -516,6 +554,20 @@ events = ["promoted", "rolled_back", "gate_failed", "sla_breach"]
 [git]
 commit = false                      # true: every promotion and rollback is committed
 timeout_seconds = 30
+
+# Execution metrics (seed 002 §5): records are appended to the inbox as JSON lines
+# (<skill>_executions.jsonl) and ingested into the store by `skillstage metrics ingest`, and on
+# demand before every readiness check and metric gate.
+[metrics]
+# inbox = ".skillstage/metrics"     # default: <state_dir>/metrics
+batch_size = 1000                   # records per ingestion transaction
+lag_alert_hours = 1                 # `skillstage metrics lag` exits 1 beyond this
+eval_timeout_seconds = 30           # per benchmark case of `skillstage eval`
+
+# Human sign-off (seed 002 §4): who may approve with `skillstage approve`.
+[approvals]
+approvers = []                      # e.g. ["alice", "bob"]; nobody can approve while empty
+allow_self_approval = false         # four-eyes: a skill's author cannot approve it
 
 # Command gates: name one in a transition's gates to run it; exit 0 passes. For example:
 # [gates.lint]

@@ -29,6 +29,9 @@ TABLES = {
     "execution",
     "journal",
     "outbox",
+    "ingest_checkpoint",
+    "ingest_quarantine",
+    "eval_run",
 }
 
 
@@ -93,12 +96,12 @@ def test_open_stops_at_an_older_schema_and_names_the_upgrade_command(store_url: 
     with pytest.raises(SchemaOutdatedError) as caught:
         Store.open(store_url)
     message = str(caught.value)
-    assert "is at schema 0000, this skillstage needs 0001" in message
+    assert f"is at schema 0000, this skillstage needs {SCHEMA_REVISION}" in message
     assert "run `skillstage db upgrade`" in message
     assert caught.value.exit_code == 2
 
 
-@pytest.mark.parametrize("revision", ["0002", "f00dcafe"])
+@pytest.mark.parametrize("revision", [f"{int(SCHEMA_REVISION) + 1:04d}", "f00dcafe"])
 def test_open_stops_at_a_newer_schema_and_says_to_upgrade_skillstage(
     store_url: str, revision: str
 ) -> None:
@@ -261,3 +264,27 @@ def test_version_window_queries_over_executions_use_the_index(store: Store) -> N
             )
         lines = " ".join(str(value) for row in plan for value in row)
     assert "ix_execution_skill_id_digest_timestamp" in lines
+
+
+def test_a_store_at_0001_with_data_upgrades_to_the_current_schema(store_url: str) -> None:
+    engine = create_store_engine(store_url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.set_main_option("path_separator", "os")
+        from alembic import command
+
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.execute(
+                text("INSERT INTO skill (name, created_at) VALUES ('kept', '2026-01-01 00:00:00')")
+            )
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaOutdatedError):
+        Store.open(store_url)
+    assert upgrade_schema(store_url) == ("0001", SCHEMA_REVISION)
+    with Store.open(store_url) as store, store.reading() as tx:
+        assert tx.skill_id("kept") is not None
+        assert tx.scalar("SELECT COUNT(*) FROM ingest_checkpoint") == 0

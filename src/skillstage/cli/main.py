@@ -30,6 +30,7 @@ COMMANDS = {
     "stats": "skillstage.cli.stats:stats",
     "report": "skillstage.cli.stats:report",
     "db": "skillstage.cli.db:db",
+    "metrics": "skillstage.cli.metrics:metrics",
 }
 
 

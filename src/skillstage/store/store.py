@@ -216,6 +216,14 @@ class Transaction:
         assert skill_id is not None
         return skill_id
 
+    def ensure_skill(self, name: str, at: dt.datetime | None = None) -> int:
+        """The id of skill `name`, registering the name when it is new."""
+        return self._ensure_skill(name, _utc(at))
+
+    def skill_id(self, name: str) -> int | None:
+        """The id of skill `name`, or None when the store has never seen it."""
+        return self._skill_id(name)
+
     def _lock_skill(self, skill_id: int) -> None:
         # PostgreSQL: concurrent stage moves of one skill queue on its row. SQLite needs nothing,
         # as a write transaction already holds the database's write lock (BEGIN IMMEDIATE).
@@ -710,6 +718,30 @@ class Store:
                     connection.execute(self._dialect.sql("SELECT pg_advisory_unlock(:key)"), key)
         finally:
             connection.close()
+
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """For a long run of write transactions on this thread (ingestion): commits wait for no
+        disk flush, and SQLite keeps a larger page cache. The database stays consistent; a power
+        cut may lose the last commits, which ingestion's checkpoints make it read again."""
+        connection = self._checkout()
+        if self._dialect.name == "sqlite":
+            settings = ("synchronous", "cache_size")
+            saved = [connection.execute(f"PRAGMA {name}").fetchone()[0] for name in settings]
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA cache_size = -65536")  # 64 MiB
+            try:
+                yield
+            finally:
+                for name, value in zip(settings, saved, strict=True):
+                    connection.execute(f"PRAGMA {name} = {int(value)}")
+            return
+        connection.execute("SET synchronous_commit = off")
+        try:
+            yield
+        finally:
+            if connection_is_usable(connection):
+                connection.execute("SET synchronous_commit = on")
 
     @contextmanager
     def atomic(self) -> Iterator[Transaction]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -185,6 +186,53 @@ execution = Table(
 )
 # Gates and rollouts ask "this version of this skill, in this time window" over millions of rows.
 Index(None, execution.c.skill_id, execution.c.digest, execution.c.timestamp)
+
+# Ingestion's place in each inbox file, keyed by the file's identity (device, inode) so that a
+# rotated (renamed) file is finished where it was left and its successor starts at 0. The head
+# hash tells a truncated-and-rewritten file, or a reused inode, from the file that was read.
+ingest_checkpoint = Table(
+    "ingest_checkpoint",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device", BigInteger, nullable=False),
+    Column("inode", BigInteger, nullable=False),
+    Column("path", Text, nullable=False),  # where the file was last seen
+    Column("offset", BigInteger, nullable=False),  # bytes consumed: always just after a newline
+    Column("line", BigInteger, nullable=False),  # lines consumed
+    Column("head_hash", String(64), nullable=False),  # sha256 of the first head_length bytes
+    Column("head_length", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("device", "inode"),
+)
+
+# Lines that could not be ingested, with why; they never stop a batch.
+ingest_quarantine = Table(
+    "ingest_quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("line", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("content", Text, nullable=False),  # the line, cut to 4 KiB
+    Column("at", UTCDateTime, nullable=False),
+)
+
+# One run of a skill version's benchmark cases (`skillstage eval`), read by the metric gate of
+# prototype → staged.
+eval_run = Table(
+    "eval_run",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("cases_total", Integer, nullable=False),
+    Column("cases_executed", Integer, nullable=False),
+    Column("summary", _json(), nullable=False),
+    Column("cases", _json(), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index(None, eval_run.c.skill_id, eval_run.c.digest, eval_run.c.at)
 
 journal = Table(
     "journal",

@@ -1,0 +1,310 @@
+"""Statistical comparison of two skill versions' executions (seed 002 A/B).
+
+Side A is the baseline, side B the candidate. Each metric is compared with a test that fits it:
+
+- scores (`pattern_fidelity`, `outcome_quality`; higher is better) and execution time (lower is
+  better) with the two-sided Mann-Whitney U test: execution data are bounded, skewed and full of
+  ties, so a rank test is safer than a t-test. Its effect size is the rank-biserial correlation,
+  positive when B tends to be larger.
+- rates (exceptions, false positives, false negatives, critical failures; lower is better) with a
+  two-sided pooled two-proportion z-test. Its effect size is Cohen's h, positive when B's rate is
+  higher.
+
+A metric is a regression (`worse`) when its p-value is below `alpha` and the effect points the bad
+way for its kind. A side with fewer than `min_sample` values gets its figures reported but no
+test: a p-value from three executions would only invite overconfident promotions.
+
+Pure functions, no database access. scipy is imported inside the functions that need it, because
+importing it costs the CLI a few hundred milliseconds on every start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+SCORE = "score"  # higher is better
+TIME = "time"  # lower is better
+RATE = "rate"  # lower is better
+
+MANN_WHITNEY = "mann-whitney-u"
+TWO_PROPORTION_Z = "two-proportion-z"
+RANK_BISERIAL = "rank-biserial"
+COHEN_H = "cohen-h"
+
+_SIGNIFICANT_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The executions of one side: one list entry per execution (None where a value is missing)."""
+
+    pattern_fidelity: list[float | None]
+    outcome_quality: list[float | None]
+    execution_time_ms: list[float | None]
+    exception: list[bool]
+    false_positive: list[bool]
+    false_negative: list[bool]
+    critical: list[bool]  # the execution was a critical failure (critical false negative)
+
+    def __post_init__(self) -> None:
+        # Every list describes the same executions; a length mismatch means the caller lost or
+        # duplicated rows, and comparing such a sample would silently mislead.
+        lengths = {f.name: len(getattr(self, f.name)) for f in fields(self)}
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{name}={length}" for name, length in lengths.items())
+            raise ValueError(f"Sample lists must all have one entry per execution; got {detail}")
+
+    @property
+    def count(self) -> int:
+        """The number of executions in the sample."""
+        return len(self.exception)
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric of A against B: the figures of each side, the test and its verdict."""
+
+    metric: str
+    kind: str  # SCORE, TIME or RATE
+    a: float | None  # mean (scores, time) or proportion (rates) of side A; None if no values
+    b: float | None
+    difference: float | None  # b - a
+    n_a: int  # values present on side A
+    n_b: int
+    test: str  # MANN_WHITNEY or TWO_PROPORTION_Z
+    p_value: float | None  # two-sided; None when a side has fewer than min_sample values
+    effect_size: float | None
+    effect_size_name: (
+        str  # RANK_BISERIAL (positive: B tends larger) or COHEN_H (positive: B higher)
+    )
+    insufficient_data: bool  # n_a or n_b below min_sample
+    worse: bool  # B significantly worse than A
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict, floats rounded to 6 significant digits."""
+        return {
+            "metric": self.metric,
+            "kind": self.kind,
+            "a": _round(self.a),
+            "b": _round(self.b),
+            "difference": _round(self.difference),
+            "n_a": self.n_a,
+            "n_b": self.n_b,
+            "test": self.test,
+            "p_value": _round(self.p_value),
+            "effect_size": _round(self.effect_size),
+            "effect_size_name": self.effect_size_name,
+            "insufficient_data": self.insufficient_data,
+            "worse": self.worse,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every metric of A against B, and the thresholds they were judged with."""
+
+    metrics: list[MetricComparison]
+    min_sample: int
+    alpha: float
+    # Executions on each side: `insufficient` is about whole samples, not single metrics.
+    count_a: int
+    count_b: int
+
+    @property
+    def regressions(self) -> list[MetricComparison]:
+        """The metrics on which B is significantly worse than A."""
+        return [m for m in self.metrics if m.worse]
+
+    @property
+    def insufficient(self) -> bool:
+        """True when either side has fewer than `min_sample` executions."""
+        return self.count_a < self.min_sample or self.count_b < self.min_sample
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (for `--json` and gate details)."""
+        return {
+            "min_sample": self.min_sample,
+            "alpha": self.alpha,
+            "count_a": self.count_a,
+            "count_b": self.count_b,
+            "insufficient": self.insufficient,
+            "regressions": [m.metric for m in self.regressions],
+            "metrics": [m.to_dict() for m in self.metrics],
+        }
+
+
+def compare_samples(
+    a: Sample, b: Sample, *, min_sample: int = 10, alpha: float = 0.05
+) -> Comparison:
+    """Compare baseline `a` with candidate `b` on every metric.
+
+    Scores and execution time use the two-sided Mann-Whitney U test, rates a pooled two-proportion
+    z-test. A metric with fewer than `min_sample` values on either side is reported with its
+    figures but `insufficient_data=True`, no p-value, no effect size and never `worse`.
+    """
+    if min_sample < 1:
+        # Both tests need at least one value per side.
+        raise ValueError(f"min_sample must be at least 1, got {min_sample}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1 (exclusive), got {alpha}")
+
+    continuous: list[tuple[str, str, Sequence[float | None], Sequence[float | None]]] = [
+        ("pattern_fidelity", SCORE, a.pattern_fidelity, b.pattern_fidelity),
+        ("outcome_quality", SCORE, a.outcome_quality, b.outcome_quality),
+        ("execution_time_ms", TIME, a.execution_time_ms, b.execution_time_ms),
+    ]
+    rates: list[tuple[str, Sequence[bool], Sequence[bool]]] = [
+        ("exception_rate", a.exception, b.exception),
+        ("false_positive_rate", a.false_positive, b.false_positive),
+        ("false_negative_rate", a.false_negative, b.false_negative),
+        ("critical_rate", a.critical, b.critical),
+    ]
+    metrics = [
+        _compare_continuous(name, kind, values_a, values_b, min_sample=min_sample, alpha=alpha)
+        for name, kind, values_a, values_b in continuous
+    ]
+    metrics += [
+        _compare_rate(name, flags_a, flags_b, min_sample=min_sample, alpha=alpha)
+        for name, flags_a, flags_b in rates
+    ]
+    return Comparison(
+        metrics=metrics,
+        min_sample=min_sample,
+        alpha=alpha,
+        count_a=a.count,
+        count_b=b.count,
+    )
+
+
+def _compare_continuous(
+    metric: str,
+    kind: str,
+    raw_a: Sequence[float | None],
+    raw_b: Sequence[float | None],
+    *,
+    min_sample: int,
+    alpha: float,
+) -> MetricComparison:
+    values_a = _present(raw_a)
+    values_b = _present(raw_b)
+    mean_a = math.fsum(values_a) / len(values_a) if values_a else None
+    mean_b = math.fsum(values_b) / len(values_b) if values_b else None
+    difference = mean_b - mean_a if mean_a is not None and mean_b is not None else None
+    insufficient = len(values_a) < min_sample or len(values_b) < min_sample
+
+    p_value: float | None = None
+    effect: float | None = None
+    if not insufficient:
+        p_value, effect = _mann_whitney(values_a, values_b)
+
+    worse = False
+    if p_value is not None and effect is not None and p_value < alpha:
+        # The direction comes from the rank-biserial correlation, not the means: the test is about
+        # which side tends to be larger, and a few outliers can pull the means the other way.
+        worse = effect < 0 if kind == SCORE else effect > 0
+
+    return MetricComparison(
+        metric=metric,
+        kind=kind,
+        a=mean_a,
+        b=mean_b,
+        difference=difference,
+        n_a=len(values_a),
+        n_b=len(values_b),
+        test=MANN_WHITNEY,
+        p_value=p_value,
+        effect_size=effect,
+        effect_size_name=RANK_BISERIAL,
+        insufficient_data=insufficient,
+        worse=worse,
+    )
+
+
+def _mann_whitney(values_a: list[float], values_b: list[float]) -> tuple[float | None, float]:
+    """Two-sided p-value and rank-biserial correlation (positive: B tends to be larger)."""
+    first = values_a[0]
+    if all(v == first for v in values_a) and all(v == first for v in values_b):
+        # Nothing to rank: the tie-corrected variance is zero, which some scipy versions turn
+        # into NaN with a warning. Identical samples are as alike as samples can be.
+        return 1.0, 0.0
+
+    from scipy.stats import mannwhitneyu
+
+    result = mannwhitneyu(values_b, values_a, alternative="two-sided", method="auto")
+    # U of B counts the pairs where B is larger (ties count half), so U/(n_a·n_b) is
+    # P(B > A) + ½·P(B = A), and 2·U/(n_a·n_b) − 1 is the rank-biserial correlation.
+    u_b = float(result.statistic)
+    effect = 2.0 * u_b / (len(values_a) * len(values_b)) - 1.0
+    p_value = float(result.pvalue)
+    return (p_value if math.isfinite(p_value) else None), effect
+
+
+def _compare_rate(
+    metric: str,
+    flags_a: Sequence[bool],
+    flags_b: Sequence[bool],
+    *,
+    min_sample: int,
+    alpha: float,
+) -> MetricComparison:
+    n_a, n_b = len(flags_a), len(flags_b)
+    hits_a, hits_b = sum(1 for f in flags_a if f), sum(1 for f in flags_b if f)
+    rate_a = hits_a / n_a if n_a else None
+    rate_b = hits_b / n_b if n_b else None
+    difference = rate_b - rate_a if rate_a is not None and rate_b is not None else None
+    insufficient = n_a < min_sample or n_b < min_sample
+
+    p_value: float | None = None
+    effect: float | None = None
+    if not insufficient:
+        p_value, effect = _two_proportion_z(hits_a, n_a, hits_b, n_b)
+
+    worse = p_value is not None and difference is not None and p_value < alpha and difference > 0
+    return MetricComparison(
+        metric=metric,
+        kind=RATE,
+        a=rate_a,
+        b=rate_b,
+        difference=difference,
+        n_a=n_a,
+        n_b=n_b,
+        test=TWO_PROPORTION_Z,
+        p_value=p_value,
+        effect_size=effect,
+        effect_size_name=COHEN_H,
+        insufficient_data=insufficient,
+        worse=worse,
+    )
+
+
+def _two_proportion_z(hits_a: int, n_a: int, hits_b: int, n_b: int) -> tuple[float, float]:
+    """Two-sided p-value of the pooled two-proportion z-test, and Cohen's h (positive: B higher)."""
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    if pooled in (0.0, 1.0):
+        # Both rates are 0 (or both 1): the standard error is zero and the test undefined, but
+        # the samples agree perfectly, so there is no evidence of a difference.
+        return 1.0, 0.0
+
+    from scipy.stats import norm
+
+    rate_a, rate_b = hits_a / n_a, hits_b / n_b
+    standard_error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b))
+    z = (rate_b - rate_a) / standard_error
+    p_value = float(2.0 * norm.sf(abs(z)))
+    cohen_h = 2.0 * math.asin(math.sqrt(rate_b)) - 2.0 * math.asin(math.sqrt(rate_a))
+    return min(p_value, 1.0), cohen_h
+
+
+def _present(values: Sequence[float | None]) -> list[float]:
+    # NaN is treated as missing too: it would poison the mean and the ranks alike.
+    return [float(v) for v in values if v is not None and not math.isnan(v)]
+
+
+def _round(value: float | None) -> float | None:
+    """Round to 6 significant digits; None for missing or non-finite values (JSON has no NaN)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{_SIGNIFICANT_DIGITS}g}")

@@ -1,0 +1,475 @@
+"""Ingestion: the append-only JSONL inbox into the store (seed 002 §5.4), and its lag (§7).
+
+Exactly once, whatever happens: each batch of records is inserted in ONE transaction together
+with the file's checkpoint (device, inode, byte offset just after the last line read), and an
+execution id already stored is a duplicate, never a second row. A process killed at any instant
+leaves either the batch and its checkpoint or neither; the next run goes on from the checkpoint.
+
+- Only complete lines are read: a last line without its newline (a writer mid-write) stays for
+  the next run.
+- A rotated file (renamed, e.g. `x_executions.jsonl.1`) keeps its inode and so its checkpoint:
+  its tail is read where it was left; the new file at the old name is a new inode and starts at 0.
+- A truncated or rewritten file (smaller than its checkpoint, or a different first line) is read
+  again from the start; duplicates are skipped by id.
+- A line that is not a valid record goes to the quarantine table with the file, line number and
+  reason, and the batch goes on.
+
+Memory is bounded: files are read in 1 MiB chunks, a line longer than `MAX_LINE_BYTES` is
+quarantined without being held, and at most two batches are in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from skillstage.metrics.record import INBOX_FILE, ExecutionRecord, record_problem
+from skillstage.store import Store, Transaction
+from skillstage.store import executions as store_executions
+
+CHUNK_BYTES = 1 << 20
+MAX_LINE_BYTES = 1 << 20
+COMMIT_RECORDS = 100_000  # at most this many records per transaction
+HEAD_BYTES = 256  # the part of a file whose hash tells it from a rewritten one
+
+_DECODER = msgspec.json.Decoder(ExecutionRecord)
+_ENCODER = msgspec.json.Encoder()
+_UTC = dt.UTC
+
+
+@dataclass
+class IngestResult:
+    """What one ingestion did."""
+
+    files: int = 0
+    read: int = 0  # complete lines read
+    inserted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    waiting: list[str] = field(default_factory=list)  # files whose last line is incomplete
+    restarted: list[str] = field(default_factory=list)  # files truncated or rewritten
+    seconds: float = 0.0
+
+    @property
+    def records_per_second(self) -> float:
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "read": self.read,
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "waiting": self.waiting,
+            "restarted": self.restarted,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: Path
+    skill: str  # from the file name
+    kind: str  # executions, fidelity, outcomes, performance
+
+
+def inbox_files(inbox: Path) -> list[InboxFile]:
+    """The files of the inbox that hold records, rotated ones included, by name."""
+    if not inbox.is_dir():
+        return []
+    found = []
+    for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
+        match = INBOX_FILE.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            found.append(InboxFile(Path(entry.path), match["skill"], match["kind"]))
+    return found
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class _Batch:
+    file: InboxFile
+    device: int
+    inode: int
+    rows: list[tuple[Any, ...]]
+    bad: list[tuple[str, int, str, str]]
+    offset: int  # after this batch
+    line: int  # lines consumed after this batch
+    head: bytes
+    lines: int  # lines in this batch
+
+
+def _start(store: Store, file: InboxFile, handle: Any, result: IngestResult) -> tuple[int, int]:
+    """Where to start reading an open file: its checkpoint, or 0 when it is new or was rewritten."""
+    status = os.fstat(handle.fileno())
+    with store.reading() as tx:
+        found = store_executions.find_checkpoint(tx, status.st_dev, status.st_ino)
+    if found is None:
+        return 0, 0
+    head = os.pread(handle.fileno(), found.head_length, 0)
+    if status.st_size < found.offset or _hash(head) != found.head_hash:
+        result.restarted.append(str(file.path))
+        return 0, 0
+    return found.offset, found.line
+
+
+def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | None, int]]:
+    """(line, its length with the newline) for each complete line from `offset`; a line longer
+    than MAX_LINE_BYTES comes as (None, length). An incomplete last line is not yielded."""
+    handle.seek(offset)
+    carry = b""
+    skipping = 0  # bytes of an over-long line dropped so far
+    while True:
+        chunk = handle.read(CHUNK_BYTES)
+        if not chunk:
+            return
+        if skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                skipping += len(chunk)
+                continue
+            yield None, skipping + end + 1
+            skipping, chunk = 0, chunk[end + 1 :]
+        data = carry + chunk if carry else chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            carry = data
+            if len(carry) > MAX_LINE_BYTES:
+                skipping, carry = len(carry), b""
+            continue
+        carry = data[end + 1 :]
+        for line in data[:end].split(b"\n"):
+            yield line, len(line) + 1
+        if len(carry) > MAX_LINE_BYTES:
+            skipping, carry = len(carry), b""
+
+
+class _Rows:
+    """Decoded records as rows of the execution table."""
+
+    def __init__(self, store: Store, now: dt.datetime) -> None:
+        self._store = store
+        self._now = now
+        self._skill_ids: dict[str, int] = {}
+        self._digests: dict[int, dict[str, str]] = {}
+        self.postgres = store.dialect == "postgresql"
+
+    def skill_id(self, name: str) -> int:
+        found = self._skill_ids.get(name)
+        if found is None:
+            with self._store.atomic() as tx:
+                found = self._skill_ids[name] = tx.ensure_skill(name, self._now)
+        return found
+
+    def digest(self, skill_id: int, version: str) -> str | None:
+        """The registered digest of a version (a version maps to one digest forever)."""
+        known = self._digests.get(skill_id)
+        if known is None:
+            with self._store.reading() as tx:
+                known = self._digests[skill_id] = store_executions.version_digests(tx, skill_id)
+        return known.get(version)
+
+    def row(self, record: ExecutionRecord, file_skill: str) -> tuple[Any, ...] | str:
+        """The row for a record, or why it cannot be stored."""
+        skill = record.skill or file_skill
+        skill_id = self._skill_ids.get(skill)
+        stamp: Any = record.timestamp
+        zone = stamp.tzinfo
+        if skill_id is None or zone is not _UTC:
+            problem = record_problem(record, file_skill)
+            if problem:
+                return problem
+            if skill_id is None:
+                skill_id = self.skill_id(skill)
+            if zone is not _UTC:
+                stamp = stamp.astimezone(_UTC)
+        # Naive UTC, as the store keeps time (SQLite: its text form, which date functions read).
+        if self.postgres:
+            stamp = stamp.replace(tzinfo=None)
+        else:
+            stamp = stamp.isoformat(" ", "microseconds")[:26]
+        followed, missed, tags = record.patterns_followed, record.patterns_missed, record.tags
+        digest = record.digest
+        if digest is None and record.version is not None:
+            digest = self.digest(skill_id, record.version)
+        return (
+            record.execution_id,
+            skill_id,
+            record.version,
+            digest,
+            stamp,
+            record.pattern_fidelity,
+            record.outcome_quality,
+            record.execution_time_ms,
+            len(followed) if isinstance(followed, list) else followed,
+            len(missed) if isinstance(missed, list) else missed,
+            record.exception,
+            record.false_positive,
+            record.false_negative,
+            record.critical,
+            record.subject,
+            None if tags is None else _ENCODER.encode(tags).decode(),
+        )
+
+
+def _batches(
+    store: Store,
+    file: InboxFile,
+    rows: _Rows,
+    batch_size: int,
+    result: IngestResult,
+    progress: Callable[[int], None] | None,
+) -> Iterator[_Batch]:
+    """Read one file from its checkpoint, in batches of decoded rows."""
+    try:
+        handle = file.path.open("rb")
+    except FileNotFoundError:
+        return  # rotated away since the directory was listed; its new name is read next run
+    with handle:
+        status = os.fstat(handle.fileno())
+        offset, line = _start(store, file, handle, result)
+        if status.st_size <= offset:
+            return
+        head = os.pread(handle.fileno(), HEAD_BYTES, 0)
+        decode, make_row, path = _DECODER.decode, rows.row, str(file.path)
+        batch: list[tuple[Any, ...]] = []
+        bad: list[tuple[str, int, str, str]] = []
+        count = consumed = 0
+        for text, length in _complete_lines(handle, offset):
+            consumed += length
+            count += 1
+            line += 1
+            if text is None:
+                bad.append((path, line, f"line longer than {MAX_LINE_BYTES} bytes", ""))
+            elif text.strip():
+                try:
+                    made = make_row(decode(text), file.skill)
+                except msgspec.ValidationError as exc:
+                    made = f"not a valid record: {exc}"
+                except msgspec.DecodeError as exc:
+                    made = f"not valid JSON: {exc}"
+                if isinstance(made, str):
+                    bad.append((path, line, made, text.decode("utf-8", "replace")))
+                else:
+                    batch.append(made)
+            if count >= batch_size:
+                offset += consumed
+                yield _Batch(
+                    file, status.st_dev, status.st_ino, batch, bad, offset, line, head, count
+                )
+                if progress is not None:
+                    progress(consumed)
+                batch, bad, count, consumed = [], [], 0, 0
+        if count:
+            offset += consumed
+            yield _Batch(file, status.st_dev, status.st_ino, batch, bad, offset, line, head, count)
+            if progress is not None:
+                progress(consumed)
+        if os.fstat(handle.fileno()).st_size > offset:
+            result.waiting.append(str(file.path))
+
+
+def _write(tx: Transaction, batch: _Batch, now: dt.datetime) -> tuple[int, int]:
+    """One batch and its file's checkpoint, in the caller's transaction: (inserted, duplicates)."""
+    head_length = min(HEAD_BYTES, batch.offset, len(batch.head))
+    inserted = store_executions.insert_executions(
+        tx, batch.rows, merge=batch.file.kind != "executions"
+    )
+    if batch.bad:
+        store_executions.quarantine(tx, batch.bad, now)
+    store_executions.save_checkpoint(
+        tx,
+        device=batch.device,
+        inode=batch.inode,
+        path=str(batch.file.path),
+        offset=batch.offset,
+        line=batch.line,
+        head_hash=_hash(batch.head[:head_length]),
+        head_length=head_length,
+        at=now,
+    )
+    return inserted, len(batch.rows) - inserted
+
+
+def pending_bytes(store: Store, inbox: Path) -> int:
+    """Bytes of the inbox not yet ingested (an upper bound: rewritten files count whole)."""
+    total = 0
+    by_identity = {(c.device, c.inode): c for c in store_executions.checkpoints(store)}
+    for file in inbox_files(inbox):
+        try:
+            status = file.path.stat()
+        except FileNotFoundError:
+            continue
+        known = by_identity.get((status.st_dev, status.st_ino))
+        done = known.offset if known is not None and known.offset <= status.st_size else 0
+        total += status.st_size - done
+    return total
+
+
+def ingest(
+    store: Store,
+    inbox: Path,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    now: dt.datetime | None = None,
+) -> IngestResult:
+    """Ingest every new complete line of the inbox's files; see the module docstring.
+
+    Decoding runs on this thread while a second one writes the previous batch (the database
+    driver releases the GIL while it works), so reading and writing overlap.
+    """
+    started = time.perf_counter()
+    now = now or dt.datetime.now(dt.UTC)
+    result = IngestResult()
+    files = inbox_files(inbox)
+    result.files = len(files)
+    rows = _Rows(store, now)
+    pipe: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        # A transaction takes batches while more are waiting, up to COMMIT_RECORDS: committing
+        # every 1,000 records rewrites the same index pages thousands of times. Each batch's
+        # checkpoint is in the transaction with its rows, so a kill loses both or neither.
+        batch: _Batch | None = pipe.get()
+        try:
+            with store.bulk_writes():
+                while batch is not None:
+                    with store.atomic() as tx:
+                        written = 0
+                        while batch is not None:
+                            inserted, duplicates = _write(tx, batch, now)
+                            result.read += batch.lines
+                            result.inserted += inserted
+                            result.duplicates += duplicates
+                            result.quarantined += len(batch.bad)
+                            written += batch.lines
+                            if written >= COMMIT_RECORDS:
+                                batch = pipe.get()
+                                break
+                            try:
+                                batch = pipe.get_nowait()
+                            except queue.Empty:
+                                batch = pipe.get()
+                                break
+        except BaseException as exc:
+            failure.append(exc)
+            while batch is not None:
+                batch = pipe.get()
+
+    thread = threading.Thread(target=writer, name="skillstage-ingest-writer", daemon=True)
+    thread.start()
+    try:
+        for file in files:
+            for batch in _batches(store, file, rows, batch_size, result, progress):
+                if failure:
+                    break
+                pipe.put(batch)
+            if failure:
+                break
+    finally:
+        pipe.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@dataclass(frozen=True)
+class PendingFile:
+    path: str
+    pending_bytes: int
+    oldest: dt.datetime | None  # the timestamp of its first record not yet ingested
+
+
+@dataclass
+class LagReport:
+    """How far ingestion is behind (seed 002 §7: alert when over an hour)."""
+
+    now: dt.datetime
+    alert_hours: float
+    files: list[PendingFile]
+
+    @property
+    def oldest(self) -> dt.datetime | None:
+        stamps = [f.oldest for f in self.files if f.oldest is not None]
+        return min(stamps) if stamps else None
+
+    @property
+    def lag_seconds(self) -> float:
+        oldest = self.oldest
+        return max(0.0, (self.now - oldest).total_seconds()) if oldest else 0.0
+
+    @property
+    def alert(self) -> bool:
+        return self.lag_seconds > self.alert_hours * 3600
+
+    def to_dict(self) -> dict[str, Any]:
+        oldest = self.oldest
+        return {
+            "lag_seconds": round(self.lag_seconds, 3),
+            "oldest_pending": oldest.isoformat() if oldest else None,
+            "pending_bytes": sum(f.pending_bytes for f in self.files),
+            "alert_hours": self.alert_hours,
+            "alert": self.alert,
+            "files": [
+                {
+                    "path": f.path,
+                    "pending_bytes": f.pending_bytes,
+                    "oldest_pending": f.oldest.isoformat() if f.oldest else None,
+                }
+                for f in self.files
+            ],
+        }
+
+
+def lag(
+    store: Store, inbox: Path, *, alert_hours: float = 1.0, now: dt.datetime | None = None
+) -> LagReport:
+    """The age of the oldest complete record not yet ingested, per file and overall."""
+    now = now or dt.datetime.now(dt.UTC)
+    pending: list[PendingFile] = []
+    by_identity = {(c.device, c.inode): c for c in store_executions.checkpoints(store)}
+    for file in inbox_files(inbox):
+        try:
+            handle = file.path.open("rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            status = os.fstat(handle.fileno())
+            known = by_identity.get((status.st_dev, status.st_ino))
+            offset = 0
+            if known is not None and known.offset <= status.st_size:
+                head = os.pread(handle.fileno(), known.head_length, 0)
+                offset = known.offset if _hash(head) == known.head_hash else 0
+            if status.st_size <= offset:
+                continue
+            oldest = None
+            for text, _length in _complete_lines(handle, offset):
+                if not text or not text.strip():
+                    continue
+                try:
+                    stamp = _DECODER.decode(text).timestamp
+                except msgspec.DecodeError:
+                    continue  # a line for the quarantine; the next one tells the age
+                if stamp.tzinfo is not None:
+                    oldest = stamp.astimezone(dt.UTC)
+                    break
+            pending.append(PendingFile(str(file.path), status.st_size - offset, oldest))
+    return LagReport(now, alert_hours, pending)

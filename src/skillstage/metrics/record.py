@@ -1,0 +1,172 @@
+"""Execution records (seed 002 §5.2, §5.4) and the append-only inbox they are written to.
+
+A record says how one run of one skill version went. Writers append it as one JSON line to
+`<inbox>/<skill>_executions.jsonl` with a single `write(2)` on a file opened with O_APPEND, so
+concurrent writers never interleave and a crash leaves at most one incomplete last line, which
+ingestion leaves alone until it is complete.
+
+The schema is a msgspec Struct, validated at the boundary (the writer and ingestion): msgspec
+decodes and checks a line in ~0.7 µs where a pydantic model takes ~4 µs, and ingestion's target
+is 300,000 records a second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from skillstage.errors import UsageError
+
+_Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+_Milliseconds = Annotated[float, msgspec.Meta(ge=0)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+_Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+# The inbox file kinds: ours, and seed 002's three per-skill files (§5.2), read the same way.
+RECORD_KINDS = ("executions", "fidelity", "outcomes", "performance")
+# `<skill>_<kind>.jsonl` or `.json`, with an optional rotation suffix (`.1`, `.2026-12-01`).
+INBOX_FILE = re.compile(
+    r"(?P<skill>.+?)_(?P<kind>executions|fidelity|outcomes|performance)\.jsonl?"
+    r"(?P<rotation>\.\d[\w.-]*)?\Z"
+)
+SKILL_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*\Z")
+
+
+class ExecutionRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """One execution of a skill version.
+
+    `patterns_followed`/`patterns_missed` are counts or lists of pattern ids (seed 002's scorer
+    writes lists; its SQL stores counts). `skill` may be left out in a per-skill inbox file: the
+    file name says it. Unknown keys are ignored, so writers may add their own.
+    """
+
+    execution_id: _Id
+    timestamp: dt.datetime
+    skill: str | None = None
+    version: str | None = None
+    digest: _Digest | None = None
+    pattern_fidelity: _Fraction | None = None
+    outcome_quality: _Fraction | None = None
+    execution_time_ms: _Milliseconds | None = None
+    patterns_followed: _Count | list[str] | None = None
+    patterns_missed: _Count | list[str] | None = None
+    exception: bool = False
+    false_positive: bool = False
+    false_negative: bool = False
+    critical: bool = False
+    subject: str | None = None  # a user or session key, for bucketing and per-subject analysis
+    tags: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            field: value
+            for field in self.__struct_fields__
+            if (value := getattr(self, field)) is not None
+        }
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _validated(fields: Mapping[str, Any]) -> ExecutionRecord:
+    unknown = sorted(set(fields) - set(ExecutionRecord.__struct_fields__))
+    if unknown:
+        raise UsageError(
+            f"not a valid execution record: unknown field(s) {', '.join(unknown)}",
+            hint="fields: " + ", ".join(ExecutionRecord.__struct_fields__),
+        )
+    try:
+        record = msgspec.convert(dict(fields), ExecutionRecord, strict=False)
+    except msgspec.ValidationError as exc:
+        raise UsageError(f"not a valid execution record: {exc}") from None
+    problem = record_problem(record)
+    if problem:
+        raise UsageError(f"not a valid execution record: {problem}")
+    return record
+
+
+def record_problem(record: ExecutionRecord, skill_from_file: str | None = None) -> str | None:
+    """What is wrong with a decoded record beyond its types, or None."""
+    skill = record.skill or skill_from_file
+    if not skill:
+        return "no skill: give `skill` (or write to <skill>_executions.jsonl)"
+    if not SKILL_NAME.match(skill) or len(skill) > 64:
+        return f"skill {skill!r} is not a skill name (1-64 of a-z, 0-9 and single hyphens)"
+    if record.timestamp.tzinfo is None or record.timestamp.utcoffset() is None:
+        return "timestamp has no time zone: write it in UTC with a Z (2026-12-01T10:00:00Z)"
+    return None
+
+
+def inbox_file(inbox: Path, skill: str) -> Path:
+    """The inbox file records of `skill` are appended to."""
+    return inbox / f"{skill}_executions.jsonl"
+
+
+def append_records(inbox: Path, records: list[ExecutionRecord], *, durable: bool = False) -> None:
+    """Append records to their skills' inbox files: each file gets its lines in one write."""
+    by_file: dict[Path, bytearray] = {}
+    for record in records:
+        assert record.skill is not None
+        buffer = by_file.setdefault(inbox_file(inbox, record.skill), bytearray())
+        buffer += _ENCODER.encode(record.to_dict()) + b"\n"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for path, data in by_file.items():
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(descriptor, data)
+            if written != len(data):
+                # Only a full disk does this to a regular file; the short line stays incomplete
+                # (ingestion quarantines it once more data follows) and the caller hears of it.
+                raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+            if durable:
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def new_execution_id() -> str:
+    """A fresh execution id: a UUID whose first 48 bits are the time in milliseconds (the layout
+    of UUIDv7), so ids written close in time sit close in the store's index and ingestion
+    inserts them near the end of it instead of all over it."""
+    stamp = time.time_ns() // 1_000_000
+    value = (stamp << 80) | (0x7 << 76) | (secrets.randbits(12) << 64)
+    value |= (0b10 << 62) | secrets.randbits(62)
+    return str(uuid.UUID(int=value))
+
+
+def record_execution(
+    inbox: Path | str,
+    *,
+    skill: str,
+    execution_id: str | None = None,
+    timestamp: dt.datetime | None = None,
+    durable: bool = False,
+    **fields: Any,
+) -> ExecutionRecord:
+    """Validate one execution record and append it to the skill's inbox file; returns it.
+
+    `fields` are the record's other fields (version, digest, pattern_fidelity, outcome_quality,
+    execution_time_ms, patterns_followed, patterns_missed, exception, false_positive,
+    false_negative, critical, subject, tags). `durable` fsyncs the file before returning.
+    Raises `UsageError` for a record that is not valid.
+    """
+    record = _validated(
+        {
+            "execution_id": execution_id or new_execution_id(),
+            "timestamp": (timestamp or dt.datetime.now(dt.UTC)).isoformat(),
+            "skill": skill,
+            **fields,
+        }
+    )
+    append_records(Path(inbox), [record], durable=durable)
+    return record

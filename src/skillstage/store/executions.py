@@ -1,0 +1,242 @@
+"""The store's side of execution metrics: ingestion checkpoints, bulk inserts of executions,
+the quarantine, eval runs, and the samples gates and comparisons read.
+
+Bulk inserts: SQLite through `executemany` (INSERT OR IGNORE: an execution id seen before is a
+duplicate, never a second row); PostgreSQL through COPY into a temporary table, then one
+INSERT … SELECT … ON CONFLICT DO NOTHING.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from skillstage.store.store import Store, Transaction
+
+# The execution table's columns, in the order ingestion's rows carry them.
+EXECUTION_COLUMNS = (
+    "execution_id",
+    "skill_id",
+    "version",
+    "digest",
+    "timestamp",
+    "pattern_fidelity",
+    "outcome_quality",
+    "execution_time_ms",
+    "patterns_followed",
+    "patterns_missed",
+    "exception",
+    "false_positive",
+    "false_negative",
+    "critical",
+    "subject",
+    "tags",
+)
+_FLAGS = ("exception", "false_positive", "false_negative", "critical")
+_QUOTED = ", ".join(f'"{c}"' for c in EXECUTION_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far ingestion has read one inbox file (identified by device and inode)."""
+
+    id: int
+    device: int
+    inode: int
+    path: str
+    offset: int
+    line: int
+    head_hash: str
+    head_length: int
+
+
+def find_checkpoint(tx: Transaction, device: int, inode: int) -> Checkpoint | None:
+    row = tx.one(
+        'SELECT id, device, inode, path, "offset", line, head_hash, head_length'
+        " FROM ingest_checkpoint WHERE device = :device AND inode = :inode",
+        {"device": device, "inode": inode},
+    )
+    return Checkpoint(*row) if row else None
+
+
+def checkpoints(store: Store) -> list[Checkpoint]:
+    with store.reading() as tx:
+        return [
+            Checkpoint(*row)
+            for row in tx.query(
+                'SELECT id, device, inode, path, "offset", line, head_hash, head_length'
+                " FROM ingest_checkpoint ORDER BY id"
+            )
+        ]
+
+
+def save_checkpoint(
+    tx: Transaction,
+    *,
+    device: int,
+    inode: int,
+    path: str,
+    offset: int,
+    line: int,
+    head_hash: str,
+    head_length: int,
+    at: dt.datetime,
+) -> None:
+    params = {
+        "device": device,
+        "inode": inode,
+        "path": path,
+        "offset": offset,
+        "line": line,
+        "head_hash": head_hash,
+        "head_length": head_length,
+        "at": tx.dialect.time(at),
+    }
+    changed = tx.execute(
+        'UPDATE ingest_checkpoint SET path = :path, "offset" = :offset, line = :line,'
+        " head_hash = :head_hash, head_length = :head_length, updated_at = :at"
+        " WHERE device = :device AND inode = :inode",
+        params,
+    )
+    if not changed:
+        tx.execute(
+            'INSERT INTO ingest_checkpoint (device, inode, path, "offset", line, head_hash,'
+            " head_length, updated_at) VALUES (:device, :inode, :path, :offset, :line,"
+            " :head_hash, :head_length, :at)",
+            params,
+        )
+
+
+def skill_ids(tx: Transaction, names: Sequence[str], at: dt.datetime) -> dict[str, int]:
+    """Each skill's id, registering the names not seen before."""
+    return {name: tx.ensure_skill(name, at) for name in names}
+
+
+def version_digests(tx: Transaction, skill_id: int) -> dict[str, str]:
+    """Each registered version of a skill and its digest."""
+    return dict(
+        tx.query(
+            "SELECT version, digest FROM skill_version WHERE skill_id = :skill_id",
+            {"skill_id": skill_id},
+        )
+    )
+
+
+def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]], *, merge: bool) -> int:
+    """Insert rows (in `EXECUTION_COLUMNS` order); the number of new executions.
+
+    An execution id already stored is skipped, or with `merge` (seed 002's per-metric files, each
+    holding part of a record) filled in: its missing values are taken from the row and its flags
+    OR-ed with the row's.
+    """
+    if not rows:
+        return 0
+    connection = tx.connection
+    if merge:
+        return _merge(tx, rows)
+    if tx.dialect.name == "sqlite":
+        before = connection.total_changes
+        connection.executemany(
+            f"INSERT OR IGNORE INTO execution ({_QUOTED}) VALUES"
+            f" ({', '.join('?' * len(EXECUTION_COLUMNS))})",
+            rows,
+        )
+        return int(connection.total_changes - before)
+    connection.execute(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS ingest_batch"
+        " (LIKE execution INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    with connection.cursor() as cursor:
+        with cursor.copy(f"COPY ingest_batch ({_QUOTED}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO execution ({_QUOTED}) SELECT {_QUOTED} FROM ingest_batch"
+            " ON CONFLICT (execution_id) DO NOTHING"
+        )
+        inserted = int(cursor.rowcount)
+        cursor.execute("DELETE FROM ingest_batch")
+    return inserted
+
+
+def _merge(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
+    keys = [row[0] for row in rows]
+    known: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        params = {f"k{i}": key for i, key in enumerate(chunk)}
+        known.update(
+            row[0]
+            for row in tx.query(
+                "SELECT execution_id FROM execution WHERE execution_id IN ("
+                + ", ".join(f":{k}" for k in params)
+                + ")",
+                params,
+            )
+        )
+    updates = ", ".join(
+        f'"{c}" = (excluded."{c}" OR execution."{c}")'
+        if c in _FLAGS
+        else f'"{c}" = COALESCE(excluded."{c}", execution."{c}")'
+        for c in EXECUTION_COLUMNS
+        if c not in ("execution_id", "skill_id")
+    )
+    sql = tx.dialect.sql(
+        f"INSERT INTO execution ({_QUOTED}) VALUES"
+        f" ({', '.join(':' + c for c in EXECUTION_COLUMNS)})"
+        f" ON CONFLICT (execution_id) DO UPDATE SET {updates}"
+    )
+    new = 0
+    for row in rows:
+        tx.connection.execute(sql, dict(zip(EXECUTION_COLUMNS, row, strict=True)))
+        if row[0] not in known:
+            known.add(row[0])
+            new += 1
+    return new
+
+
+def quarantine(
+    tx: Transaction, entries: Sequence[tuple[str, int, str, str]], at: dt.datetime
+) -> None:
+    """Keep lines that could not be ingested: (path, line number, reason, content)."""
+    stamp = tx.dialect.time(at)
+    sql = tx.dialect.sql(
+        "INSERT INTO ingest_quarantine (path, line, reason, content, at)"
+        " VALUES (:path, :line, :reason, :content, :at)"
+    )
+    for path, line, reason, content in entries:
+        tx.connection.execute(
+            sql,
+            {
+                "path": path,
+                "line": line,
+                "reason": reason,
+                "content": content[:4096],
+                "at": stamp,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class QuarantinedLine:
+    id: int
+    path: str
+    line: int
+    reason: str
+    content: str
+    at: dt.datetime
+
+
+def quarantined(store: Store, limit: int = 100) -> list[QuarantinedLine]:
+    """The latest quarantined lines, newest first."""
+    with store.reading() as tx:
+        return [
+            QuarantinedLine(r[0], r[1], r[2], r[3], r[4], tx.dialect.read_time(r[5]))  # type: ignore[arg-type]
+            for r in tx.query(
+                "SELECT id, path, line, reason, content, at FROM ingest_quarantine"
+                " ORDER BY id DESC LIMIT :limit",
+                {"limit": limit},
+            )
+        ]

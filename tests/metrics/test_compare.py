@@ -1,0 +1,375 @@
+"""Tests for the statistical comparison of two skill versions (skillstage.metrics.compare)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import pytest
+from scipy.stats import mannwhitneyu
+
+from skillstage.metrics.compare import (
+    COHEN_H,
+    MANN_WHITNEY,
+    RANK_BISERIAL,
+    TWO_PROPORTION_Z,
+    Comparison,
+    MetricComparison,
+    Sample,
+    compare_samples,
+)
+
+
+def make_sample(
+    n: int,
+    *,
+    fidelity: Sequence[float | None] | None = None,
+    quality: Sequence[float | None] | None = None,
+    time_ms: Sequence[float | None] | None = None,
+    exceptions: int = 0,
+    false_positives: int = 0,
+    false_negatives: int = 0,
+    criticals: int = 0,
+) -> Sample:
+    """A sample of `n` executions; unspecified scores are a constant, rate counts the first k."""
+
+    def flags(k: int) -> list[bool]:
+        return [i < k for i in range(n)]
+
+    return Sample(
+        pattern_fidelity=list(fidelity) if fidelity is not None else [0.9] * n,
+        outcome_quality=list(quality) if quality is not None else [0.8] * n,
+        execution_time_ms=list(time_ms) if time_ms is not None else [100.0] * n,
+        exception=flags(exceptions),
+        false_positive=flags(false_positives),
+        false_negative=flags(false_negatives),
+        critical=flags(criticals),
+    )
+
+
+def normal(seed: int, n: int, mean: float, sd: float, low: float, high: float) -> list[float]:
+    rng = random.Random(seed)
+    return [min(high, max(low, rng.gauss(mean, sd))) for _ in range(n)]
+
+
+def metric(comparison: Comparison, name: str) -> MetricComparison:
+    (found,) = [m for m in comparison.metrics if m.metric == name]
+    return found
+
+
+def test_clearly_worse_fidelity_is_a_regression() -> None:
+    a = make_sample(50, fidelity=normal(1, 50, 0.95, 0.03, 0.0, 1.0))
+    b = make_sample(50, fidelity=normal(2, 50, 0.70, 0.08, 0.0, 1.0))
+
+    comparison = compare_samples(a, b)
+    fidelity = metric(comparison, "pattern_fidelity")
+
+    assert fidelity.kind == "score"
+    assert fidelity.test == MANN_WHITNEY
+    assert fidelity.effect_size_name == RANK_BISERIAL
+    assert fidelity.worse
+    assert fidelity.p_value is not None and fidelity.p_value < 0.05
+    assert fidelity.difference is not None and fidelity.difference < -0.15
+    assert fidelity.a is not None and fidelity.a == pytest.approx(0.95, abs=0.02)
+    assert fidelity.b is not None and fidelity.b == pytest.approx(0.70, abs=0.04)
+    # B tends to be smaller: the rank-biserial correlation is negative, near -1 for disjoint data.
+    assert fidelity.effect_size is not None and fidelity.effect_size < -0.9
+    assert comparison.regressions == [fidelity]
+    assert not comparison.insufficient
+
+
+def test_better_fidelity_is_significant_but_not_worse() -> None:
+    a = make_sample(50, fidelity=normal(2, 50, 0.70, 0.08, 0.0, 1.0))
+    b = make_sample(50, fidelity=normal(1, 50, 0.95, 0.03, 0.0, 1.0))
+
+    fidelity = metric(compare_samples(a, b), "pattern_fidelity")
+
+    assert fidelity.p_value is not None and fidelity.p_value < 0.05
+    assert fidelity.effect_size is not None and fidelity.effect_size > 0.9
+    assert not fidelity.worse
+
+
+def test_identical_distributions_are_not_flagged() -> None:
+    fidelity = normal(7, 60, 0.9, 0.05, 0.0, 1.0)
+    quality = normal(8, 60, 0.8, 0.1, 0.0, 1.0)
+    time_ms = normal(9, 60, 200.0, 30.0, 0.0, math.inf)
+    a = make_sample(60, fidelity=fidelity, quality=quality, time_ms=time_ms, exceptions=5)
+    b = make_sample(60, fidelity=fidelity, quality=quality, time_ms=time_ms, exceptions=5)
+
+    comparison = compare_samples(a, b)
+
+    assert comparison.regressions == []
+    for m in comparison.metrics:
+        assert m.difference == pytest.approx(0.0)
+        assert m.p_value == pytest.approx(1.0)
+        assert m.effect_size == pytest.approx(0.0)
+
+
+def test_same_distribution_different_draws_are_not_flagged() -> None:
+    a = make_sample(80, fidelity=normal(11, 80, 0.9, 0.05, 0.0, 1.0))
+    b = make_sample(80, fidelity=normal(12, 80, 0.9, 0.05, 0.0, 1.0))
+
+    fidelity = metric(compare_samples(a, b), "pattern_fidelity")
+
+    assert fidelity.p_value is not None and fidelity.p_value > 0.05
+    assert not fidelity.worse
+
+
+def test_slower_candidate_is_worse_and_faster_one_is_not() -> None:
+    fast = normal(21, 40, 100.0, 10.0, 0.0, math.inf)
+    slow = normal(22, 40, 160.0, 15.0, 0.0, math.inf)
+
+    slower = metric(
+        compare_samples(make_sample(40, time_ms=fast), make_sample(40, time_ms=slow)),
+        "execution_time_ms",
+    )
+    faster = metric(
+        compare_samples(make_sample(40, time_ms=slow), make_sample(40, time_ms=fast)),
+        "execution_time_ms",
+    )
+
+    assert slower.kind == "time"
+    assert slower.worse
+    assert slower.difference is not None and slower.difference > 0
+    assert slower.effect_size is not None and slower.effect_size > 0
+    # Equally significant, but lower time is better, so a faster candidate is no regression.
+    assert faster.p_value is not None and faster.p_value < 0.05
+    assert faster.difference is not None and faster.difference < 0
+    assert not faster.worse
+
+
+def test_exception_rate_rise_is_worse_with_positive_cohen_h() -> None:
+    comparison = compare_samples(make_sample(100), make_sample(100, exceptions=20))
+    rate = metric(comparison, "exception_rate")
+
+    assert rate.kind == "rate"
+    assert rate.test == TWO_PROPORTION_Z
+    assert rate.effect_size_name == COHEN_H
+    assert (rate.a, rate.b) == (0.0, 0.2)
+    assert rate.difference == pytest.approx(0.2)
+    assert (rate.n_a, rate.n_b) == (100, 100)
+    assert rate.worse
+    # Pooled p = 0.1: z = 0.2 / sqrt(0.1 * 0.9 * 2 / 100) = 4.714...
+    z = 0.2 / math.sqrt(0.1 * 0.9 * 0.02)
+    assert rate.p_value == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-9)
+    assert rate.effect_size == pytest.approx(2 * math.asin(math.sqrt(0.2)), rel=1e-12)
+    assert rate.effect_size is not None and rate.effect_size > 0
+    assert [m.metric for m in comparison.regressions] == ["exception_rate"]
+
+
+def test_falling_rate_is_not_worse_and_cohen_h_is_negative() -> None:
+    rate = metric(
+        compare_samples(make_sample(100, criticals=20), make_sample(100)), "critical_rate"
+    )
+
+    assert rate.p_value is not None and rate.p_value < 0.05
+    assert rate.effect_size is not None and rate.effect_size < 0
+    assert not rate.worse
+
+
+def test_rates_all_zero_or_all_one_have_p_value_one() -> None:
+    everything_fails = 30
+    comparison = compare_samples(
+        make_sample(30, false_negatives=everything_fails),
+        make_sample(30, false_negatives=everything_fails),
+    )
+
+    zero = metric(comparison, "false_positive_rate")
+    one = metric(comparison, "false_negative_rate")
+
+    assert (zero.a, zero.b, zero.p_value, zero.effect_size) == (0.0, 0.0, 1.0, 0.0)
+    assert (one.a, one.b, one.p_value, one.effect_size) == (1.0, 1.0, 1.0, 0.0)
+    assert not zero.worse and not one.worse
+
+
+def test_below_min_sample_is_insufficient_and_never_worse() -> None:
+    a = make_sample(5, fidelity=[0.99] * 5)
+    b = make_sample(5, fidelity=[0.10] * 5, exceptions=5)
+
+    comparison = compare_samples(a, b, min_sample=10)
+
+    assert comparison.insufficient
+    assert comparison.regressions == []
+    for m in comparison.metrics:
+        assert m.insufficient_data
+        assert m.p_value is None
+        assert m.effect_size is None
+        assert not m.worse
+    # The figures are still reported.
+    fidelity = metric(comparison, "pattern_fidelity")
+    assert (fidelity.n_a, fidelity.n_b) == (5, 5)
+    assert fidelity.a == pytest.approx(0.99)
+    assert fidelity.b == pytest.approx(0.10)
+    assert fidelity.difference == pytest.approx(-0.89)
+    assert metric(comparison, "exception_rate").b == 1.0
+
+
+def test_min_sample_applies_per_metric_to_values_present() -> None:
+    # Enough executions, but outcome quality was scored on only 4 of B's.
+    quality_b: list[float | None] = [0.1, 0.1, 0.1, 0.1] + [None] * 16
+    comparison = compare_samples(
+        make_sample(20, quality=[0.9] * 20), make_sample(20, quality=quality_b), min_sample=10
+    )
+
+    quality = metric(comparison, "outcome_quality")
+    fidelity = metric(comparison, "pattern_fidelity")
+
+    assert not comparison.insufficient
+    assert quality.insufficient_data and quality.p_value is None and not quality.worse
+    assert (quality.n_a, quality.n_b) == (20, 4)
+    assert not fidelity.insufficient_data and fidelity.p_value is not None
+
+
+def test_none_values_are_skipped() -> None:
+    fidelity_a: list[float | None] = [0.9, None, 0.8, None, 0.7] * 4
+    fidelity_b: list[float | None] = [None] * 20
+    time_b: list[float | None] = [50.0, None] * 10
+    comparison = compare_samples(
+        make_sample(20, fidelity=fidelity_a),
+        make_sample(20, fidelity=fidelity_b, time_ms=time_b),
+        min_sample=5,
+    )
+
+    fidelity = metric(comparison, "pattern_fidelity")
+    time_ms = metric(comparison, "execution_time_ms")
+
+    assert (fidelity.n_a, fidelity.n_b) == (12, 0)
+    assert fidelity.a == pytest.approx(0.8)
+    assert fidelity.b is None and fidelity.difference is None
+    assert fidelity.insufficient_data and not fidelity.worse
+    assert (time_ms.n_a, time_ms.n_b) == (20, 10)
+    assert time_ms.b == 50.0
+
+
+def test_nan_counts_as_missing() -> None:
+    fidelity_b = [0.5] * 10 + [math.nan] * 5
+    fidelity = metric(
+        compare_samples(make_sample(15), make_sample(15, fidelity=fidelity_b)), "pattern_fidelity"
+    )
+
+    assert fidelity.n_b == 10
+    assert fidelity.b == 0.5
+
+
+@pytest.mark.parametrize("n", [3, 12, 40])
+def test_all_equal_values_do_not_crash(n: int) -> None:
+    comparison = compare_samples(make_sample(n), make_sample(n), min_sample=3)
+
+    for m in comparison.metrics:
+        assert m.p_value == 1.0
+        assert m.effect_size == 0.0
+        assert not m.worse
+
+
+def test_each_side_constant_but_different_is_tested() -> None:
+    # Ties within each side but not across: the rank test is defined and must see the gap.
+    fidelity = metric(
+        compare_samples(make_sample(20, fidelity=[1.0] * 20), make_sample(20, fidelity=[0.5] * 20)),
+        "pattern_fidelity",
+    )
+
+    assert fidelity.p_value is not None and fidelity.p_value < 1e-6
+    assert fidelity.effect_size == -1.0
+    assert fidelity.worse
+
+
+@pytest.mark.parametrize(
+    ("n_a", "n_b", "seed"),
+    [(50, 50, 31), (12, 9, 32), (6, 7, 33), (30, 80, 34)],  # (6, 7) uses the exact method
+)
+def test_p_values_agree_with_scipy(n_a: int, n_b: int, seed: int) -> None:
+    values_a = normal(seed, n_a, 0.85, 0.1, 0.0, 1.0)
+    values_b = normal(seed + 100, n_b, 0.80, 0.1, 0.0, 1.0)
+    fidelity = metric(
+        compare_samples(
+            make_sample(n_a, fidelity=list(values_a)),
+            make_sample(n_b, fidelity=list(values_b)),
+            min_sample=5,
+        ),
+        "pattern_fidelity",
+    )
+
+    expected = mannwhitneyu(values_a, values_b, alternative="two-sided", method="auto")
+    assert fidelity.p_value == pytest.approx(float(expected.pvalue), rel=1e-12)
+    # scipy's U is for its first argument (A): r = 1 - 2·U_A/(n_a·n_b), positive when B is larger.
+    expected_r = 1.0 - 2.0 * float(expected.statistic) / (n_a * n_b)
+    assert fidelity.effect_size == pytest.approx(expected_r, rel=1e-12, abs=1e-12)
+
+
+def test_to_dict_is_json_serialisable_and_rounded() -> None:
+    a = make_sample(30, fidelity=normal(41, 30, 0.9, 0.05, 0.0, 1.0), exceptions=1)
+    b = make_sample(
+        30,
+        fidelity=[None] * 30,  # no values: b, difference and p_value must be None, not NaN
+        time_ms=normal(42, 30, 123.456789, 5.0, 0.0, math.inf),
+        exceptions=7,
+    )
+    comparison = compare_samples(a, b)
+
+    data = comparison.to_dict()
+    text = json.dumps(data, allow_nan=False)
+    loaded = json.loads(text)
+
+    assert loaded["min_sample"] == 10
+    assert loaded["alpha"] == 0.05
+    assert (loaded["count_a"], loaded["count_b"]) == (30, 30)
+    assert loaded["insufficient"] is False
+    # B is slower than A's constant 100 ms, and raises more exceptions.
+    assert loaded["regressions"] == ["execution_time_ms", "exception_rate"]
+    assert [m["metric"] for m in loaded["metrics"]] == [
+        "pattern_fidelity",
+        "outcome_quality",
+        "execution_time_ms",
+        "exception_rate",
+        "false_positive_rate",
+        "false_negative_rate",
+        "critical_rate",
+    ]
+    fidelity = loaded["metrics"][0]
+    assert fidelity["b"] is None and fidelity["difference"] is None
+    assert fidelity["p_value"] is None and fidelity["insufficient_data"] is True
+    time_ms = loaded["metrics"][2]
+    for key in ("a", "b", "difference", "p_value", "effect_size"):
+        value = time_ms[key]
+        assert isinstance(value, float)
+        assert value == float(f"{value:.6g}")
+    exception = loaded["metrics"][3]
+    assert exception["b"] == pytest.approx(7 / 30, rel=1e-5)
+    assert exception["b"] != 7 / 30  # rounded, not the full double
+    assert exception["worse"] is True
+
+
+def test_sample_rejects_lists_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="exception=4"):
+        Sample(
+            pattern_fidelity=[0.9] * 5,
+            outcome_quality=[0.9] * 5,
+            execution_time_ms=[1.0] * 5,
+            exception=[False] * 4,
+            false_positive=[False] * 5,
+            false_negative=[False] * 5,
+            critical=[False] * 5,
+        )
+
+
+def test_sample_count_is_the_number_of_executions() -> None:
+    assert make_sample(17, fidelity=[None] * 17).count == 17
+
+
+@pytest.mark.parametrize(("min_sample", "alpha"), [(0, 0.05), (10, 0.0), (10, 1.0)])
+def test_invalid_thresholds_are_refused(min_sample: int, alpha: float) -> None:
+    with pytest.raises(ValueError):
+        compare_samples(make_sample(10), make_sample(10), min_sample=min_sample, alpha=alpha)
+
+
+def test_importing_the_module_does_not_import_scipy() -> None:
+    # The CLI imports this module on start; scipy would add hundreds of milliseconds.
+    code = "import sys, skillstage.metrics.compare; print('scipy' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
