@@ -34,9 +34,15 @@ from skillstage.skill.checks import (
 from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
 
 if TYPE_CHECKING:
+    from skillstage.lifecycle.demote import DemoteCheck
     from skillstage.lifecycle.promote import PromotionResult
+    from skillstage.lifecycle.readiness import Readiness, VersionComparison
+    from skillstage.lifecycle.signoff import SignOffResult
+    from skillstage.metrics.evals import EvalRun
     from skillstage.metrics.ingest import IngestResult, LagReport
     from skillstage.metrics.record import ExecutionRecord
+    from skillstage.metrics.summary import MetricsSummary
+    from skillstage.skill.model import SkillVersion
     from skillstage.store import Event, Store
 from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
 
@@ -642,3 +648,296 @@ def metrics_lag(project: Project, *, inbox: Path | None = None) -> LagReport:
             inbox or project.metrics_inbox,
             alert_hours=project.config.metrics.lag_alert_hours,
         )
+
+
+# -- readiness, comparisons, sign-off, evals (seed 002) ------------------------------------------
+
+
+def readiness(
+    project: Project, name: str, *, to_stage: str | None = None, from_stage: str | None = None
+) -> Readiness:
+    """Every gate of the skill's next transition (or the one into `to_stage`), with its actual
+    value, its requirement and what is missing; nothing moves (seed 002 `status`)."""
+    from skillstage.lifecycle import promote as promoter
+    from skillstage.lifecycle.readiness import Readiness
+    from skillstage.store import Store
+
+    ref = name
+    if from_stage is not None:
+        if from_stage not in project.config.stages:
+            raise UsageError(f"unknown stage {from_stage!r}")
+        path = project.stage_path(from_stage, name)
+        if not path.is_dir():
+            raise UsageError(f"{name} is not in {from_stage} ({path})")
+        ref = str(path)
+    with Store.open(project.database_url) as store:
+        result = promoter.promote(
+            project, store, ref, to=to_stage, actor=default_actor(), dry_run=True
+        )
+    return Readiness(
+        name=result.skill_name,
+        version=result.version,
+        digest=result.digest,
+        from_stage=result.from_stage,
+        to_stage=result.to_stage,
+        gates=result.gates,
+        error=None if result.gates else result.error,
+    )
+
+
+def skill_metrics(
+    project: Project, name: str, *, timeframe: str = "7d", version: str | None = None
+) -> MetricsSummary:
+    """Count, means, rates and execution-time percentiles of a skill's executions in the
+    timeframe (`7d`, `24h`, `last_7_days`, `all`), optionally of one version, digest or stage."""
+    from skillstage.lifecycle.readiness import ingest_on_demand, resolve_side
+    from skillstage.metrics.summary import parse_timeframe, summarise
+    from skillstage.store import Store
+    from skillstage.store import metrics as store_metrics
+
+    window = parse_timeframe(timeframe)
+    since = dt.datetime.now(dt.UTC) - window if window is not None else None
+    with Store.open(project.database_url) as store:
+        ingest_on_demand(project, store)
+        with store.reading() as tx:
+            skill_id = tx.skill_id(name)
+            if skill_id is None:
+                raise UsageError(f"no skill named {name!r} in the store")
+            digest = None
+            if version is not None:
+                side = resolve_side(project, tx, skill_id, name, version)
+                digest = side.digest
+                if side.since is not None:
+                    since = max(since, side.since) if since else side.since
+            rows = store_metrics.execution_rows(tx, skill_id, digest=digest, since=since)
+    return summarise(rows)
+
+
+def compare_versions(project: Project, name: str, ref_a: str, ref_b: str) -> VersionComparison:
+    """Compare two versions (versions, digests or stages) of a skill metric by metric."""
+    from skillstage.lifecycle import readiness as policy
+    from skillstage.store import Store
+
+    minimum = max(
+        (t.thresholds.min_comparison_sample for t in project.config.transitions), default=10
+    )
+    with Store.open(project.database_url) as store:
+        return policy.compare_versions(project, store, name, ref_a, ref_b, min_sample=minimum)
+
+
+def approve(
+    project: Project,
+    name: str,
+    *,
+    to_stage: str,
+    ticket: str,
+    decision: str,
+    approver: str | None = None,
+    checklist_file: Path | None = None,
+    notes: str | None = None,
+) -> SignOffResult:
+    """Record a human sign-off (seed 002 §4) of the skill's copy that would move into `to_stage`."""
+    from skillstage.lifecycle import signoff
+    from skillstage.store import Store
+
+    checklist = signoff.read_checklist(checklist_file) if checklist_file else None
+    with Store.open(project.database_url) as store:
+        return signoff.approve(
+            project,
+            store,
+            name,
+            to_stage=to_stage,
+            ticket=ticket,
+            decision=decision,
+            approver=approver or default_actor(),
+            checklist=checklist,
+            notes=notes,
+        )
+
+
+def signoff_template(
+    project: Project,
+    name: str,
+    *,
+    to_stage: str,
+    approver: str | None = None,
+    ticket: str | None = None,
+) -> str:
+    """Seed 002 §4.2's sign-off checklist, automated checks filled in from the store."""
+    from skillstage.lifecycle import signoff
+    from skillstage.store import Store
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    with Store.open(project.database_url) as store:
+        return signoff.template(
+            project,
+            store,
+            name,
+            to_stage=to_stage,
+            approver=approver or default_actor(),
+            ticket=ticket or f"APPROVAL_{stamp}_XXX",
+        )
+
+
+def _skill_copy(project: Project, name: str, version: str | None) -> SkillVersion:
+    """The skill's copy in its earliest stage, or the copy (in a stage or the archive) of
+    `version`."""
+    from skillstage.lifecycle.promote import archive_path
+
+    policy = project.config.validation
+    copies = [
+        read_skill(entry.path, policy)
+        for stage in project.config.stages
+        for entry in stage_directories(project, stage)
+        if entry.name == name
+    ]
+    if version is None:
+        if copies:
+            return copies[0]
+        raise UsageError(
+            f"no skill named {name!r} in any stage", hint="`skillstage list` shows the skills"
+        )
+    for copy in copies:
+        if copy.version == version:
+            return copy
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        record = store.find_version(name, version)
+    if record is not None:
+        archived = archive_path(project, name, version, record.digest)
+        if archived.is_dir():
+            return read_skill(archived, policy)
+    raise UsageError(f"{name} {version} is neither in a stage nor in the archive")
+
+
+@dataclass
+class EvalOutcome:
+    """A benchmark run of one skill version, recorded (`skillstage eval`)."""
+
+    name: str
+    version: str
+    digest: str
+    run: EvalRun
+    results_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "skill_name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "results_path": str(self.results_path),
+            **self.run.to_dict(),
+        }
+
+
+def run_eval(project: Project, name: str, *, version: str | None = None) -> EvalOutcome:
+    """Run every benchmark case of a skill version through its execute.sh, grade it, record each
+    case as an execution, and keep the results (store and a JSON file)."""
+    import json
+
+    from skillstage.metrics.evals import run_evals
+    from skillstage.metrics.record import ExecutionRecord, append_records, new_execution_id
+    from skillstage.store import Store
+    from skillstage.store import metrics as store_metrics
+
+    skill = _skill_copy(project, name, version)
+    run = run_evals(skill.path, timeout=project.config.metrics.eval_timeout_seconds)
+    now = dt.datetime.now(dt.UTC)
+    records = []
+    for case in run.cases:
+        fields = {k: v for k, v in case.to_record_fields().items() if v is not None}
+        records.append(
+            msgspec.convert(
+                {
+                    "execution_id": new_execution_id(),
+                    "timestamp": now.isoformat(),
+                    "skill": skill.name,
+                    "version": skill.version,
+                    "digest": skill.digest,
+                    **fields,
+                },
+                ExecutionRecord,
+                strict=False,
+            )
+        )
+    append_records(project.metrics_inbox, records)
+    summary, cases = run.summary.to_dict(), [case.to_dict() for case in run.cases]
+    results = project.state_dir / "evals" / skill.name
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{skill.version}-{skill.short_digest}-{now:%Y%m%dT%H%M%S%fZ}.json"
+    path.write_text(json.dumps(run.to_dict(), indent=2, default=str), encoding="utf-8")
+    with Store.open(project.database_url) as store, store.atomic() as tx:
+        store_metrics.add_eval_run(
+            tx,
+            tx.ensure_skill(skill.name, now),
+            version=skill.version,
+            digest=skill.digest,
+            summary=summary,
+            cases=cases,
+            at=now,
+        )
+    return EvalOutcome(skill.name, skill.version, skill.digest, run, path)
+
+
+@dataclass
+class ScoredLog:
+    """A breadcrumb log scored against the skill's expected patterns, and recorded."""
+
+    name: str
+    version: str
+    digest: str
+    fidelity: float
+    followed: list[str]
+    missed: list[str]
+    execution_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def score_log(project: Project, log: Path, name: str, *, version: str | None = None) -> ScoredLog:
+    """Score a breadcrumb log (JSONL) against the skill's patterns.yaml and record the
+    execution (seed 002's pattern fidelity scoring)."""
+    from skillstage.metrics.patterns import load_patterns, read_breadcrumbs, score_execution
+    from skillstage.metrics.record import record_execution as append
+
+    skill = _skill_copy(project, name, version)
+    patterns = load_patterns(skill.path)
+    if not patterns:
+        raise UsageError(
+            f"{skill.name} declares no expected patterns",
+            path=skill.path / "patterns.yaml",
+            hint="list them in patterns.yaml beside SKILL.md (id, description, regex or keywords)",
+        )
+    score = score_execution(read_breadcrumbs(log), patterns)
+    record = append(
+        project.metrics_inbox,
+        skill=skill.name,
+        version=skill.version,
+        digest=skill.digest,
+        pattern_fidelity=score.fidelity,
+        patterns_followed=score.followed,
+        patterns_missed=score.missed,
+    )
+    return ScoredLog(
+        skill.name,
+        skill.version,
+        skill.digest,
+        score.fidelity,
+        score.followed,
+        score.missed,
+        record.execution_id,
+    )
+
+
+def demote_check(project: Project, *, apply: bool = False, actor: str | None = None) -> DemoteCheck:
+    """Seed 002 §3.1: staged versions that broke a demotion rule; `apply` demotes them."""
+    from skillstage.lifecycle import demote
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        found = demote.check(project, store)
+        if apply:
+            demote.apply(project, store, found, actor=actor or default_actor())
+    return found

@@ -66,8 +66,11 @@ class StageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Metric thresholds of one transition (seed 002 §2)."""
+    """Metric thresholds of one transition (seed 002 §2), read by its `metrics` gate."""
 
+    # What the gate measures: the latest benchmark run of the content (`skillstage eval`), or
+    # the live executions of its digest.
+    evidence: Literal["evals", "executions"] = "executions"
     min_pattern_fidelity: _Fraction = 0.90
     min_outcome_quality: _Fraction = 0.85
     max_false_positive_rate: _Fraction = 0.05
@@ -75,6 +78,9 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     require_all_benchmark_cases: bool = True
     min_executions: _Count = 0
     critical_failure_window: _PositiveCount = 100
+    # Seed 002 §3.1: a version still short of min_executions this long after entering the
+    # transition's source stage is demoted by `skillstage demote-check`.
+    min_executions_within_days: _Positive = 7
     max_mean_execution_time_ms: _Positive | None = None
     forbid_regression: bool = False
     # Below this many executions on either side, a comparison says "insufficient data".
@@ -129,7 +135,9 @@ def _default_transitions() -> list[TransitionConfig]:
             from_stage="prototype",
             to_stage="staged",
             gates=list(STATIC_GATES),
-            thresholds=Thresholds(min_executions=0, require_all_benchmark_cases=True),
+            thresholds=Thresholds(
+                evidence="evals", min_executions=0, require_all_benchmark_cases=True
+            ),
         ),
         TransitionConfig(
             from_stage="staged",
@@ -495,6 +503,7 @@ to = "staged"
 gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security"]
 
 [transitions.thresholds]
+evidence = "evals"                  # the latest `skillstage eval` run of the content
 min_pattern_fidelity = 0.90         # across all benchmark cases
 min_outcome_quality = 0.85
 max_false_positive_rate = 0.05      # strictly below
@@ -510,16 +519,19 @@ to = "production"
 gates = ["structure", "schema", "spec", "tests", "conflicts", "dependencies", "security"]
 
 [transitions.thresholds]
+evidence = "executions"             # the live executions of the content's digest
 min_pattern_fidelity = 0.90         # sustained over the executions of this version
 min_outcome_quality = 0.85
 max_false_positive_rate = 0.05
 max_critical_false_negatives = 0
 min_executions = 100                # sample size for statistical significance
 critical_failure_window = 100       # no critical failure in the last N executions
+min_executions_within_days = 7      # demote-check: fewer executions after this long → demote
 forbid_regression = true            # no worse than the prototype baseline
 min_comparison_sample = 10
 regression_p_value = 0.05
-# max_mean_execution_time_ms = 2000 # skill-specific; unset means no limit
+# max_mean_execution_time_ms = 2000 # unset: no limit; a skill's own limit is
+#                                   # metadata.max_execution_time_ms in its SKILL.md
 
 # What `skillstage validate` requires of a skill (seed 000 "Validation Checks").
 [validation]

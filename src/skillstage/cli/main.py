@@ -31,6 +31,12 @@ COMMANDS = {
     "report": "skillstage.cli.stats:report",
     "db": "skillstage.cli.db:db",
     "metrics": "skillstage.cli.metrics:metrics",
+    "status": "skillstage.cli.readiness:status",
+    "compare": "skillstage.cli.readiness:compare",
+    "approve": "skillstage.cli.signoff:approve",
+    "signoff": "skillstage.cli.signoff:signoff",
+    "eval": "skillstage.cli.eval:eval_",
+    "demote-check": "skillstage.cli.demote:demote_check",
 }
 
 

@@ -254,3 +254,26 @@ def quarantine(obj: CliContext, limit: int, as_json: bool) -> int:
         if q.content:
             click.echo(f"    {q.content[:200]}")
     return EXIT_OK
+
+
+@metrics.command("score")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--skill", "name", required=True, help="The skill whose patterns.yaml to score by.")
+@click.option("--version", help="The version that ran (default: the copy in its earliest stage).")
+@click.option("--json", "as_json", is_flag=True, help="Print the score as JSON.")
+@click.pass_obj
+def score(obj: CliContext, log: Path, name: str, version: str | None, as_json: bool) -> int:
+    """Score a breadcrumb log (JSONL, one event per line) against the skill's expected patterns
+    (patterns.yaml) and record the execution with its pattern fidelity (followed / expected)."""
+    scored = api.score_log(obj.project(), log, name, version=version)
+    if as_json:
+        echo_json(scored.to_dict())
+    else:
+        click.echo(
+            f"{scored.name} {scored.version}: fidelity {scored.fidelity:.2f} "
+            f"({len(scored.followed)}/{len(scored.followed) + len(scored.missed)} patterns)"
+        )
+        if scored.missed:
+            click.echo(f"  missed: {', '.join(scored.missed)}")
+        click.echo(f"  recorded as {scored.execution_id}")
+    return EXIT_OK

@@ -31,6 +31,8 @@ class GateResult:
     status: GateStatus
     message: str
     details: list[str] = field(default_factory=list)
+    # Seed 002's criteria behind a metric gate: name, actual, required, passed, missing.
+    criteria: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def blocks(self) -> bool:
@@ -52,6 +54,8 @@ class GateContext:
     to_stage: str
     target: Path
     overwrite: bool
+    approver: str | None = None  # promote --approver: must be the recorded sign-off's
+    approval_ticket: str | None = None  # promote --approval-ticket: likewise
 
 
 class Gate(Protocol):
@@ -234,7 +238,17 @@ BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
     "tests": TestsGate,
     "conflicts": ConflictsGate,
     "dependencies": DependenciesGate,
+    "metrics": lambda: _policy_gate("metrics"),
+    "approval": lambda: _policy_gate("approval"),
 }
+
+
+def _policy_gate(name: str) -> Gate:
+    # Seed 002's gates live with the readiness code (metrics, comparisons), which needs this
+    # module: imported here, when a transition names them.
+    from skillstage.lifecycle.readiness import ApprovalGate, MetricsGate
+
+    return MetricsGate() if name == "metrics" else ApprovalGate()
 
 
 def gates_for(project: Project, transition: TransitionConfig) -> list[Gate]:

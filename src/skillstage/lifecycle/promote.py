@@ -230,7 +230,18 @@ def promote(
         )
         return result
     report = check_skill(source.path, project.config.validation, expected_name=source.name)
-    context = GateContext(project, store, skill, report, source.stage, to_stage, target, overwrite)
+    context = GateContext(
+        project,
+        store,
+        skill,
+        report,
+        source.stage,
+        to_stage,
+        target,
+        overwrite,
+        approver=approver,
+        approval_ticket=approval_ticket,
+    )
     result.gates = [gate.check(context) for gate in gates_for(project, transition)]
     if not _gates_pass(
         project,
@@ -518,10 +529,12 @@ def rollback(
     trigger_metric: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     git_commit: bool = False,
+    demote: bool = False,
 ) -> PromotionResult:
     """Put the previous good version of `name` (or `to_version`) back live in its stage (the last
-    stage by default), from the archive, with one atomic exchange. With no earlier version, the
-    skill leaves the stage and returns to the one before it (seed 002 §3.2)."""
+    stage by default), from the archive, with one atomic exchange. With no earlier version, or
+    with `demote` (seed 002 §3.1's staged → prototype), the skill leaves the stage and returns to
+    the one before it (seed 002 §3.2)."""
     if not reason.strip():
         raise UsageError("a rollback needs --reason", hint='e.g. --reason "fidelity dropped"')
     repo = _git_repository(project) if git_commit or project.config.git.commit else None
@@ -541,7 +554,13 @@ def rollback(
         live = current[0]
         target = Path(live.path)
         result.previous_version = live.version
-        good = _rollback_target(project, store, name, stage, live.version, live.digest, to_version)
+        good = (
+            None
+            if demote
+            else _rollback_target(
+                project, store, name, stage, live.version, live.digest, to_version
+            )
+        )
         at = _now()
         details: dict[str, Any] = {
             "kind": "rollback",

@@ -1,0 +1,51 @@
+"""`skillstage eval`: run a skill version's benchmark cases (evals/evals.json)."""
+
+from __future__ import annotations
+
+import click
+
+from skillstage import api
+from skillstage.cli.context import CliContext, echo_json
+from skillstage.errors import EXIT_FAILED, EXIT_OK
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@click.command("eval")
+@click.argument("name")
+@click.option("--version", help="The version to run (default: the copy in its earliest stage).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_obj
+def eval_(obj: CliContext, name: str, version: str | None, as_json: bool) -> int:
+    """Run every benchmark case of NAME (evals/evals.json) through its execute.sh: the case's
+    input as JSON on stdin, a JSON result with `decision` (and optional `breadcrumbs`) on
+    stdout. Each case is graded against its expected outcome, scored against patterns.yaml,
+    and recorded as an execution; the run is kept for the `metrics` gate (seed 002 §2.1).
+
+    Exits 1 when a case failed to run or was graded wrong.
+    """
+    outcome = api.run_eval(obj.project(), name, version=version)
+    summary = outcome.run.summary
+    if as_json:
+        echo_json(outcome.to_dict())
+    else:
+        click.echo(f"{outcome.name} {outcome.version} ({outcome.digest[:12]})")
+        for case in outcome.run.cases:
+            verdict = "ok  " if case.correct else "FAIL"
+            extra = f"  error: {case.error}" if case.error else ""
+            click.echo(
+                f"  {verdict} {case.case_id}: expected {case.expected}, got {case.decision}"
+                f"  fidelity {_fraction(case.fidelity)}  {case.execution_time_ms:.0f} ms{extra}"
+            )
+        click.echo(
+            f"pass rate {_fraction(summary.pass_rate)}, outcome quality "
+            f"{_fraction(summary.outcome_quality)}, pattern fidelity "
+            f"{_fraction(summary.pattern_fidelity)}, false-positive rate "
+            f"{_fraction(summary.false_positive_rate)}, critical false negatives "
+            f"{summary.critical_false_negatives} ({summary.cases_executed}/"
+            f"{summary.cases_total} cases executed)"
+        )
+        click.echo(f"results: {outcome.results_path}")
+    return EXIT_OK if summary.pass_rate == 1.0 else EXIT_FAILED

@@ -1,0 +1,285 @@
+"""Human sign-off (seed 002 §4): the checklist template, and recording a decision.
+
+A sign-off belongs to one content digest and one transition: a changed skill (a new digest)
+needs a new one. The newest decision counts, so a rejection blocks until a later approval.
+The approver must be configured, and by default not the skill's author (four-eyes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skillstage.config import Project
+from skillstage.errors import SkillstageError, UsageError
+from skillstage.lifecycle.readiness import (
+    DECISIONS,
+    ingest_on_demand,
+    review_items,
+    signoff_problem,
+)
+from skillstage.metrics.summary import summarise
+from skillstage.skill.model import SkillVersion
+from skillstage.skill.read import read_skill
+from skillstage.store import Store
+from skillstage.store import metrics as store_metrics
+
+
+class ApprovalError(SkillstageError):
+    """A sign-off that may not be recorded (not an approver, the author, checklist incomplete)."""
+
+    code = "APPROVAL_REFUSED"
+
+
+@dataclass(frozen=True)
+class SignOffResult:
+    name: str
+    version: str
+    digest: str
+    from_stage: str
+    to_stage: str
+    ticket: str
+    decision: str
+    approver: str
+    checklist: dict[str, str]
+    notes: str | None
+    at: dt.datetime
+    event_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "skill_name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "from_stage": self.from_stage,
+            "to_stage": self.to_stage,
+            "approval_ticket": self.ticket,
+            "approval_decision": self.decision,
+            "approver": self.approver,
+            "checklist": self.checklist,
+            "notes": self.notes,
+            "at": self.at.isoformat(),
+        }
+
+
+def candidate(project: Project, name: str, to_stage: str) -> tuple[str, SkillVersion]:
+    """The copy of `name` that would move into `to_stage`: (its stage, the skill read from it)."""
+    if to_stage not in project.config.stages:
+        raise UsageError(
+            f"unknown stage {to_stage!r}", hint=f"stages: {', '.join(project.config.stages)}"
+        )
+    sources = [t.from_stage for t in project.config.transitions if t.to_stage == to_stage]
+    for stage in sources:
+        path = project.stage_path(stage, name)
+        if path.is_dir():
+            return stage, read_skill(path, project.config.validation)
+    raise UsageError(
+        f"no copy of {name} in a stage that moves to {to_stage} "
+        f"({', '.join(sources) or 'no transition leads there'})",
+        hint="`skillstage list` shows where each skill is",
+    )
+
+
+_YES = {"yes", "y", "true"}
+_NO = {"no", "n", "false"}
+
+
+def read_checklist(path: Path) -> dict[str, str]:
+    """The human_review answers of a filled-in template (or a plain mapping of item: YES/NO)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read the checklist: {exc.strerror}", path=path) from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"the checklist is not valid YAML: {exc}", path=path) from None
+    if not isinstance(data, dict):
+        raise UsageError("the checklist must be a YAML mapping", path=path)
+    review = data.get("human_review", data)
+    if not isinstance(review, dict):
+        raise UsageError("human_review must be a mapping of item: YES/NO", path=path)
+    answers = {}
+    for item, value in review.items():
+        text = str(value).strip().lower() if value is not None else ""
+        if isinstance(value, bool):
+            text = "yes" if value else "no"
+        if text not in _YES | _NO:
+            raise UsageError(
+                f"human_review.{item} is {value!r}: answer YES or NO",
+                path=path,
+                hint="fill in every item of `skillstage signoff template`",
+            )
+        answers[str(item)] = "YES" if text in _YES else "NO"
+    return answers
+
+
+_TICKET = re.compile(r"\S{1,200}\Z")
+
+
+def approve(
+    project: Project,
+    store: Store,
+    name: str,
+    *,
+    to_stage: str,
+    ticket: str,
+    decision: str,
+    approver: str,
+    checklist: dict[str, str] | None = None,
+    notes: str | None = None,
+    at: dt.datetime | None = None,
+) -> SignOffResult:
+    """Record a sign-off of the copy of `name` that would move into `to_stage`."""
+    decision = decision.strip().upper()
+    if decision not in DECISIONS:
+        raise UsageError(
+            f"decision {decision!r} is not one of {', '.join(d.lower() for d in DECISIONS)}"
+        )
+    if not _TICKET.match(ticket or ""):
+        raise UsageError("--ticket must be one word, e.g. APPROVAL_20251020_001")
+    from_stage, skill = candidate(project, name, to_stage)
+    problem = signoff_problem(project, skill.frontmatter.author, approver)
+    if problem:
+        raise ApprovalError(problem, hint="[approvals] in skillstage.toml says who may approve")
+    answers = dict(checklist or {})
+    required = review_items(project, to_stage)
+    if decision == "APPROVED":
+        unanswered = [item for item in required if answers.get(item) != "YES"]
+        if unanswered:
+            raise ApprovalError(
+                f"an approval needs every checklist item YES; not YES: {', '.join(unanswered)}",
+                hint=f"fill in `skillstage signoff template {name} --to {to_stage}` and pass it "
+                "with --checklist FILE",
+            )
+    now = at or dt.datetime.now(dt.UTC)
+    with store.atomic() as tx:
+        record = tx.ensure_version(
+            skill.name,
+            skill.version,
+            skill.digest,
+            path=str(skill.path),
+            frontmatter=skill.frontmatter_dict(),
+            at=now,
+        )
+        store_metrics.add_signoff(
+            tx,
+            skill_id=record.skill_id,
+            version_id=record.version_id,
+            digest=skill.digest,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            ticket=ticket,
+            decision=decision,
+            approver=approver,
+            checklist=answers,
+            notes=notes,
+            at=now,
+        )
+        event_id = tx.append_event(
+            "approval",
+            name=skill.name,
+            version=skill.version,
+            digest=skill.digest,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            actor=approver,
+            approver=approver,
+            approval_ticket=ticket,
+            reason=decision + (f": {notes}" if notes else ""),
+            success=decision == "APPROVED",
+            path=str(skill.path),
+            details={"decision": decision, "checklist": answers},
+            at=now,
+        )
+    return SignOffResult(
+        skill.name,
+        skill.version,
+        skill.digest,
+        from_stage,
+        to_stage,
+        ticket,
+        decision,
+        approver,
+        answers,
+        notes,
+        now,
+        event_id,
+    )
+
+
+def _number(value: Any) -> str:
+    return "null" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def template(
+    project: Project, store: Store, name: str, *, to_stage: str, approver: str, ticket: str
+) -> str:
+    """Seed 002 §4.2's checklist as YAML, with the automated checks filled in from the store."""
+    from_stage, skill = candidate(project, name, to_stage)
+    transition = next(
+        t
+        for t in project.config.transitions
+        if (t.from_stage, t.to_stage) == (from_stage, to_stage)
+    )
+    thresholds = transition.thresholds
+    ingest_on_demand(project, store)
+    with store.reading() as tx:
+        skill_id = tx.skill_id(skill.name)
+        run = (
+            store_metrics.latest_eval_run(tx, skill_id, skill.digest)
+            if skill_id is not None
+            else None
+        )
+        rows = (
+            store_metrics.execution_rows(tx, skill_id, digest=skill.digest)
+            if skill_id is not None
+            else None
+        )
+    evals = run.summary if run is not None else {}
+    live = summarise(rows) if rows is not None else None
+    use_live = thresholds.evidence == "executions" and live is not None
+    fidelity = live.pattern_fidelity if use_live and live else evals.get("pattern_fidelity")
+    quality = live.outcome_quality if use_live and live else evals.get("outcome_quality")
+    fp_rate = live.false_positive_rate if use_live and live else evals.get("false_positive_rate")
+    fn_count = (
+        sum(rows.columns["false_negative"]) if use_live and rows else evals.get("false_negatives")
+    )
+    lines = [
+        f"approval_ticket: {ticket}",
+        f"skill_name: {skill.name}",
+        f"version: {skill.version}",
+        f"digest: {skill.digest}",
+        f"promotion: {from_stage} → {to_stage}",
+        f"approver: {approver}",
+        f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d}",
+        "",
+        "automated_checks:",
+        f"  pattern_fidelity: {_number(fidelity)}  # >= {thresholds.min_pattern_fidelity:.2f} "
+        "required",
+        f"  outcome_quality: {_number(quality)}  # >= {thresholds.min_outcome_quality:.2f} "
+        "required",
+        f"  execution_count: {live.count if live else 0}  # >= {thresholds.min_executions} "
+        "required",
+        f"  test_pass_rate: {_number(evals.get('pass_rate'))}  # >= 0.95 required",
+        f"  false_positive_rate: {_number(fp_rate)}  # < "
+        f"{thresholds.max_false_positive_rate:.2f} required",
+        f"  false_negative_count: {_number(fn_count)}  # 0 required for critical skills",
+        "",
+        "human_review:  # answer YES or NO",
+    ]
+    lines += [f"  {item}: NO  # {what}" for item, what in review_items(project, to_stage).items()]
+    lines += [
+        "",
+        "approval_decision: APPROVED  # APPROVED | REJECTED | NEEDS_ITERATION",
+        "",
+        "notes: |",
+        "  ",
+        "",
+        f"signature: {approver}",
+        f"timestamp: {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}",
+    ]
+    return "\n".join(lines) + "\n"
