@@ -136,6 +136,128 @@ PY
 step "Seed 000's key metrics" skillstage stats
 skillstage stats || true   # exit 1 flags a metric past its alert threshold
 
+step "Seed 002: metric gates and a human sign-off on every move" \
+  "gates += metrics, approval; [approvals] approvers = [alice, Demo User]"
+sed -i 's/"security"\]/"security", "metrics", "approval"]/; s/^approvers = \[\]/approvers = ["alice", "Demo User"]/' skillstage.toml
+grep -n '^gates\|^approvers' skillstage.toml
+
+proto=.claude/skills/prototype/spam-filter
+mkdir -p "$proto/evals"
+cat > "$proto/SKILL.md" <<'SKILL'
+---
+name: spam-filter
+version: 1.0.0
+description: Flag chat messages that are spam. Use when moderating a live chat.
+author: Demo User
+metadata:
+  max_execution_time_ms: "2000"
+---
+# Spam filter
+
+Check the blocklist, then the links, then decide `spam` or `allow`.
+SKILL
+cat > "$proto/execute.sh" <<'SH'
+#!/bin/bash
+# Reads {"text": …} on stdin; prints a decision and the breadcrumbs of how it got there.
+text=$(cat)
+if grep -qiE 'buy now|free money|click here' <<<"$text"; then decision=spam; else decision=allow; fi
+printf '{"decision": "%s", "breadcrumbs": [{"event": "checked_blocklist"}, {"event": "checked_links"}, {"event": "decided", "decision": "%s"}]}\n' "$decision" "$decision"
+SH
+printf '#!/bin/bash\necho '"'"'{"text": "buy now"}'"'"' | ./execute.sh | grep -q spam && echo "tests passed"\n' > "$proto/test.sh"
+chmod +x "$proto/execute.sh" "$proto/test.sh"
+cat > "$proto/patterns.yaml" <<'YAML'
+patterns:
+  - id: blocklist
+    description: checks the blocklist first
+    keywords: [checked_blocklist]
+    order: 1
+  - id: links
+    description: then inspects links
+    regex: "checked_links"
+    order: 2
+  - id: decision
+    description: ends with a decision
+    regex: '"decided"'
+    order: 3
+YAML
+python3 - "$proto/evals/evals.json" <<'PY'
+import json, sys
+cases = [
+    ("buy now, limited offer", "spam", True), ("hello everyone", "allow", False),
+    ("FREE MONEY here", "spam", True), ("great stream today", "allow", False),
+    ("click here for prizes", "spam", False), ("what time is it?", "allow", False),
+    ("buy now!!!", "spam", False), ("thanks for the help", "allow", False),
+    ("free money, click here", "spam", True), ("see you tomorrow", "allow", False),
+]
+evals = [{"id": f"case-{i + 1}", "input": {"text": t}, "expected": d, "critical": c}
+         for i, (t, d, c) in enumerate(cases)]
+json.dump({"skill_name": "spam-filter", "negative_decisions": ["allow"], "evals": evals},
+          open(sys.argv[1], "w"), indent=2)
+PY
+skillstage list --stage prototype
+
+step "Run its benchmark cases (evals/evals.json) through execute.sh, scored by patterns.yaml" \
+  skillstage eval spam-filter
+skillstage eval spam-filter
+
+step "Is it ready for staging? The metric gate passes; no sign-off yet (exit 1 expected)" \
+  skillstage status spam-filter
+if skillstage status spam-filter; then echo "expected the approval gate to block" >&2; exit 1; fi
+
+step "The sign-off checklist, automated checks filled in from the store" \
+  "skillstage signoff template spam-filter --to staged --by alice > signoff.yaml"
+skillstage signoff template spam-filter --to staged --by alice --ticket APPROVAL_DEMO_001 > signoff.yaml
+cat signoff.yaml | sed 's/^/    /'
+sed -i 's/: NO  #/: YES  #/' signoff.yaml
+
+step "The author cannot approve their own skill (four-eyes; exit 1 expected)" \
+  skillstage approve spam-filter --to staged --by "'Demo User'" --ticket APPROVAL_DEMO_001 --decision approved --checklist signoff.yaml
+if skillstage approve spam-filter --to staged --by "Demo User" --ticket APPROVAL_DEMO_001 \
+  --decision approved --checklist signoff.yaml; then echo "expected four-eyes to refuse" >&2; exit 1; fi
+
+step "alice approves; the promotion names her ticket" \
+  "skillstage approve spam-filter --to staged --by alice …; skillstage promote spam-filter --approver alice --approval-ticket APPROVAL_DEMO_001"
+skillstage approve spam-filter --to staged --by alice --ticket APPROVAL_DEMO_001 \
+  --decision approved --checklist signoff.yaml --notes "benchmarks cover the edge cases"
+skillstage promote spam-filter --yes --approver alice --approval-ticket APPROVAL_DEMO_001
+
+step "Live traffic in staging: 120 executions recorded by the agent runtime, then ingested" \
+  "python3 -c 'skillstage.record_execution(…)' × 120; skillstage metrics ingest"
+python3 - <<'PY'
+import random
+import skillstage
+random.seed(7)
+for i in range(120):
+    skillstage.record_execution(
+        "spam-filter", version="1.0.0", subject=f"user-{i % 17}",
+        pattern_fidelity=random.choice([1.0, 1.0, 1.0, 0.67]),
+        outcome_quality=random.choice([1.0] * 9 + [0.0]),
+        execution_time_ms=round(random.uniform(1.0, 3.0), 2),
+    )
+PY
+skillstage metrics ingest
+skillstage metrics lag
+
+step "Staged against its prototype baseline (the benchmark runs)" \
+  skillstage compare spam-filter prototype staged
+skillstage compare spam-filter prototype staged
+
+step "Ready for production? Every gate with its numbers (the sign-off is still missing)" \
+  skillstage status spam-filter
+skillstage status spam-filter || true
+
+step "Sign off for production and promote" \
+  "skillstage approve spam-filter --to production …; skillstage promote spam-filter"
+skillstage signoff template spam-filter --to production --by alice --ticket APPROVAL_DEMO_002 |
+  sed 's/: NO  #/: YES  #/' > signoff-production.yaml
+skillstage approve spam-filter --to production --by alice --ticket APPROVAL_DEMO_002 \
+  --decision approved --checklist signoff-production.yaml
+skillstage promote spam-filter --yes --approver alice --approval-ticket APPROVAL_DEMO_002
+skillstage history spam-filter
+
+step "Seed 002 §3.1: anything in staging to demote?" skillstage demote-check
+skillstage demote-check
+
 step "The store and the disk agree" skillstage doctor
 skillstage doctor
 
