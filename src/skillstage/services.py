@@ -25,13 +25,16 @@ from skillstage.api import ListedSkill
 from skillstage.config import Project, load_config_file, load_project
 from skillstage.lifecycle import sla
 from skillstage.lifecycle.promote import PromotionResult
+from skillstage.lifecycle.readiness import Readiness, VersionComparison
 from skillstage.lifecycle.sla import EnforcementResult, StaleSkill
+from skillstage.metrics.summary import MetricsSummary
 
 __all__ = [
     "EnforcementResult",
     "ListedSkill",
     "PromotionResult",
     "PromotionService",
+    "Registry",
     "SLAEnforcer",
     "StaleSkill",
 ]
@@ -133,3 +136,35 @@ class SLAEnforcer:
             actor=self.actor,
             now=now,
         )
+
+
+class Registry:
+    """Seed 002's `WRESkillsRegistry` query helpers (§5.4), over the same code as the CLI's
+    `status`, `compare` and `metrics`. Each call ingests the metrics inbox first.
+
+        registry = Registry(project)
+        ready = registry.check_promotion_readiness("spam-filter", "staged", "production")
+        metrics = registry.get_skill_metrics("spam-filter", timeframe="last_7_days")
+        comparison = registry.compare_skill_versions("spam-filter", "prototype", "staged")
+    """
+
+    def __init__(self, project: ProjectLike) -> None:
+        self.project = as_project(project)
+
+    def check_promotion_readiness(
+        self, skill_name: str, from_state: str | None = None, to_state: str | None = None
+    ) -> Readiness:
+        """Every gate of the move, with actual values, requirements and what is missing."""
+        return api.readiness(self.project, skill_name, from_stage=from_state, to_stage=to_state)
+
+    def get_skill_metrics(
+        self, skill_name: str, timeframe: str = "7d", version: str | None = None
+    ) -> MetricsSummary:
+        """Count, means, rates and execution-time p50/p95/p99/max over the timeframe."""
+        return api.skill_metrics(self.project, skill_name, timeframe=timeframe, version=version)
+
+    def compare_skill_versions(
+        self, skill_name: str, version_a: str, version_b: str
+    ) -> VersionComparison:
+        """Both values, difference, test, p-value and effect size for each metric."""
+        return api.compare_versions(self.project, skill_name, version_a, version_b)
