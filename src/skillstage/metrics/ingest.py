@@ -153,7 +153,8 @@ def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | None, in
             continue
         carry = data[end + 1 :]
         for line in data[:end].split(b"\n"):
-            yield line, len(line) + 1
+            # A line that began in an earlier chunk may have grown past the limit here.
+            yield (line if len(line) <= MAX_LINE_BYTES else None), len(line) + 1
         if len(carry) > MAX_LINE_BYTES:
             skipping, carry = len(carry), b""
 
@@ -347,29 +348,35 @@ def ingest(
         # every 1,000 records rewrites the same index pages thousands of times. Each batch's
         # checkpoint is in the transaction with its rows, so a kill loses both or neither.
         batch: _Batch | None = pipe.get()
+        ended = False
         try:
             with store.bulk_writes():
                 while batch is not None:
+                    # Never wait for the reader while holding the write lock: the reader may
+                    # need it (registering a skill it has not seen before).
+                    waiting: _Batch | None = batch
                     with store.atomic() as tx:
                         written = 0
-                        while batch is not None:
-                            inserted, duplicates = _write(tx, batch, now)
-                            result.read += batch.lines
+                        while waiting is not None:
+                            inserted, duplicates = _write(tx, waiting, now)
+                            result.read += waiting.lines
                             result.inserted += inserted
                             result.duplicates += duplicates
-                            result.quarantined += len(batch.bad)
-                            written += batch.lines
+                            result.quarantined += len(waiting.bad)
+                            written += waiting.lines
                             if written >= COMMIT_RECORDS:
-                                batch = pipe.get()
                                 break
                             try:
-                                batch = pipe.get_nowait()
+                                waiting = pipe.get_nowait()
                             except queue.Empty:
-                                batch = pipe.get()
                                 break
+                            if waiting is None:  # the end: commit, then stop
+                                ended = True
+                                break
+                    batch = pipe.get() if waiting is not None else None
         except BaseException as exc:
             failure.append(exc)
-            while batch is not None:
+            while batch is not None and not ended:
                 batch = pipe.get()
 
     thread = threading.Thread(target=writer, name="skillstage-ingest-writer", daemon=True)

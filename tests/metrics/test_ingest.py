@@ -1,0 +1,751 @@
+"""Ingestion of the execution-metrics inbox (skillstage.metrics.ingest) into the store.
+
+Real inbox files under tmp_path, the real store on SQLite and PostgreSQL (the `store` fixture),
+and real processes: a child ingesting is SIGKILLed at random points and the next run must still
+store every record exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import skillstage
+import skillstage.store.db
+from skillstage.errors import UsageError
+from skillstage.metrics.ingest import MAX_LINE_BYTES, IngestResult, ingest, lag
+from skillstage.metrics.record import ExecutionRecord, append_records
+from skillstage.store import Store
+from skillstage.store.executions import checkpoints
+
+STAMP = "2026-03-01T10:00:00Z"
+DIGEST = "ab" * 32
+
+
+def _line(execution_id: str, **fields: Any) -> str:
+    return json.dumps({"execution_id": execution_id, "timestamp": STAMP, **fields}) + "\n"
+
+
+def _append(path: Path, text: str | bytes) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
+def _counts(store: Store) -> tuple[int, int]:
+    """(rows, distinct execution ids) in the execution table."""
+    with store.reading() as tx:
+        row = tx.one("SELECT COUNT(*), COUNT(DISTINCT execution_id) FROM execution")
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _ids(store: Store) -> list[str]:
+    with store.reading() as tx:
+        return [r[0] for r in tx.query("SELECT execution_id FROM execution ORDER BY execution_id")]
+
+
+def _executions(store: Store) -> dict[str, dict[str, Any]]:
+    """Every stored execution by id, with its skill's name and its timestamp as aware UTC."""
+    with store.reading() as tx:
+        rows = tx.query(
+            "SELECT e.execution_id, s.name, e.version, e.digest, e.timestamp,"
+            " e.pattern_fidelity, e.outcome_quality, e.execution_time_ms,"
+            " e.patterns_followed, e.patterns_missed, e.exception, e.false_positive, e.tags"
+            " FROM execution e JOIN skill s ON s.id = e.skill_id"
+        )
+        read_time = tx.dialect.read_time
+        return {
+            r[0]: {
+                "skill": r[1],
+                "version": r[2],
+                "digest": r[3],
+                "timestamp": read_time(r[4]),
+                "pattern_fidelity": r[5],
+                "outcome_quality": r[6],
+                "execution_time_ms": r[7],
+                "patterns_followed": r[8],
+                "patterns_missed": r[9],
+                "exception": bool(r[10]),
+                "false_positive": bool(r[11]),
+                # SQLite keeps JSON as text, PostgreSQL as jsonb (read back as a dict).
+                "tags": json.loads(r[12]) if isinstance(r[12], str) else r[12],
+            }
+            for r in rows
+        }
+
+
+def _quarantine(store: Store) -> list[tuple[str, int, str, str]]:
+    with store.reading() as tx:
+        return [
+            (r[0], int(r[1]), r[2], r[3])
+            for r in tx.query(
+                "SELECT path, line, reason, content FROM ingest_quarantine ORDER BY id"
+            )
+        ]
+
+
+def _forget_checkpoints(store: Store) -> None:
+    with store.atomic() as tx:
+        tx.execute("DELETE FROM ingest_checkpoint")
+
+
+def _counted(result: IngestResult) -> tuple[int, int, int, int]:
+    return result.read, result.inserted, result.duplicates, result.quarantined
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SKILLSTAGE_")}
+    environment.update(extra)
+    return environment
+
+
+# -- killed mid-ingest ----------------------------------------------------------------------------
+
+# The child ingests with small batches and, optionally, a pause after handing each batch to the
+# writer thread (its progress callback; a progress bar's drawing does the same). The writer takes
+# batches into one transaction while more are waiting, up to 100,000 records; with a pause longer
+# than it takes to write a batch it finds none waiting and commits about once a batch, so a kill
+# lands between commits and inside one at random points of the run.
+_CHILD = """\
+import sys, time
+from pathlib import Path
+from skillstage.metrics.ingest import ingest
+from skillstage.store import Store
+
+pause = float(sys.argv[3])
+ingest(
+    Store.open(sys.argv[1]),
+    Path(sys.argv[2]),
+    batch_size=500,
+    progress=(lambda done: time.sleep(pause)) if pause else None,
+)
+"""
+
+_LOAD_LINE = (
+    '{{"execution_id":"{file}-{number:07d}","timestamp":"2026-03-01T10:00:00Z",'
+    '"version":"1.0.0","pattern_fidelity":0.9,"outcome_quality":0.8}}\n'
+)
+_LOAD_FILES = 4
+
+
+def _write_load(inbox: Path, total: int) -> dict[str, int]:
+    """`total` records with unique ids in files of skill `load` (the live file and rotated ones),
+    each file's lines all of one length. Returns each path's line length."""
+    inbox.mkdir(parents=True)
+    lengths = {}
+    for index in range(_LOAD_FILES):
+        path = inbox / ("load_executions.jsonl" + (f".{index}" if index else ""))
+        lines = [_LOAD_LINE.format(file=index, number=n) for n in range(total // _LOAD_FILES)]
+        path.write_text("".join(lines))
+        lengths[str(path)] = len(lines[0])
+    return lengths
+
+
+def _kill_while_ingesting(
+    store: Store, url: str, inbox: Path, *, pause: float, target: int, delay: float
+) -> tuple[int, int]:
+    """Start a child ingesting into an emptied store and SIGKILL it `delay` seconds after at
+    least `target` rows are committed; returns (rows committed, the child's exit code)."""
+    with store.atomic() as tx:
+        tx.execute("DELETE FROM execution")
+        tx.execute("DELETE FROM ingest_checkpoint")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, url, str(inbox), str(pause)],
+        env=_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _counts(store)[0] < target and child.poll() is None:
+            assert time.monotonic() < deadline, f"the child got no further than {target} rows"
+            time.sleep(0.002)
+        time.sleep(delay)
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        code = child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.stderr is not None
+    errors = child.stderr.read().decode()
+    child.stderr.close()
+    assert code in (0, -signal.SIGKILL), f"the child failed (exit {code}): {errors}"
+    return _counts(store)[0], code
+
+
+def _kill_then_ingest_again(
+    store: Store, url: str, inbox: Path, *, total: int, pause: float, kills: list[tuple[int, float]]
+) -> list[int]:
+    """For each (target, delay): a killed ingestion, then one in this process, which must store
+    exactly the rest. Returns the rows committed before each kill that interrupted the child."""
+    lengths = _write_load(inbox, total)
+    interrupted = []
+    for round_number, (target, delay) in enumerate(kills):
+        where = f"round {round_number}: killed {delay:.3f} s after {target} rows"
+        before, code = _kill_while_ingesting(
+            store, url, inbox, pause=pause, target=target, delay=delay
+        )
+        assert _counts(store) == (before, before), where
+        # Each batch commits with its file's checkpoint: what is stored is exactly the lines up
+        # to the checkpoints, and each checkpoint's offset is just after its last line.
+        saved = checkpoints(store)
+        assert sum(c.line for c in saved) == before, where
+        for checkpoint in saved:
+            assert checkpoint.offset == checkpoint.line * lengths[checkpoint.path], where
+        if code == -signal.SIGKILL and before < total:
+            interrupted.append(before)
+
+        result = ingest(store, inbox, batch_size=500)
+
+        assert _counted(result) == (total - before, total - before, 0, 0), where
+        assert _counts(store) == (total, total), where
+        assert [c.line for c in checkpoints(store)] == [total // _LOAD_FILES] * _LOAD_FILES
+    return interrupted
+
+
+def test_killed_between_small_transactions_then_ingested_again_stores_each_record_once(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    # Writing a batch of 500 takes ~2 ms on SQLite and ~20 ms on PostgreSQL here.
+    total, pause = (40_000, 0.005) if store.dialect == "sqlite" else (20_000, 0.04)
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    # Early, middle and late in the run, and a few milliseconds into the next transaction.
+    kills = [
+        (rng.randrange(total * part // 10, total * (part + 3) // 10), rng.uniform(0, 0.01))
+        for part in (0, 3, 6)
+    ]
+
+    interrupted = _kill_then_ingest_again(
+        store, store_url, tmp_path / "inbox", total=total, pause=pause, kills=kills
+    )
+
+    assert interrupted, f"every child finished before it was killed (seed {seed}: {kills})"
+
+
+def test_killed_inside_a_large_transaction_then_ingested_again_stores_each_record_once(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # At full speed the writer commits 100,000 records at a time: 200,000 make two transactions,
+    # and the kill lands inside the second, some way after the first has committed.
+    seed = random.randrange(2**32)
+    delay = random.Random(seed).uniform(0, 0.5)
+
+    with Store.open(sqlite_url) as store:
+        interrupted = _kill_then_ingest_again(
+            store, sqlite_url, tmp_path / "inbox", total=200_000, pause=0, kills=[(1, delay)]
+        )
+
+    assert interrupted, f"the child finished before it was killed (seed {seed})"
+
+
+# -- idempotence ----------------------------------------------------------------------------------
+
+
+def test_ingesting_twice_adds_nothing_and_lost_checkpoints_only_find_duplicates(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    append_records(
+        inbox,
+        [
+            ExecutionRecord(
+                execution_id=f"id-{n}",
+                timestamp=dt.datetime(2026, 3, 1, 10, n % 60, tzinfo=dt.UTC),
+                skill="pdf-filler",
+                pattern_fidelity=(n % 100) / 100,
+            )
+            for n in range(1500)
+        ],
+    )
+    (inbox / "pdf-filler_executions.jsonl").rename(inbox / "pdf-filler_executions.jsonl.1")
+    _append(inbox / "pdf-filler_executions.jsonl", "".join(_line(f"new-{n}") for n in range(500)))
+
+    first = ingest(store, inbox, batch_size=100)
+    second = ingest(store, inbox, batch_size=100)
+    _forget_checkpoints(store)
+    third = ingest(store, inbox, batch_size=100)
+
+    assert (first.files, *_counted(first)) == (2, 2000, 2000, 0, 0)
+    assert (second.files, *_counted(second)) == (2, 0, 0, 0, 0)
+    assert _counted(third) == (2000, 0, 2000, 0)
+    assert _counts(store) == (2000, 2000)
+    stored = _executions(store)
+    assert stored["id-37"]["pattern_fidelity"] == pytest.approx(0.37)
+    assert stored["new-4"]["skill"] == "pdf-filler"
+
+
+def test_an_id_written_twice_is_stored_once(store: Store, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    lines = [_line("a", outcome_quality=0.1), _line("b"), _line("a", outcome_quality=0.9)]
+    _append(inbox / "s_executions.jsonl", "".join(lines))
+
+    result = ingest(store, inbox)
+
+    assert _counted(result) == (3, 2, 1, 0)
+    # The first one written wins: a later line with the same id is a duplicate, not an update.
+    assert _executions(store)["a"]["outcome_quality"] == pytest.approx(0.1)
+
+
+# -- incomplete last line -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    ['{"execution_id": "late", "timest', '{"execution_id": "late", "timestamp": "'],
+)
+def test_an_incomplete_last_line_waits_until_it_is_complete(
+    store: Store, tmp_path: Path, head: str
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "s_executions.jsonl"
+    _append(path, _line("one") + _line("two") + head)
+    full = _line("late")
+    assert full.startswith(head)
+
+    first = ingest(store, inbox)
+    pending = lag(store, inbox)
+    again = ingest(store, inbox)
+    _append(path, full[len(head) :])
+    completed = ingest(store, inbox)
+    last = ingest(store, inbox)
+
+    assert _counted(first) == (2, 2, 0, 0) and first.waiting == [str(path)]
+    # The incomplete line is no record yet: nothing to report an age for.
+    assert pending.oldest is None and pending.files[0].pending_bytes == len(head)
+    assert _counted(again) == (0, 0, 0, 0) and again.waiting == [str(path)]
+    assert _counted(completed) == (1, 1, 0, 0) and completed.waiting == []
+    assert _counted(last) == (0, 0, 0, 0) and last.waiting == []
+    assert _ids(store) == ["late", "one", "two"]
+    assert _quarantine(store) == []
+
+
+def test_a_complete_record_without_its_newline_is_not_read(store: Store, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "s_executions.jsonl"
+    # Valid JSON, but a writer may still be writing it (the newline ends every record).
+    _append(path, _line("one") + _line("two").rstrip("\n"))
+
+    first = ingest(store, inbox)
+    _append(path, "\n" + _line("three"))
+    second = ingest(store, inbox)
+
+    assert _counted(first) == (1, 1, 0, 0) and first.waiting == [str(path)]
+    assert _counted(second) == (2, 2, 0, 0) and second.waiting == []
+    assert _counts(store) == (3, 3)
+
+
+# -- quarantine -----------------------------------------------------------------------------------
+
+
+def _malformed_inbox(inbox: Path) -> Path:
+    inbox.mkdir()
+    path = inbox / "s_executions.jsonl"
+    lines = [
+        _line("good-1"),  # 1
+        '{"execution_id": "broken", "timestamp": \n',  # 2
+        _line("typed", execution_time_ms="fast"),  # 3
+        _line("too-faithful", pattern_fidelity=1.5),  # 4
+        json.dumps({"execution_id": "naive", "timestamp": "2026-03-01T10:00:00"}) + "\n",  # 5
+        _line("badly-named", skill="Bad_Skill"),  # 6
+        '{"execution_id": "huge", "subject": "' + "x" * (3 * MAX_LINE_BYTES) + '"}\n',  # 7
+        _line("good-2"),  # 8
+        "\n",  # 9: blank, skipped
+        "[1, 2]\n",  # 10
+        _line("good-3", timestamp="2026-03-01T12:30:00+02:00"),  # 11
+    ]
+    _append(path, "".join(lines))
+    return path
+
+
+# (line, what the reason must say) for the lines of _malformed_inbox that are quarantined.
+_EXPECTED_REASONS = [
+    (2, ["not valid JSON"]),
+    (3, ["not a valid record", "got `str`", "$.execution_time_ms"]),
+    (4, ["not a valid record", "<= 1.0", "$.pattern_fidelity"]),
+    (5, ["timestamp has no time zone"]),
+    (6, ["'Bad_Skill' is not a skill name"]),
+    (7, [f"line longer than {MAX_LINE_BYTES} bytes"]),
+    (10, ["not a valid record", "Expected `object`, got `array`"]),
+]
+
+
+def test_malformed_lines_are_quarantined_with_file_line_and_reason(
+    store: Store, tmp_path: Path
+) -> None:
+    path = _malformed_inbox(tmp_path / "inbox")
+
+    result = ingest(store, tmp_path / "inbox", batch_size=4)
+
+    assert _counted(result) == (11, 3, 0, 7)
+    stored = _executions(store)
+    assert sorted(stored) == ["good-1", "good-2", "good-3"]
+    # An offset is turned into UTC.
+    assert stored["good-3"]["timestamp"] == dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.UTC)
+    quarantined = _quarantine(store)
+    assert [(p, line) for p, line, _, _ in quarantined] == [
+        (str(path), line) for line, _ in _EXPECTED_REASONS
+    ]
+    for (_, line, reason, _), (_, phrases) in zip(quarantined, _EXPECTED_REASONS, strict=True):
+        for phrase in phrases:
+            assert phrase in reason, (line, reason)
+    by_line = {line: content for _, line, _, content in quarantined}
+    assert by_line[4] == _line("too-faithful", pattern_fidelity=1.5).rstrip("\n")
+    assert by_line[7] == ""  # an over-long line is not kept
+
+    # Line numbers go on from the checkpoint in the next run.
+    _append(path, _line("good-4") + "not json\n")
+    later = ingest(store, tmp_path / "inbox")
+    assert _counted(later) == (2, 1, 0, 1)
+    assert _quarantine(store)[-1][:2] == (str(path), 13)
+
+
+def test_the_quarantine_command_lists_the_lines_newest_first(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    path = _malformed_inbox(tmp_path / "inbox")
+    ingest(store, tmp_path / "inbox")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "skillstage.toml").write_text("")
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "skillstage", "metrics", "quarantine", "--json"],
+        cwd=project,
+        env=_environment(SKILLSTAGE_DATABASE_URL=store_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    lines = json.loads(shown.stdout)
+    assert [(q["path"], q["line"]) for q in lines] == [
+        (str(path), line) for line, _ in reversed(_EXPECTED_REASONS)
+    ]
+    by_line = {q["line"]: q for q in lines}
+    assert "$.pattern_fidelity" in by_line[4]["reason"]
+    assert '"too-faithful"' in by_line[4]["content"]
+    assert "timestamp has no time zone" in by_line[5]["reason"]
+
+
+def test_a_line_just_over_the_limit_is_quarantined_as_too_long(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "s_executions.jsonl"
+    long = _line("long", subject="x" * (MAX_LINE_BYTES + 1000))
+    assert len(long) > MAX_LINE_BYTES
+    _append(path, _line("before") + long + _line("after"))
+
+    result = ingest(store, inbox)
+
+    assert _ids(store) == ["after", "before"]
+    assert _counted(result) == (3, 2, 0, 1)
+    assert _quarantine(store) == [(str(path), 2, f"line longer than {MAX_LINE_BYTES} bytes", "")]
+
+
+# -- rotation -------------------------------------------------------------------------------------
+
+
+def test_a_renamed_file_is_read_on_from_its_checkpoint_and_the_new_one_from_the_start(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    live = inbox / "x_executions.jsonl"
+    _append(live, "".join(_line(f"old-{n}") for n in range(10)))
+    first = ingest(store, inbox, batch_size=3)
+    _append(live, "".join(_line(f"tail-{n}") for n in range(5)))
+    rotated = live.rename(inbox / "x_executions.jsonl.1")
+    _append(live, "".join(_line(f"new-{n}") for n in range(7)))
+
+    second = ingest(store, inbox, batch_size=3)
+    third = ingest(store, inbox, batch_size=3)
+
+    assert _counted(first) == (10, 10, 0, 0)
+    assert _counted(second) == (12, 12, 0, 0) and second.restarted == []
+    assert _counted(third) == (0, 0, 0, 0)
+    assert _counts(store) == (22, 22)
+    by_path = {c.path: c for c in checkpoints(store)}
+    assert by_path[str(rotated)].line == 15 and by_path[str(live)].line == 7
+    assert by_path[str(rotated)].offset == rotated.stat().st_size
+
+
+@pytest.mark.parametrize("new_lines", [3, 25], ids=["shorter", "longer"])
+def test_a_copy_truncate_rotation_is_read_again_from_the_start(
+    store: Store, tmp_path: Path, new_lines: int
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    live = inbox / "x_executions.jsonl"
+    _append(live, "".join(_line(f"old-{n}") for n in range(10)))
+    ingest(store, inbox)
+    # copytruncate: copy to a new file, then truncate the live one in place (same inode) and the
+    # writers go on appending to it. Longer than before, only its head tells it was rewritten.
+    _append(live, _line("old-tail"))
+    copy = inbox / "x_executions.jsonl.1"
+    copy.write_bytes(live.read_bytes())
+    with live.open("r+b") as handle:
+        handle.truncate(0)
+    _append(live, "".join(_line(f"new-{n}") for n in range(new_lines)))
+
+    result = ingest(store, inbox)
+    again = ingest(store, inbox)
+
+    assert result.restarted == [str(live)]
+    # The copy: 10 already stored and the tail; the live file: its new lines.
+    assert _counted(result) == (11 + new_lines, 1 + new_lines, 10, 0)
+    assert _counted(again) == (0, 0, 0, 0) and again.restarted == []
+    assert _counts(store) == (11 + new_lines, 11 + new_lines)
+    assert {f"new-{n}" for n in range(new_lines)} | {"old-tail"} <= set(_ids(store))
+
+
+def test_an_emptied_file_is_read_from_the_start_once_written_again(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    live = inbox / "x_executions.jsonl"
+    _append(live, "".join(_line(f"old-{n}") for n in range(5)))
+    ingest(store, inbox)
+    with live.open("r+b") as handle:
+        handle.truncate(0)
+
+    empty = ingest(store, inbox)
+    _append(live, _line("new-0") + _line("new-1"))
+    refilled = ingest(store, inbox)
+
+    assert _counted(empty) == (0, 0, 0, 0) and empty.restarted == [str(live)]
+    assert _counted(refilled) == (2, 2, 0, 0) and refilled.restarted == [str(live)]
+    assert _counts(store) == (7, 7)
+
+
+# -- seed 002's per-metric files ------------------------------------------------------------------
+
+
+def test_per_metric_files_merge_into_one_row_per_execution(store: Store, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    ids = [f"run-{n}" for n in range(5)]
+    # An execution record of our own for one of them, with a flag the metric files do not set.
+    _append(inbox / "s_executions.jsonl", _line("run-0", exception=True, version="1.0.0"))
+    _append(
+        inbox / "s_fidelity.json",
+        "".join(
+            _line(
+                i,
+                pattern_fidelity=0.5 + n / 10,
+                patterns_followed=["p1", "p2"][: n % 3],
+                patterns_missed=["p3"],
+            )
+            for n, i in enumerate(ids)
+        ),
+    )
+    _append(
+        inbox / "s_outcomes.json",
+        "".join(_line(i, outcome_quality=n / 10, false_positive=n == 2) for n, i in enumerate(ids))
+        + _line("only-outcome", outcome_quality=0.25),
+    )
+    _append(
+        inbox / "s_performance.json",
+        "".join(_line(i, execution_time_ms=100.0 + n) for n, i in enumerate(ids)),
+    )
+
+    result = ingest(store, inbox, batch_size=2)
+    _forget_checkpoints(store)
+    again = ingest(store, inbox, batch_size=2)
+
+    assert result.inserted == 6 and result.quarantined == 0 and result.read == 1 + 5 + 6 + 5
+    assert again.inserted == 0 and again.read == result.read
+    stored = _executions(store)
+    assert sorted(stored) == ["only-outcome", *ids]
+    for n, execution_id in enumerate(ids):
+        row = stored[execution_id]
+        assert row["skill"] == "s"  # from the file name: the records name no skill
+        assert row["pattern_fidelity"] == pytest.approx(0.5 + n / 10)
+        assert row["outcome_quality"] == pytest.approx(n / 10)
+        assert row["execution_time_ms"] == pytest.approx(100.0 + n)
+        assert row["patterns_followed"] == n % 3  # seed 002 writes lists; the store counts
+        assert row["patterns_missed"] == 1
+        assert row["false_positive"] is (n == 2)
+    assert stored["run-0"]["exception"] is True and stored["run-0"]["version"] == "1.0.0"
+    assert stored["only-outcome"]["pattern_fidelity"] is None
+    assert stored["only-outcome"]["outcome_quality"] == pytest.approx(0.25)
+
+
+# -- digests --------------------------------------------------------------------------------------
+
+
+def test_a_version_without_a_digest_gets_the_registered_digest(
+    store: Store, tmp_path: Path
+) -> None:
+    store.ensure_version("s", "1.2.0", DIGEST, path="skills/s", frontmatter={"name": "s"})
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    other = "cd" * 32
+    _append(
+        inbox / "s_executions.jsonl",
+        _line("registered", version="1.2.0")
+        + _line("unregistered", version="9.9.9")
+        + _line("given", version="1.2.0", digest=other)
+        + _line("unversioned"),
+    )
+
+    result = ingest(store, inbox)
+
+    assert _counted(result) == (4, 4, 0, 0)
+    stored = _executions(store)
+    assert stored["registered"]["digest"] == DIGEST
+    assert stored["unregistered"]["digest"] is None
+    assert stored["given"]["digest"] == other
+    assert stored["unversioned"]["digest"] is None
+
+
+# -- more than one skill --------------------------------------------------------------------------
+
+
+def test_an_inbox_with_two_skills_is_ingested_on_sqlite(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short busy timeout, so that the lock wait fails in a second instead of thirty.
+    monkeypatch.setattr(skillstage.store.db, "SQLITE_BUSY_TIMEOUT_MS", 1000)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _append(inbox / "a_executions.jsonl", _line("a-1"))
+    _append(inbox / "b_executions.jsonl", _line("b-1"))
+
+    with Store.open(sqlite_url) as store:
+        # The pause after each batch (a progress bar's drawing would do) lets the writer take
+        # the batch first. Without it the writer mostly wins that race all the same: 2 skills of
+        # 10 records failed 3 runs in 5 here, of 1,000 records 5 in 5.
+        result = ingest(store, inbox, progress=lambda done: time.sleep(0.2))
+
+        assert _counted(result) == (2, 2, 0, 0)
+        assert {r["skill"] for r in _executions(store).values()} == {"a", "b"}
+
+
+# -- the command line and the library call ---------------------------------------------------------
+
+
+def _skillstage(project: Path, database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "skillstage", "metrics", *args],
+        cwd=project,
+        env=_environment(SKILLSTAGE_DATABASE_URL=database),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_record_lag_and_ingest_commands(store: Store, store_url: str, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "skillstage.toml").write_text("")
+    inbox = project / ".skillstage" / "metrics"
+    two_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).replace(microsecond=0)
+
+    recorded = _skillstage(
+        project,
+        store_url,
+        "record",
+        "--skill",
+        "s",
+        "--id",
+        "cli-1",
+        "--version",
+        "1.0.0",
+        "--fidelity",
+        "0.9",
+        "--quality",
+        "0.7",
+        "--followed",
+        "a,b",
+        "--tag",
+        "channel=web",
+        "--timestamp",
+        two_hours_ago.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "--json",
+    )
+    behind = _skillstage(project, store_url, "lag", "--json")
+    ingested = _skillstage(project, store_url, "ingest", "--json")
+    caught_up = _skillstage(project, store_url, "lag", "--json")
+
+    assert recorded.returncode == 0, recorded.stderr
+    assert json.loads(recorded.stdout)["execution_id"] == "cli-1"
+    (line,) = (inbox / "s_executions.jsonl").read_text().splitlines()
+    assert json.loads(line)["pattern_fidelity"] == 0.9
+
+    assert behind.returncode == 1, behind.stdout + behind.stderr
+    report = json.loads(behind.stdout)
+    assert dt.datetime.fromisoformat(report["oldest_pending"]) == two_hours_ago
+    assert report["alert"] is True and report["lag_seconds"] >= 7200
+
+    assert ingested.returncode == 0, ingested.stderr
+    assert {k: json.loads(ingested.stdout)[k] for k in ("read", "inserted", "quarantined")} == {
+        "read": 1,
+        "inserted": 1,
+        "quarantined": 0,
+    }
+    assert caught_up.returncode == 0, caught_up.stdout + caught_up.stderr
+    assert json.loads(caught_up.stdout)["oldest_pending"] is None
+
+    row = _executions(store)["cli-1"]
+    assert (row["skill"], row["version"], row["timestamp"]) == ("s", "1.0.0", two_hours_ago)
+    assert row["pattern_fidelity"] == pytest.approx(0.9)
+    assert row["outcome_quality"] == pytest.approx(0.7)
+    assert row["patterns_followed"] == 2
+    assert row["tags"] == {"channel": "web"}
+
+
+def test_lag_alerts_only_past_the_hour_and_clears_after_ingest(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    skillstage.record_execution("s", inbox=inbox, timestamp=now - dt.timedelta(minutes=50))
+    skillstage.record_execution("s", inbox=inbox, timestamp=now - dt.timedelta(minutes=10))
+
+    within = lag(store, inbox, now=now)
+    over = lag(store, inbox, now=now + dt.timedelta(minutes=11))
+    ingest(store, inbox)
+    after = lag(store, inbox, now=now + dt.timedelta(minutes=11))
+
+    assert within.oldest == now - dt.timedelta(minutes=50) and not within.alert
+    assert over.alert and over.lag_seconds == pytest.approx(61 * 60)
+    assert after.oldest is None and not after.alert and after.to_dict()["pending_bytes"] == 0
+
+
+def test_record_execution_refuses_an_unknown_field_and_writes_nothing(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+
+    with pytest.raises(UsageError) as unknown:
+        skillstage.record_execution("s", inbox=inbox, pattern_fidelity=0.5, colour="red")
+    with pytest.raises(UsageError) as out_of_range:
+        skillstage.record_execution("s", inbox=inbox, pattern_fidelity=1.5)
+    with pytest.raises(UsageError) as naive:
+        skillstage.record_execution("s", inbox=inbox, timestamp=dt.datetime(2026, 3, 1, 10))
+
+    assert "unknown field(s) colour" in str(unknown.value)
+    assert "pattern_fidelity" in (unknown.value.hint or "")
+    assert "$.pattern_fidelity" in str(out_of_range.value)
+    assert "timestamp has no time zone" in str(naive.value)
+    assert not (inbox / "s_executions.jsonl").exists()
