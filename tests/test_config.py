@@ -106,8 +106,8 @@ def with_transition(**transition: Any) -> dict[str, Any]:
         (
             with_transition(gates=["lint"]),
             "bad value for '(top level)': transitions[0] names gate 'lint', which is neither built "
-            "in (structure, schema, spec, tests, conflicts, dependencies, security, metrics, approval) nor a "
-            "command gate under [gates.lint]",
+            "in (structure, schema, spec, tests, conflicts, dependencies, security, metrics, "
+            "approval) nor a command gate under [gates.lint]",
         ),
     ],
 )
