@@ -18,7 +18,7 @@ from skillstage.config import DEFAULT_CONFIG_TOML, Project, load_config_file
 from skillstage.errors import ConflictError, UsageError
 from skillstage.lifecycle import demote
 from skillstage.lifecycle.gates import GateResult
-from skillstage.lifecycle.signoff import ApprovalError, approve, read_checklist
+from skillstage.lifecycle.signoff import ApprovalError, SignOffResult, approve, read_checklist
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 from tests.skilltree import write_skill
@@ -157,8 +157,9 @@ def checklist(*items: str, no: Iterable[str] = ()) -> dict[str, str]:
     return {item: "NO" if item in refused else "YES" for item in items}
 
 
-def gate(project: Project, name: str, **kwargs: Any) -> GateResult:
-    readiness = api.readiness(project, NAME, **kwargs)
+def gate(project: Project, name: str) -> GateResult:
+    """One gate of the skill's next move, as `skillstage status` reports it."""
+    readiness = api.readiness(project, NAME)
     (found,) = [g for g in readiness.gates if g.gate == name]
     return found
 
@@ -180,9 +181,8 @@ def record(
     start: dt.datetime,
     step: dt.timedelta = dt.timedelta(minutes=1),
     **fields: Any,
-) -> int:
-    """One execution of 1.0.0 per fidelity, `step` apart from `start`; returns how many."""
-    count = 0
+) -> None:
+    """One execution of 1.0.0 per fidelity, `step` apart from `start`, into the inbox."""
     for index, fidelity in enumerate(fidelities):
         api.record_execution(
             project,
@@ -192,11 +192,11 @@ def record(
             timestamp=start + index * step,
             pattern_fidelity=fidelity,
             outcome_quality=1.0,
-            execution_time_ms=5.0,
+            # Faster than any benchmark case (a bash process at least), so that execution time
+            # never looks worse than the prototype's.
+            execution_time_ms=1.0,
             **fields,
         )
-        count += 1
-    return count
 
 
 def sign_off(
@@ -205,7 +205,7 @@ def sign_off(
     *,
     ticket: str = "APPROVAL_T_001",
     to_stage: str = "staged",
-) -> Any:
+) -> SignOffResult:
     """An approval through the API, with every checklist item of `to_stage` YES."""
     return api.approve(
         project,
@@ -231,6 +231,7 @@ def into_staging(project: Project) -> str:
 
 
 def _yes_file(project: Project, to_stage: str) -> Path:
+    """A filled-in checklist: every item a move into `to_stage` needs, YES."""
     items = REVIEW + (PRODUCTION_REVIEW if to_stage == "production" else [])
     path = project.root / f"signoff-{to_stage}.yaml"
     path.write_text(
@@ -576,15 +577,16 @@ def test_a_critical_failure_in_the_window_or_slow_runs_fail(project: Project) ->
     assert failing(result) == ["critical failures in the last 100"]
     assert criterion(result, "critical failures in the last 100")["actual"] == 1
 
-    # The skill's own limit (metadata.max_execution_time_ms), below the runs' 5 ms.
+    # The skill's own limit (metadata.max_execution_time_ms), below the runs' 1 ms.
     path = project.root / STAGING / NAME
     skill_md = path / "SKILL.md"
-    skill_md.write_text(skill_md.read_text().replace("2000", "4"))
+    assert "max_execution_time_ms: '2000'" in skill_md.read_text()
+    skill_md.write_text(skill_md.read_text().replace("'2000'", "'0.5'"))
     digest = read_skill(path).digest
     record(project, digest, [1.0] * 100, start=start)
     timed = gate(project, "metrics")
     assert failing(timed) == ["mean execution time ms"]
-    assert criterion(timed, "mean execution time ms")["missing"] == "must drop below 4"
+    assert criterion(timed, "mean execution time ms")["missing"] == "must drop below 0.5"
 
 
 # -- regression against the prototype baseline ---------------------------------------------------
