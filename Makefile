@@ -24,8 +24,6 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/promote.py
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/readiness.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
