@@ -868,9 +868,18 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
     path = results / f"{skill.version}-{skill.short_digest}-{now:%Y%m%dT%H%M%S%fZ}.json"
     path.write_text(json.dumps(run.to_dict(), indent=2, default=str), encoding="utf-8")
     with Store.open(project.database_url) as store, store.atomic() as tx:
+        # Registered from its first benchmark run: its stay in its stage counts from here.
+        registered = tx.ensure_version(
+            skill.name,
+            skill.version,
+            skill.digest,
+            path=str(skill.path),
+            frontmatter=skill.frontmatter_dict(),
+            at=now,
+        )
         store_metrics.add_eval_run(
             tx,
-            tx.ensure_skill(skill.name, now),
+            registered.skill_id,
             version=skill.version,
             digest=skill.digest,
             summary=summary,

@@ -642,11 +642,6 @@ def test_too_few_executions_on_a_side_is_insufficient_data(project: Project) -> 
     assert compared.comparison.insufficient and compared.comparison.regressions == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="execution_criteria counts every execution of the digest, the prototype benchmark "
-    "runs included, not only those since the version entered staged",
-)
 @SQLITE_ONLY
 def test_benchmark_runs_in_prototype_do_not_count_as_staged_executions(project: Project) -> None:
     project = configure(project)
@@ -658,12 +653,6 @@ def test_benchmark_runs_in_prototype_do_not_count_as_staged_executions(project: 
     assert (executions["actual"], executions["passed"]) == (95, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="promote records no stay in the source stage unless `skillstage list` registered "
-    "one, so a version promoted out of prototype has 'no baseline' and passes the regression "
-    "criterion",
-)
 @SQLITE_ONLY
 def test_a_version_promoted_out_of_prototype_has_a_baseline(project: Project) -> None:
     project = configure(project)

@@ -71,7 +71,9 @@ def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> 
         for live in store.current_assignments(stage=stage):
             result.checked += 1
             with store.reading() as tx:
-                rows = store_metrics.execution_rows(tx, live.skill_id, digest=live.digest)
+                rows = store_metrics.execution_rows(
+                    tx, live.skill_id, digest=live.digest, since=live.entered_at
+                )
                 summary = summarise(rows)
                 rules = []
                 days = (now - live.entered_at).total_seconds() / 86400

@@ -481,7 +481,17 @@ def _record_promotion(tx: Transaction, details: Mapping[str, Any], at: dt.dateti
         frontmatter=details.get("frontmatter") or {},
         at=at,
     )
-    tx.leave_stage(name, details["from_stage"], at=at)
+    if tx.leave_stage(name, details["from_stage"], at=at) is None:
+        # The copy was in the source stage though nothing registered it there (no `list` ran):
+        # record that stay, from when the version was first registered (by `eval`, `approve`,
+        # …), so its time there (seed 002's prototype baseline) is on record.
+        tx.enter_stage(
+            version.version_id,
+            details["from_stage"],
+            details.get("source") or details["target"],
+            at=min(version.created_at, at),
+        )
+        tx.leave_stage(name, details["from_stage"], at=at)
     tx.enter_stage(version.version_id, details["to_stage"], details["target"], at=at)
     event_id = tx.append_event(
         "promote",

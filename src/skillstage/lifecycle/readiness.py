@@ -211,8 +211,11 @@ def execution_criteria(
     """Seed 002 §2.2 over the executions of this digest."""
     skill = context.skill
     skill_id = tx.skill_id(skill.name)
+    # Only the executions since this content entered the stage it leaves: its benchmark runs
+    # and earlier trials are the baseline, not evidence of how it behaves here.
+    since = stay_start(tx, skill_id, context.from_stage, skill.digest)
     rows = (
-        store_metrics.execution_rows(tx, skill_id, digest=skill.digest)
+        store_metrics.execution_rows(tx, skill_id, digest=skill.digest, since=since)
         if skill_id is not None
         else store_metrics.Rows({n: [] for n in store_metrics.SAMPLE_COLUMNS}, None, None)
     )
@@ -263,6 +266,18 @@ def execution_criteria(
             regression(project, tx, skill_id, skill.name, skill.version, skill.digest, thresholds)
         )
     return criteria
+
+
+def stay_start(
+    tx: Transaction, skill_id: int | None, stage: str, digest: str
+) -> dt.datetime | None:
+    """When this content entered `stage` (its current stay there), or None if not on record."""
+    if skill_id is None:
+        return None
+    for stay in store_metrics.tenures(tx, skill_id, stage):
+        if stay.left_at is None and stay.digest == digest:
+            return stay.entered_at
+    return None
 
 
 def regression(

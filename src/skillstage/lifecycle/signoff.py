@@ -22,6 +22,7 @@ from skillstage.lifecycle.readiness import (
     ingest_on_demand,
     review_items,
     signoff_problem,
+    stay_start,
 )
 from skillstage.metrics.summary import summarise
 from skillstage.skill.model import SkillVersion
@@ -235,7 +236,12 @@ def template(
             else None
         )
         rows = (
-            store_metrics.execution_rows(tx, skill_id, digest=skill.digest)
+            store_metrics.execution_rows(
+                tx,
+                skill_id,
+                digest=skill.digest,
+                since=stay_start(tx, skill_id, from_stage, skill.digest),
+            )
             if skill_id is not None
             else None
         )
