@@ -123,13 +123,22 @@ from pathlib import Path
 from skillstage.metrics.ingest import ingest
 from skillstage.store import Store
 
-pause = float(sys.argv[3])
-ingest(
-    Store.open(sys.argv[1]),
-    Path(sys.argv[2]),
-    batch_size=500,
-    progress=(lambda done: time.sleep(pause)) if pause else None,
-)
+pause, target, marker = float(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+batches = 0
+
+
+def progress(done):
+    # Once `target` records are read, say so and slow right down: the parent's kill then lands
+    # while this process is alive however loaded the machine is.
+    global batches
+    batches += 1
+    if batches * 500 >= target:
+        marker.touch()
+    if pause:
+        time.sleep(2 if batches * 500 >= target else pause)
+
+
+ingest(Store.open(sys.argv[1]), Path(sys.argv[2]), batch_size=500, progress=progress)
 """
 
 _LOAD_LINE = (
@@ -155,20 +164,22 @@ def _write_load(inbox: Path, total: int) -> dict[str, int]:
 def _kill_while_ingesting(
     store: Store, url: str, inbox: Path, *, pause: float, target: int, delay: float
 ) -> tuple[int, int]:
-    """Start a child ingesting into an emptied store and SIGKILL it `delay` seconds after at
-    least `target` rows are committed; returns (rows committed, the child's exit code)."""
+    """Start a child ingesting into an emptied store and SIGKILL it `delay` seconds after it has
+    read `target` records; returns (rows committed, the child's exit code)."""
     with store.atomic() as tx:
         tx.execute("DELETE FROM execution")
         tx.execute("DELETE FROM ingest_checkpoint")
+    marker = inbox.parent / "reached-target"
+    marker.unlink(missing_ok=True)
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, url, str(inbox), str(pause)],
+        [sys.executable, "-c", _CHILD, url, str(inbox), str(pause), str(target), str(marker)],
         env=_environment(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
-        while _counts(store)[0] < target and child.poll() is None:
+        while not marker.exists() and child.poll() is None:
             assert time.monotonic() < deadline, f"the child got no further than {target} rows"
             time.sleep(0.002)
         time.sleep(delay)

@@ -243,6 +243,14 @@ def promote(
         approval_ticket=approval_ticket,
     )
     result.gates = [gate.check(context) for gate in gates_for(project, transition)]
+    if not source.path.is_dir():
+        # Another promoter moved it while the gates ran: their verdict is about a copy that is
+        # gone, and this is no gate failure.
+        result.error = (
+            f"{source.name} was moved out of {source.stage} by another process (see "
+            f"`skillstage history {source.name}`)"
+        )
+        return result
     if not _gates_pass(
         project,
         store,
