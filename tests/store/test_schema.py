@@ -263,7 +263,7 @@ def test_version_window_queries_over_executions_use_the_index(store: Store) -> N
                 f"EXPLAIN QUERY PLAN {query}", {"digest": "a" * 64, "since": "2025-01-01"}
             )
         lines = " ".join(str(value) for row in plan for value in row)
-    assert "ix_execution_skill_id_digest_timestamp" in lines
+    assert "ix_execution_sample" in lines
 
 
 def test_a_store_at_0001_with_data_upgrades_to_the_current_schema(store_url: str) -> None:

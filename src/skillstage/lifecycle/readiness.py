@@ -263,7 +263,16 @@ def execution_criteria(
         )
     if thresholds.forbid_regression and skill_id is not None:
         criteria.append(
-            regression(project, tx, skill_id, skill.name, skill.version, skill.digest, thresholds)
+            regression(
+                project,
+                tx,
+                skill_id,
+                skill.name,
+                skill.version,
+                skill.digest,
+                thresholds,
+                known=(since, rows),
+            )
         )
     return criteria
 
@@ -288,6 +297,7 @@ def regression(
     version: str,
     digest: str,
     thresholds: Thresholds,
+    known: tuple[dt.datetime | None, store_metrics.Rows] | None = None,
 ) -> Criterion:
     """Seed 002 §2.2 "no worse than prototype baseline": the executions of the version last in
     the first stage (during its stay there) against this digest's (after that stay, when it is
@@ -306,9 +316,16 @@ def regression(
     candidate = Side(f"{version} ({digest[:12]})", version, digest, None, None)
     if baseline.digest == candidate.digest and baseline.until is not None:
         candidate = Side(candidate.label, candidate.version, candidate.digest, baseline.until, None)
+    # `known`: this digest's rows since a time, already read by the caller (the usual case: the
+    # candidate's window starts when its baseline stay ended, the moment it entered the stage).
+    candidate_rows = (
+        known[1]
+        if known is not None and known[0] == candidate.since
+        else sample_rows(tx, skill_id, candidate)
+    )
     comparison = compare_samples(
         as_sample(sample_rows(tx, skill_id, baseline)),
-        as_sample(sample_rows(tx, skill_id, candidate)),
+        as_sample(candidate_rows),
         min_sample=thresholds.min_comparison_sample,
         alpha=thresholds.regression_p_value,
     )

@@ -14,7 +14,8 @@ A metric is a regression (`worse`) when its p-value is below `alpha` and the eff
 way for its kind. A side with fewer than `min_sample` values gets its figures reported but no
 test: a p-value from three executions would only invite overconfident promotions.
 
-Pure functions, no database access. scipy is imported inside the functions that need it, because
+Pure functions, no database access. The tests are computed here, as scipy's "auto" method
+computes them; scipy is imported only for the exact test of two small tie-free samples, because
 importing it costs the CLI a few hundred milliseconds on every start.
 """
 
@@ -231,15 +232,48 @@ def _mann_whitney(values_a: list[float], values_b: list[float]) -> tuple[float |
         # into NaN with a warning. Identical samples are as alike as samples can be.
         return 1.0, 0.0
 
-    from scipy.stats import mannwhitneyu
-
-    result = mannwhitneyu(values_b, values_a, alternative="two-sided", method="auto")
+    u_b, p_value = _u_test(values_b, values_a)
     # U of B counts the pairs where B is larger (ties count half), so U/(n_a·n_b) is
     # P(B > A) + ½·P(B = A), and 2·U/(n_a·n_b) − 1 is the rank-biserial correlation.
-    u_b = float(result.statistic)
     effect = 2.0 * u_b / (len(values_a) * len(values_b)) - 1.0
-    p_value = float(result.pvalue)
     return (p_value if math.isfinite(p_value) else None), effect
+
+
+def _u_test(x: list[float], y: list[float]) -> tuple[float, float]:
+    """U of `x` and the two-sided p-value of the Mann-Whitney U test, as scipy's
+    `mannwhitneyu(x, y, method="auto")` gives them.
+
+    scipy's "auto" is the exact distribution only for two small samples (≤ 8 each) without ties,
+    and otherwise the normal approximation with tie and continuity corrections. That
+    approximation is computed here: importing scipy.stats costs over a second, more than a whole
+    `skillstage status`."""
+    n1, n2 = len(x), len(y)
+    if n1 <= 8 and n2 <= 8 and len(set(x) | set(y)) == n1 + n2:
+        from scipy.stats import mannwhitneyu
+
+        result = mannwhitneyu(x, y, alternative="two-sided", method="exact")
+        return float(result.statistic), float(result.pvalue)
+    merged = sorted([(value, 0) for value in x] + [(value, 1) for value in y])
+    n = n1 + n2
+    rank_sum_x = 0.0
+    ties = 0.0
+    start = 0
+    while start < n:
+        end = start
+        while end + 1 < n and merged[end + 1][0] == merged[start][0]:
+            end += 1
+        size = end - start + 1
+        average = (start + end) / 2 + 1  # ranks are 1-based
+        rank_sum_x += average * sum(1 for k in range(start, end + 1) if merged[k][1] == 0)
+        ties += size**3 - size
+        start = end + 1
+    u1 = rank_sum_x - n1 * (n1 + 1) / 2
+    mean = n1 * n2 / 2
+    spread = math.sqrt(n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1))))
+    if spread == 0:
+        return u1, 1.0
+    z = (max(u1, n1 * n2 - u1) - mean - 0.5) / spread
+    return u1, min(1.0, math.erfc(z / math.sqrt(2)))
 
 
 def _compare_rate(
@@ -288,19 +322,17 @@ def _two_proportion_z(hits_a: int, n_a: int, hits_b: int, n_b: int) -> tuple[flo
         # the samples agree perfectly, so there is no evidence of a difference.
         return 1.0, 0.0
 
-    from scipy.stats import norm
-
     rate_a, rate_b = hits_a / n_a, hits_b / n_b
     standard_error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b))
     z = (rate_b - rate_a) / standard_error
-    p_value = float(2.0 * norm.sf(abs(z)))
+    p_value = math.erfc(abs(z) / math.sqrt(2))  # 2·(1 − Φ(|z|))
     cohen_h = 2.0 * math.asin(math.sqrt(rate_b)) - 2.0 * math.asin(math.sqrt(rate_a))
     return min(p_value, 1.0), cohen_h
 
 
 def _present(values: Sequence[float | None]) -> list[float]:
     # NaN is treated as missing too: it would poison the mean and the ranks alike.
-    return [float(v) for v in values if v is not None and not math.isnan(v)]
+    return [float(v) for v in values if v is not None and v == v]  # v != v: NaN
 
 
 def _round(value: float | None) -> float | None:
