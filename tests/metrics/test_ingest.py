@@ -760,3 +760,40 @@ def test_record_execution_refuses_an_unknown_field_and_writes_nothing(tmp_path: 
     assert "$.pattern_fidelity" in str(out_of_range.value)
     assert "timestamp has no time zone" in str(naive.value)
     assert not (inbox / "s_executions.jsonl").exists()
+
+
+def test_logrotate_names_and_seed_underscore_names_are_read(store: Store, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _append(inbox / "pdf-filler_executions.jsonl-20261202", _line("rotated", skill="pdf-filler"))
+    _append(inbox / "pdf-filler_executions.jsonl-20261201.gz", b"\x1f\x8b not text")
+    _append(
+        inbox / "youtube_spam_detection_fidelity.json",
+        _line("seed", pattern_fidelity=0.9, patterns_followed=["a"]),
+    )
+
+    result = ingest(store, inbox)
+
+    assert (result.files, result.inserted, result.quarantined) == (2, 2, 0)
+    with store.reading() as tx:
+        rows = tx.query(
+            "SELECT x.execution_id, s.name FROM execution x JOIN skill s ON s.id = x.skill_id"
+            " ORDER BY x.execution_id"
+        )
+    assert rows == [("rotated", "pdf-filler"), ("seed", "youtube-spam-detection")]
+
+
+def test_a_per_metric_file_fills_in_missing_values_but_never_overwrites(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _append(inbox / "s_fidelity.json", _line("e1", pattern_fidelity=0.9))
+    ingest(store, inbox)
+    _append(inbox / "s_outcomes.json", _line("e1", pattern_fidelity=0.1, outcome_quality=0.7))
+
+    ingest(store, inbox)
+
+    with store.reading() as tx:
+        row = tx.one("SELECT pattern_fidelity, outcome_quality FROM execution")
+    assert row == (0.9, 0.7)

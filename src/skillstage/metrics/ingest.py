@@ -33,7 +33,12 @@ from typing import Any
 
 import msgspec
 
-from skillstage.metrics.record import INBOX_FILE, ExecutionRecord, record_problem
+from skillstage.metrics.record import (
+    INBOX_FILE,
+    ExecutionRecord,
+    record_problem,
+    skill_from_file_name,
+)
 from skillstage.store import Store, Transaction
 from skillstage.store import executions as store_executions
 
@@ -92,7 +97,8 @@ def inbox_files(inbox: Path) -> list[InboxFile]:
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
         match = INBOX_FILE.match(entry.name)
         if match and entry.is_file(follow_symlinks=False):
-            found.append(InboxFile(Path(entry.path), match["skill"], match["kind"]))
+            skill = skill_from_file_name(match["skill"])
+            found.append(InboxFile(Path(entry.path), skill, match["kind"]))
     return found
 
 

@@ -34,11 +34,20 @@ _Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 # The inbox file kinds: ours, and seed 002's three per-skill files (§5.2), read the same way.
 RECORD_KINDS = ("executions", "fidelity", "outcomes", "performance")
-# `<skill>_<kind>.jsonl` or `.json`, with an optional rotation suffix (`.1`, `.2026-12-01`).
+# `<skill>_<kind>.jsonl` or `.json`, with an optional rotation suffix (`.1`, `.2026-12-01`, or
+# logrotate's `-20261202`); compressed rotations are not read.
 INBOX_FILE = re.compile(
     r"(?P<skill>.+?)_(?P<kind>executions|fidelity|outcomes|performance)\.jsonl?"
-    r"(?P<rotation>\.\d[\w.-]*)?\Z"
+    r"(?P<rotation>[.-]\d[\w.-]*)?(?<!\.gz)(?<!\.xz)(?<!\.bz2)(?<!\.zst)\Z"
 )
+
+
+def skill_from_file_name(name: str) -> str:
+    """The skill an inbox file's name stands for. Seed 002 writes names with underscores
+    (`youtube_spam_detection_fidelity.json`); skill names use hyphens."""
+    return name.replace("_", "-")
+
+
 SKILL_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*\Z")
 
 

@@ -179,7 +179,7 @@ def _merge(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
     updates = ", ".join(
         f'"{c}" = (excluded."{c}" OR execution."{c}")'
         if c in _FLAGS
-        else f'"{c}" = COALESCE(excluded."{c}", execution."{c}")'
+        else f'"{c}" = COALESCE(execution."{c}", excluded."{c}")'
         for c in EXECUTION_COLUMNS
         if c not in ("execution_id", "skill_id")
     )
