@@ -101,7 +101,9 @@ def record(
         obj.project(), skill, **{k: v for k, v in fields.items() if v is not None}
     )
     if as_json:
-        echo_json(written.to_dict())
+        import msgspec
+
+        echo_json(msgspec.to_builtins(written.to_dict()))  # times in ISO 8601, with a T
     else:
         click.echo(f"recorded {written.execution_id} for {skill}")
     return EXIT_OK
