@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import mannwhitneyu
 
 from skillstage.metrics.compare import (
@@ -373,3 +375,25 @@ def test_importing_the_module_does_not_import_scipy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 12), min_size=1, max_size=60),
+    st.lists(st.integers(0, 12), min_size=1, max_size=60),
+    st.booleans(),
+)
+def test_the_u_test_agrees_with_scipy_on_any_samples(
+    a: list[int], b: list[int], continuous: bool
+) -> None:
+    from skillstage.metrics.compare import _u_test
+
+    # Integers make ties likely; scaled and offset they become (mostly) distinct values.
+    x = [v + i / 997 for i, v in enumerate(b)] if continuous else [float(v) for v in b]
+    y = [v + i / 991 for i, v in enumerate(a)] if continuous else [float(v) for v in a]
+    if len(set(x) | set(y)) == 1:
+        return  # no ranking at all: handled before the test is called
+    expected = mannwhitneyu(x, y, alternative="two-sided", method="auto")
+    u, p = _u_test(x, y)
+    assert u == pytest.approx(float(expected.statistic))
+    assert p == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-12)

@@ -22,6 +22,7 @@ importing it costs the CLI a few hundred milliseconds on every start.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -243,30 +244,28 @@ def _u_test(x: list[float], y: list[float]) -> tuple[float, float]:
     """U of `x` and the two-sided p-value of the Mann-Whitney U test, as scipy's
     `mannwhitneyu(x, y, method="auto")` gives them.
 
-    scipy's "auto" is the exact distribution only for two small samples (≤ 8 each) without ties,
+    scipy's "auto" is the exact distribution only when a sample is small (≤ 8) and nothing ties,
     and otherwise the normal approximation with tie and continuity corrections. That
     approximation is computed here: importing scipy.stats costs over a second, more than a whole
     `skillstage status`."""
     n1, n2 = len(x), len(y)
-    if n1 <= 8 and n2 <= 8 and len(set(x) | set(y)) == n1 + n2:
+    if min(n1, n2) <= 8 and len(set(x) | set(y)) == n1 + n2:
         from scipy.stats import mannwhitneyu
 
         result = mannwhitneyu(x, y, alternative="two-sided", method="exact")
         return float(result.statistic), float(result.pvalue)
-    merged = sorted([(value, 0) for value in x] + [(value, 1) for value in y])
+    # Ranks by distinct value: scores take a handful of values (heavy ties), times many.
+    count_x, count_y = Counter(x), Counter(y)
     n = n1 + n2
     rank_sum_x = 0.0
     ties = 0.0
-    start = 0
-    while start < n:
-        end = start
-        while end + 1 < n and merged[end + 1][0] == merged[start][0]:
-            end += 1
-        size = end - start + 1
-        average = (start + end) / 2 + 1  # ranks are 1-based
-        rank_sum_x += average * sum(1 for k in range(start, end + 1) if merged[k][1] == 0)
+    below = 0  # values ranked before this one
+    for value in sorted(count_x.keys() | count_y.keys()):
+        in_x = count_x.get(value, 0)
+        size = in_x + count_y.get(value, 0)
+        rank_sum_x += in_x * (below + (size + 1) / 2)  # the tie group's average rank, 1-based
         ties += size**3 - size
-        start = end + 1
+        below += size
     u1 = rank_sum_x - n1 * (n1 + 1) / 2
     mean = n1 * n2 / 2
     spread = math.sqrt(n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1))))
