@@ -7,6 +7,7 @@ out hundreds of times through `rollback --to`.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from skillstage import api
 from skillstage.config import load_config_file
+from skillstage.lifecycle import fs
 from tests.skilltree import write_skill
 
 CYCLES = 150  # each cycle is two swaps: 300 promote/rollback exchanges in all
@@ -101,3 +103,40 @@ def test_swap_leaves_no_scratch(tmp_path: Path) -> None:
         "prototype",
         "staging",
     ]
+
+
+def test_a_swapped_out_copy_stays_whole_for_a_reader_that_holds_it(tmp_path: Path) -> None:
+    api.init(tmp_path)
+    project = load_config_file(tmp_path / "skillstage.toml")
+    staging = tmp_path / ".claude/skills/staging"
+    write_skill(staging, "a", extra={"version": "1.0.0"}, files={"marker.txt": "one"})
+    (result,) = api.promote(project, ["a"], actor="t")
+    assert result.success
+    live = tmp_path / ".claude/skills/a"
+    held = os.open(live, os.O_RDONLY | os.O_DIRECTORY)  # an agent runtime mid-load
+    try:
+        write_skill(staging, "a", extra={"version": "1.1.0"}, files={"marker.txt": "two"})
+        (result,) = api.promote(project, ["a"], actor="t", overwrite=True)
+        assert result.success
+        with os.fdopen(os.open("marker.txt", os.O_RDONLY, dir_fd=held)) as handle:
+            assert handle.read() == "one"  # the old version, whole, though no longer live
+        assert (live / "marker.txt").read_text() == "two"
+    finally:
+        os.close(held)
+    retired = project.state_dir / "retired"
+    assert len(list(retired.iterdir())) == 1
+    fs.sweep_retired(retired, grace=0)
+    assert list(retired.iterdir()) == []
+
+
+def test_retired_copies_are_deleted_once_the_grace_period_is_over(tmp_path: Path) -> None:
+    retired = tmp_path / "retired"
+    fresh = tmp_path / ".skillstage-incoming-a-000000000001"
+    fresh.mkdir()
+    fs.retire(fresh, retired)
+    old = retired / ".skillstage-incoming-a-000000000000"
+    old.mkdir()
+    fs.sweep_retired(retired, grace=3600)
+    assert sorted(p.name for p in retired.iterdir()) == [old.name, fresh.name]
+    fs.sweep_retired(retired, grace=-1)
+    assert list(retired.iterdir()) == []

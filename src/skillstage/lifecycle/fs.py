@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,41 @@ def remove_tree(path: Path) -> None:
     aside = sibling(path, "removing")
     os.rename(path, aside)
     delete_scratch(aside)
+
+
+# How long a swapped-out copy outlives its swap: a reader (an agent loading the skill) that
+# opened the live directory just before the exchange reads the old version whole from it.
+RETIRE_GRACE_SECONDS = 60.0
+
+
+def retire(path: Path, retired: Path) -> None:
+    """Move a copy that was live a moment ago (now under its scratch name) into `retired`
+    instead of deleting it at once, and delete the retired copies older than the grace period.
+
+    Deleting it at once pulls its files from under a reader that holds the directory open; in
+    `retired` (in the state directory, out of every stage folder) the directory keeps its inode,
+    so such a reader finishes. Where `retired` is on another filesystem it is deleted at once."""
+    if os.path.lexists(path):
+        try:
+            retired.mkdir(parents=True, exist_ok=True)
+            os.rename(path, retired / path.name)
+        except OSError:
+            delete_scratch(path)
+    sweep_retired(retired)
+
+
+def sweep_retired(retired: Path, *, grace: float = RETIRE_GRACE_SECONDS) -> None:
+    """Delete the retired copies older than `grace` seconds (by the time they were moved)."""
+    if not retired.is_dir():
+        return
+    now = time.time()
+    for entry in retired.iterdir():
+        try:
+            moved = entry.lstat().st_ctime
+        except FileNotFoundError:
+            continue  # another process swept it
+        if now - moved > grace:
+            delete_scratch(entry)
 
 
 def delete_scratch(path: Path) -> None:

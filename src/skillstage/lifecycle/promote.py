@@ -95,6 +95,11 @@ def archive_path(project: Project, name: str, version: str, digest: str) -> Path
     return project.state_dir / "archive" / name / f"{version}-{digest[:12]}"
 
 
+def retired_path(project: Project) -> Path:
+    """Where copies swapped out of a live directory wait out the readers that still hold them."""
+    return project.state_dir / "retired"
+
+
 def _record_archive_reason(entry: Path, reason: str, *, once: bool = False, **details: Any) -> None:
     """Reasons an archive entry was kept (overwritten, failed, …), beside the immutable copy."""
     sidecar = entry.with_name(entry.name + ".json")
@@ -475,7 +480,7 @@ def _finish_promote(
         # promotion did, and a crash after commit leaves them queued, not lost.
         outbox_ids = _queue_side_effects(project, tx, details, "promoted")
     fs.fault_point("promote:committed")
-    fs.delete_scratch(Path(details["incoming"]))
+    fs.retire(Path(details["incoming"]), retired_path(project))
     return event_id, outbox_ids
 
 
@@ -764,7 +769,7 @@ def _finish_rollback(
             entry, "failed", why=details["reason"], trigger_metric=details.get("trigger_metric")
         )
     if "incoming" in details:
-        fs.delete_scratch(Path(details["incoming"]))
+        fs.retire(Path(details["incoming"]), retired_path(project))
     return event_id, outbox_ids
 
 
