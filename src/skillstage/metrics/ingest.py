@@ -15,13 +15,15 @@ leaves either the batch and its checkpoint or neither; the next run goes on from
   reason, and the batch goes on.
 
 Memory is bounded: files are read in 1 MiB chunks, a line longer than `MAX_LINE_BYTES` is
-quarantined without being held, and at most two batches are in flight.
+quarantined without being held, and at most about `WRITE_RECORDS` records (two batches if they
+are larger) wait for the writer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import os
 import queue
 import threading
@@ -45,9 +47,11 @@ from skillstage.store import executions as store_executions
 CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 1 << 20
 COMMIT_RECORDS = 100_000  # at most this many records per transaction
+WRITE_RECORDS = 4096  # the writer inserts up to this many records of waiting batches at once
 HEAD_BYTES = 256  # the part of a file whose hash tells it from a rewritten one
 
 _DECODER = msgspec.json.Decoder(ExecutionRecord)
+_TWO_DIGITS = [f"{n:02d}" for n in range(61)]
 _ENCODER = msgspec.json.Encoder()
 _UTC = dt.UTC
 
@@ -117,6 +121,7 @@ class _Batch:
     line: int  # lines consumed after this batch
     head: bytes
     lines: int  # lines in this batch
+    provisional: list[int]  # indexes of the rows that carry a provisional skill id
 
 
 def _start(store: Store, file: InboxFile, handle: Any, result: IngestResult) -> tuple[int, int]:
@@ -166,7 +171,13 @@ def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | None, in
 
 
 class _Rows:
-    """Decoded records as rows of the execution table."""
+    """Decoded records as rows of the execution table.
+
+    A skill the store does not know yet gets a provisional (negative) id: the writer registers
+    it in its own transaction, with the first rows that name it, and publishes the real id in
+    `registered`; rows made before the reader has seen it are rewritten by the writer. (The
+    reader registering it itself would have to wait for the writer's transaction to end.)
+    """
 
     def __init__(self, store: Store, now: dt.datetime) -> None:
         self._store = store
@@ -174,21 +185,61 @@ class _Rows:
         self._skill_ids: dict[str, int] = {}
         self._digests: dict[int, dict[str, str]] = {}
         self.postgres = store.dialect == "postgresql"
+        self.new_skills: dict[int, str] = {}  # provisional id -> name
+        self.registered: dict[int, int] = {}  # provisional id -> id, filled by the writer
+        self._applied = 0  # how many of `registered` `_skill_ids` has taken in
+        self._day, self._day_text = 0, ""  # the last date `sqlite_time` formatted
 
     def skill_id(self, name: str) -> int:
         found = self._skill_ids.get(name)
         if found is None:
-            with self._store.atomic() as tx:
-                found = self._skill_ids[name] = tx.ensure_skill(name, self._now)
+            with self._store.reading() as tx:
+                found = tx.skill_id(name)
+            if found is None:
+                found = -1 - len(self.new_skills)
+                self.new_skills[found] = name
+            self._skill_ids[name] = found
+        return found
+
+    def refresh(self) -> None:
+        """Use the real ids of the skills the writer has registered since the last call."""
+        if len(self.registered) > self._applied:
+            # (a copy: the writer may add to it meanwhile)
+            for provisional, real in list(self.registered.items())[self._applied :]:
+                self._skill_ids[self.new_skills[provisional]] = real
+                self._applied += 1
+
+    def register(self, tx: Transaction, provisional: int) -> int:
+        """The writer's side: the real id of a provisional one, registered in `tx` if need be."""
+        found = self.registered.get(provisional)
+        if found is None:
+            found = self.registered[provisional] = tx.ensure_skill(
+                self.new_skills[provisional], self._now
+            )
         return found
 
     def digest(self, skill_id: int, version: str) -> str | None:
         """The registered digest of a version (a version maps to one digest forever)."""
+        if skill_id < 0:
+            return None  # a skill new to the store has no versions
         known = self._digests.get(skill_id)
         if known is None:
             with self._store.reading() as tx:
                 known = self._digests[skill_id] = store_executions.version_digests(tx, skill_id)
         return known.get(version)
+
+    def sqlite_time(self, stamp: dt.datetime) -> str:
+        """`stamp` (UTC) as SQLite keeps it: `stamp.isoformat(" ", "microseconds")[:26]`, built
+        from parts, the date once a day: isoformat goes through printf, ~40% of making a row."""
+        day = stamp.toordinal()
+        if day != self._day:
+            self._day = day
+            self._day_text = f"{stamp.year:04d}-{stamp.month:02d}-{stamp.day:02d} "
+        two = _TWO_DIGITS
+        return (
+            f"{self._day_text}{two[stamp.hour]}:{two[stamp.minute]}:{two[stamp.second]}"
+            f".{str(1_000_000 + stamp.microsecond)[1:]}"
+        )
 
     def row(self, record: ExecutionRecord, file_skill: str) -> tuple[Any, ...] | str:
         """The row for a record, or why it cannot be stored."""
@@ -205,14 +256,19 @@ class _Rows:
             if zone is not _UTC:
                 stamp = stamp.astimezone(_UTC)
         # Naive UTC, as the store keeps time (SQLite: its text form, which date functions read).
-        if self.postgres:
-            stamp = stamp.replace(tzinfo=None)
-        else:
-            stamp = stamp.isoformat(" ", "microseconds")[:26]
+        stamp = stamp.replace(tzinfo=None) if self.postgres else self.sqlite_time(stamp)
         followed, missed, tags = record.patterns_followed, record.patterns_missed, record.tags
         digest = record.digest
         if digest is None and record.version is not None:
             digest = self.digest(skill_id, record.version)
+        exception: Any = record.exception
+        positive: Any = record.false_positive
+        negative: Any = record.false_negative
+        critical: Any = record.critical
+        if not self.postgres:
+            # Stored as 0/1 either way; sqlite3 binds an int directly, where for a bool it first
+            # looks for an adapter and fails (an AttributeError made and dropped, ~0.4 µs each).
+            exception, positive, negative, critical = +exception, +positive, +negative, +critical
         return (
             record.execution_id,
             skill_id,
@@ -224,10 +280,10 @@ class _Rows:
             record.execution_time_ms,
             len(followed) if isinstance(followed, list) else followed,
             len(missed) if isinstance(missed, list) else missed,
-            record.exception,
-            record.false_positive,
-            record.false_negative,
-            record.critical,
+            exception,
+            positive,
+            negative,
+            critical,
             record.subject,
             None if tags is None else _ENCODER.encode(tags).decode(),
         )
@@ -255,7 +311,9 @@ def _batches(
         decode, make_row, path = _DECODER.decode, rows.row, str(file.path)
         batch: list[tuple[Any, ...]] = []
         bad: list[tuple[str, int, str, str]] = []
+        provisional: list[int] = []
         count = consumed = 0
+        rows.refresh()
         for text, length in _complete_lines(handle, offset):
             consumed += length
             count += 1
@@ -272,44 +330,84 @@ def _batches(
                 if isinstance(made, str):
                     bad.append((path, line, made, text.decode("utf-8", "replace")))
                 else:
+                    if made[1] < 0:
+                        provisional.append(len(batch))
                     batch.append(made)
             if count >= batch_size:
                 offset += consumed
                 yield _Batch(
-                    file, status.st_dev, status.st_ino, batch, bad, offset, line, head, count
+                    file,
+                    status.st_dev,
+                    status.st_ino,
+                    batch,
+                    bad,
+                    offset,
+                    line,
+                    head,
+                    count,
+                    provisional,
                 )
                 if progress is not None:
                     progress(consumed)
-                batch, bad, count, consumed = [], [], 0, 0
+                batch, bad, provisional, count, consumed = [], [], [], 0, 0
+                rows.refresh()
         if count:
             offset += consumed
-            yield _Batch(file, status.st_dev, status.st_ino, batch, bad, offset, line, head, count)
+            yield _Batch(
+                file,
+                status.st_dev,
+                status.st_ino,
+                batch,
+                bad,
+                offset,
+                line,
+                head,
+                count,
+                provisional,
+            )
             if progress is not None:
                 progress(consumed)
         if os.fstat(handle.fileno()).st_size > offset:
             result.waiting.append(str(file.path))
 
 
-def _write(tx: Transaction, batch: _Batch, now: dt.datetime) -> tuple[int, int]:
-    """One batch and its file's checkpoint, in the caller's transaction: (inserted, duplicates)."""
-    head_length = min(HEAD_BYTES, batch.offset, len(batch.head))
+def _write(tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime) -> int:
+    """Batches of one kind of file, in order, and their files' checkpoints, in the caller's
+    transaction: the number of rows inserted."""
+    for batch in batches:
+        for index in batch.provisional:
+            row = batch.rows[index]
+            batch.rows[index] = (row[0], rows.register(tx, row[1]), *row[2:])
+    together = (
+        batches[0].rows
+        if len(batches) == 1
+        else list(itertools.chain.from_iterable(batch.rows for batch in batches))
+    )
     inserted = store_executions.insert_executions(
-        tx, batch.rows, merge=batch.file.kind != "executions"
+        tx, together, merge=batches[0].file.kind != "executions"
     )
-    if batch.bad:
-        store_executions.quarantine(tx, batch.bad, now)
-    store_executions.save_checkpoint(
-        tx,
-        device=batch.device,
-        inode=batch.inode,
-        path=str(batch.file.path),
-        offset=batch.offset,
-        line=batch.line,
-        head_hash=_hash(batch.head[:head_length]),
-        head_length=head_length,
-        at=now,
-    )
-    return inserted, len(batch.rows) - inserted
+    last: dict[tuple[int, int], _Batch] = {}  # each file's last batch
+    for batch in batches:
+        if batch.bad:
+            store_executions.quarantine(tx, batch.bad, now)
+        last[batch.device, batch.inode] = batch
+    # The earlier batches' checkpoints would be overwritten in this same transaction: only the
+    # last one per file is saved (each statement lets the reading thread take the GIL, and the
+    # writer waits up to 5 ms to get it back).
+    for batch in last.values():
+        head_length = min(HEAD_BYTES, batch.offset, len(batch.head))
+        store_executions.save_checkpoint(
+            tx,
+            device=batch.device,
+            inode=batch.inode,
+            path=str(batch.file.path),
+            offset=batch.offset,
+            line=batch.line,
+            head_hash=_hash(batch.head[:head_length]),
+            head_length=head_length,
+            at=now,
+        )
+    return inserted
 
 
 def pending_bytes(store: Store, inbox: Path) -> int:
@@ -346,44 +444,64 @@ def ingest(
     files = inbox_files(inbox)
     result.files = len(files)
     rows = _Rows(store, now)
-    pipe: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+    # Room for what the writer inserts at once, and for the batch being decoded meanwhile.
+    pipe: queue.Queue[_Batch | None] = queue.Queue(maxsize=max(2, 1 + WRITE_RECORDS // batch_size))
     failure: list[BaseException] = []
+
+    def gather(first: _Batch) -> tuple[list[_Batch], _Batch | None, bool]:
+        """`first` and the batches waiting behind it that go in with it (of the same kind of
+        file, up to WRITE_RECORDS records); the batch taken that did not fit (or None), and
+        whether the end was taken."""
+        group, records = [first], len(first.rows)
+        merge = first.file.kind != "executions"
+        while True:
+            try:
+                following = pipe.get_nowait()
+            except queue.Empty:
+                return group, None, False
+            if following is None:
+                return group, None, True
+            records += len(following.rows)
+            if records > WRITE_RECORDS or (following.file.kind != "executions") != merge:
+                return group, following, False
+            group.append(following)
 
     def writer() -> None:
         # A transaction takes batches while more are waiting, up to COMMIT_RECORDS: committing
         # every 1,000 records rewrites the same index pages thousands of times. Each batch's
         # checkpoint is in the transaction with its rows, so a kill loses both or neither.
+        # Never wait for the reader while holding the write lock: another process may need it.
         batch: _Batch | None = pipe.get()
-        ended = False
+        ended = batch is None
         try:
-            with store.bulk_writes():
+            with store.bulk_writes(), store_executions.bulk_inserts(store):
                 while batch is not None:
-                    # Never wait for the reader while holding the write lock: the reader may
-                    # need it (registering a skill it has not seen before).
-                    waiting: _Batch | None = batch
                     with store.atomic() as tx:
                         written = 0
-                        while waiting is not None:
-                            inserted, duplicates = _write(tx, waiting, now)
-                            result.read += waiting.lines
+                        while batch is not None:
+                            group, batch, ended = gather(batch)
+                            inserted = _write(tx, group, rows, now)
+                            lines = sum(b.lines for b in group)
+                            result.read += lines
                             result.inserted += inserted
-                            result.duplicates += duplicates
-                            result.quarantined += len(waiting.bad)
-                            written += waiting.lines
-                            if written >= COMMIT_RECORDS:
+                            result.duplicates += sum(len(b.rows) for b in group) - inserted
+                            result.quarantined += sum(len(b.bad) for b in group)
+                            written += lines
+                            if ended or written >= COMMIT_RECORDS:
                                 break
-                            try:
-                                waiting = pipe.get_nowait()
-                            except queue.Empty:
-                                break
-                            if waiting is None:  # the end: commit, then stop
-                                ended = True
-                                break
-                    batch = pipe.get() if waiting is not None else None
+                            if batch is None:
+                                try:
+                                    batch = pipe.get_nowait()
+                                except queue.Empty:
+                                    break
+                                ended = batch is None
+                    if batch is None and not ended:
+                        batch = pipe.get()
+                        ended = batch is None
         except BaseException as exc:
             failure.append(exc)
-            while batch is not None and not ended:
-                batch = pipe.get()
+            while not ended:  # let the reader finish: it stops at its next batch
+                ended = pipe.get() is None
 
     thread = threading.Thread(target=writer, name="skillstage-ingest-writer", daemon=True)
     thread.start()
