@@ -435,8 +435,9 @@ def ingest(
 ) -> IngestResult:
     """Ingest every new complete line of the inbox's files; see the module docstring.
 
-    Decoding runs on this thread while a second one writes the previous batch (the database
-    driver releases the GIL while it works), so reading and writing overlap.
+    Decoding runs on this thread while a second one writes the batches decoded before, all
+    those waiting in one statement (the database driver releases the GIL while SQLite works
+    through it), so reading and writing overlap.
     """
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)

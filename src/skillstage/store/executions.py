@@ -1,9 +1,9 @@
 """The store's side of execution metrics: ingestion checkpoints, bulk inserts of executions,
 the quarantine, eval runs, and the samples gates and comparisons read.
 
-Bulk inserts: SQLite through multi-row INSERT OR IGNORE statements (an execution id seen before
-is a duplicate, never a second row); PostgreSQL through COPY into a temporary table, then one
-INSERT … SELECT … ON CONFLICT DO NOTHING.
+Bulk inserts: SQLite through multi-row INSERT OR IGNORE statements of up to 4,096 rows in id
+order (an execution id seen before is a duplicate, never a second row); PostgreSQL through COPY
+into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING.
 """
 
 from __future__ import annotations
