@@ -24,6 +24,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/promote.py
+	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/readiness.py
 
 clean:

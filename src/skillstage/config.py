@@ -198,7 +198,9 @@ class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Execution metrics (seed 002 §5.2, §5.4, §7)."""
 
     inbox: str | None = None  # the append-only JSONL inbox; default <state_dir>/metrics
-    batch_size: _PositiveCount = 1000  # records per ingestion transaction (seed 002 §5.4)
+    # Lines decoded and checkpointed together (seed 002 §5.4's --batch-size); a transaction
+    # groups batches up to 100,000 records.
+    batch_size: _PositiveCount = 1000
     lag_alert_hours: _Positive = 1.0  # seed 002 §7: alert if ingestion falls behind > 1 hour
     eval_timeout_seconds: _Positive = 30  # per benchmark case run through execute.sh
 
@@ -572,7 +574,7 @@ timeout_seconds = 30
 # demand before every readiness check and metric gate.
 [metrics]
 # inbox = ".skillstage/metrics"     # default: <state_dir>/metrics
-batch_size = 1000                   # records per ingestion transaction
+batch_size = 1000                   # lines decoded and checkpointed together
 lag_alert_hours = 1                 # `skillstage metrics lag` exits 1 beyond this
 eval_timeout_seconds = 30           # per benchmark case of `skillstage eval`
 
