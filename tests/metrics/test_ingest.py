@@ -797,3 +797,14 @@ def test_a_per_metric_file_fills_in_missing_values_but_never_overwrites(
     with store.reading() as tx:
         row = tx.one("SELECT pattern_fidelity, outcome_quality FROM execution")
     assert row == (0.9, 0.7)
+
+
+def test_repeated_ingestion_does_not_collect_connections(sqlite_url: str, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with Store.open(sqlite_url) as store:
+        for n in range(5):
+            _append(inbox / "s_executions.jsonl", _line(f"e{n}"))
+            assert ingest(store, inbox).inserted == 1
+        # This thread's own connection, and none left behind by the five writer threads.
+        assert len(store._connections) == 1

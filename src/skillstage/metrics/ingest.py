@@ -503,6 +503,8 @@ def ingest(
             failure.append(exc)
             while not ended:  # let the reader finish: it stops at its next batch
                 ended = pipe.get() is None
+        finally:
+            store.release_connection()  # this thread ends: its connection with it
 
     thread = threading.Thread(target=writer, name="skillstage-ingest-writer", daemon=True)
     thread.start()

@@ -631,6 +631,20 @@ class Store:
         for connection in connections:
             connection.close()
 
+    def release_connection(self) -> None:
+        """Close the calling thread's connection (a worker thread done with the store), so a
+        long-lived store does not collect one per thread that ever used it."""
+        if self._shared is not None:
+            return
+        pid, connection = getattr(self._local, "connection", (None, None))
+        self._local.connection = (None, None)
+        if connection is None or pid != os.getpid():
+            return
+        with self._guard:
+            if connection in self._connections:
+                self._connections.remove(connection)
+        connection.close()
+
     def __enter__(self) -> Self:
         return self
 
