@@ -313,6 +313,22 @@ def _batches(
         bad: list[tuple[str, int, str, str]] = []
         provisional: list[int] = []
         count = consumed = 0
+
+        def cut() -> _Batch:
+            """The lines read since the last batch, as a batch (its checkpoint: `offset`)."""
+            return _Batch(
+                file,
+                status.st_dev,
+                status.st_ino,
+                batch,
+                bad,
+                offset,
+                line,
+                head,
+                count,
+                provisional,
+            )
+
         rows.refresh()
         for text, length in _complete_lines(handle, offset):
             consumed += length
@@ -335,36 +351,14 @@ def _batches(
                     batch.append(made)
             if count >= batch_size:
                 offset += consumed
-                yield _Batch(
-                    file,
-                    status.st_dev,
-                    status.st_ino,
-                    batch,
-                    bad,
-                    offset,
-                    line,
-                    head,
-                    count,
-                    provisional,
-                )
+                yield cut()
                 if progress is not None:
                     progress(consumed)
                 batch, bad, provisional, count, consumed = [], [], [], 0, 0
                 rows.refresh()
         if count:
             offset += consumed
-            yield _Batch(
-                file,
-                status.st_dev,
-                status.st_ino,
-                batch,
-                bad,
-                offset,
-                line,
-                head,
-                count,
-                provisional,
-            )
+            yield cut()
             if progress is not None:
                 progress(consumed)
         if os.fstat(handle.fileno()).st_size > offset:
