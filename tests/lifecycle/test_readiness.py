@@ -664,6 +664,30 @@ def test_a_version_promoted_out_of_prototype_has_a_baseline(project: Project) ->
     assert not baseline["passed"]
 
 
+@SQLITE_ONLY
+def test_a_newer_prototype_does_not_become_the_staged_versions_baseline(
+    project: Project, opened: Store
+) -> None:
+    project = configure(project)
+    spam_filter(project)
+    digest = into_staging(project)  # its baseline: ten benchmark executions in prototype
+    record(project, digest, [1.0] * 110, start=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+
+    def verdict() -> dict[str, Any]:
+        readiness = api.readiness(project, NAME, from_stage="staged")
+        (metrics,) = [g for g in readiness.gates if g.gate == "metrics"]
+        return criterion(metrics, "no regression against the prototype baseline")
+
+    assert verdict()["passed"]
+    # 1.1.0 enters prototype with no executions yet: the staged 1.0.0 is still judged against
+    # its own prototype stay, not found short of data against the newcomer's.
+    spam_filter(project, version="1.1.0", body="# Spam filter\n\nNow also checks images.\n")
+    api.list_skills(project, stage="prototype")
+    assert api.compare_versions(project, NAME, "prototype", "staged").a.version == "1.1.0"
+    assert verdict() == {**verdict(), "passed": True, "actual": "none worse"}
+    assert demote.check(project, opened).demotions == []
+
+
 # -- demotion ------------------------------------------------------------------------------------
 
 

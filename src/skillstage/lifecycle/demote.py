@@ -102,10 +102,11 @@ def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> 
                         project,
                         tx,
                         live.skill_id,
-                        live.name,
                         live.version,
                         live.digest,
                         thresholds,
+                        entered=live.entered_at,
+                        known=rows,
                     )
                     if not verdict.passed and verdict.missing != "insufficient data to compare":
                         rules.append(f"regression against the baseline: {verdict.missing}")

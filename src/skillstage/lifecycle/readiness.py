@@ -267,11 +267,11 @@ def execution_criteria(
                 project,
                 tx,
                 skill_id,
-                skill.name,
                 skill.version,
                 skill.digest,
                 thresholds,
-                known=(since, rows),
+                entered=since,
+                known=rows,
             )
         )
     return criteria
@@ -289,23 +289,45 @@ def stay_start(
     return None
 
 
+def baseline_side(
+    tx: Transaction, skill_id: int, stage: str, digest: str, entered: dt.datetime | None
+) -> Side | None:
+    """The baseline of a version in a later stage: this content's own last stay in `stage` (the
+    first stage) when it had one, else the stay there that began last before the version entered
+    the stage it is in now (`entered`), else the latest stay there. A version put into the first
+    stage later never becomes an earlier version's baseline."""
+    stays = store_metrics.tenures(tx, skill_id, stage)  # newest first
+    own = [s for s in stays if s.digest == digest and s.left_at is not None]
+    before = [s for s in stays if entered is not None and s.entered_at <= entered]
+    chosen = next(iter(own or before or stays), None)
+    if chosen is None:
+        return None
+    return Side(
+        f"{stage} ({chosen.version})",
+        chosen.version,
+        chosen.digest,
+        chosen.entered_at,
+        chosen.left_at,
+    )
+
+
 def regression(
     project: Project,
     tx: Transaction,
     skill_id: int,
-    name: str,
     version: str,
     digest: str,
     thresholds: Thresholds,
-    known: tuple[dt.datetime | None, store_metrics.Rows] | None = None,
+    *,
+    entered: dt.datetime | None,
+    known: store_metrics.Rows | None = None,
 ) -> Criterion:
-    """Seed 002 §2.2 "no worse than prototype baseline": the executions of the version last in
-    the first stage (during its stay there) against this digest's (after that stay, when it is
-    the same content)."""
+    """Seed 002 §2.2 "no worse than prototype baseline": the executions of the baseline
+    (`baseline_side`) during its stay in the first stage against this digest's since it entered
+    its stage (`entered`; `known`: those rows, when the caller has read them)."""
     first = next(iter(project.config.stages))
-    try:
-        baseline = resolve_side(project, tx, skill_id, name, first)
-    except UsageError:
+    baseline = baseline_side(tx, skill_id, first, digest, entered)
+    if baseline is None:
         return Criterion(
             f"no regression against the {first} baseline",
             "no baseline",
@@ -313,14 +335,13 @@ def regression(
             True,
             None,
         )
-    candidate = Side(f"{version} ({digest[:12]})", version, digest, None, None)
-    if baseline.digest == candidate.digest and baseline.until is not None:
-        candidate = Side(candidate.label, candidate.version, candidate.digest, baseline.until, None)
-    # `known`: this digest's rows since a time, already read by the caller (the usual case: the
-    # candidate's window starts when its baseline stay ended, the moment it entered the stage).
+    candidate = Side(f"{version} ({digest[:12]})", version, digest, entered, None)
+    if baseline.digest == digest and baseline.until is not None and entered is None:
+        # (a stay in the current stage not on record: its executions after the baseline's)
+        candidate = Side(candidate.label, version, digest, baseline.until, None)
     candidate_rows = (
-        known[1]
-        if known is not None and known[0] == candidate.since
+        known
+        if known is not None and candidate.since == entered
         else sample_rows(tx, skill_id, candidate)
     )
     comparison = compare_samples(
