@@ -653,6 +653,29 @@ def test_an_inbox_with_two_skills_is_ingested_on_sqlite(
         assert {r["skill"] for r in _executions(store).values()} == {"a", "b"}
 
 
+def test_an_in_memory_store_is_ingested_on_its_one_connection(tmp_path: Path) -> None:
+    # An in-memory store is one connection: a writing thread beside the reading one failed with
+    # "cannot start a transaction within a transaction" once a new skill or version was looked up.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for skill in range(6):
+        _append(
+            inbox / f"s{skill}_executions.jsonl",
+            "".join(_line(f"s{skill}-{n}", version="1.0.0") for n in range(400)),
+        )
+    with Store.open("sqlite://") as store:
+        now = dt.datetime.now(dt.UTC)
+        with store.atomic() as tx:
+            tx.ensure_skill("s0", now)
+        first = ingest(store, inbox, batch_size=50)
+        _append(inbox / "s5_executions.jsonl", _line("s5-new") + _line("s0-1"))
+        second = ingest(store, inbox, batch_size=50)
+
+        assert (_counted(first), _counted(second)) == ((2400, 2400, 0, 0), (2, 1, 1, 0))
+        assert _counts(store) == (2401, 2401)
+        assert {r["skill"] for r in _executions(store).values()} == {f"s{n}" for n in range(6)}
+
+
 # -- the command line and the library call ---------------------------------------------------------
 
 

@@ -461,6 +461,27 @@ def ingest(
                 return group, following, False
             group.append(following)
 
+    def write(tx: Transaction, group: list[_Batch]) -> int:
+        """Write `group` in `tx`, counted in the result: the lines it took."""
+        inserted = _write(tx, group, rows, now)
+        lines = sum(b.lines for b in group)
+        result.read += lines
+        result.inserted += inserted
+        result.duplicates += sum(len(b.rows) for b in group) - inserted
+        result.quarantined += sum(len(b.bad) for b in group)
+        return lines
+
+    if store.single_connection:
+        # An in-memory store lives on one connection, which a writing thread and this one
+        # cannot use at once: each batch is written as soon as it is decoded, here.
+        with store.bulk_writes(), store_executions.bulk_inserts(store):
+            for file in files:
+                for batch in _batches(store, file, rows, batch_size, result, progress):
+                    with store.atomic() as tx:
+                        write(tx, [batch])
+        result.seconds = time.perf_counter() - started
+        return result
+
     def writer() -> None:
         # A transaction takes batches while more are waiting, up to COMMIT_RECORDS: committing
         # every 1,000 records rewrites the same index pages thousands of times. Each batch's
@@ -475,13 +496,7 @@ def ingest(
                         written = 0
                         while batch is not None:
                             group, batch, ended = gather(batch)
-                            inserted = _write(tx, group, rows, now)
-                            lines = sum(b.lines for b in group)
-                            result.read += lines
-                            result.inserted += inserted
-                            result.duplicates += sum(len(b.rows) for b in group) - inserted
-                            result.quarantined += sum(len(b.bad) for b in group)
-                            written += lines
+                            written += write(tx, group)
                             if ended or written >= COMMIT_RECORDS:
                                 break
                             if batch is None:

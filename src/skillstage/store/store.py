@@ -624,6 +624,12 @@ class Store:
         """`sqlite` or `postgresql`."""
         return self._dialect.name
 
+    @property
+    def single_connection(self) -> bool:
+        """Whether every thread shares one connection (an in-memory SQLite store), so that only
+        one of them may use the store at a time."""
+        return self._shared is not None
+
     def close(self) -> None:
         """Close every connection this store opened."""
         with self._guard:
