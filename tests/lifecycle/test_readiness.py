@@ -481,8 +481,13 @@ def test_a_ticket_or_approver_that_is_not_the_sign_off_fails_the_gate(project: P
         project, [NAME], actor="tester", approver="alice", approval_ticket="APPROVAL_T_001"
     )
     assert right.success, right.error
-    promoted = [e for e in api.history(project, NAME) if e.kind == "promote" and e.success]
-    assert [(e.approver, e.approval_ticket) for e in promoted] == [("alice", "APPROVAL_T_001")]
+    promoted = [e for e in api.history(project, NAME) if e.kind == "promote"]
+    # Refused attempts are audited with the approver and ticket they gave (history: newest first).
+    assert [(e.success, e.approver, e.approval_ticket) for e in promoted[::-1]] == [
+        (False, None, "APPROVAL_T_999"),
+        (False, "bob", "APPROVAL_T_001"),
+        (True, "alice", "APPROVAL_T_001"),
+    ]
 
 
 # -- prototype → staged: benchmark evals ---------------------------------------------------------

@@ -266,6 +266,7 @@ def promote(
         actor=actor,
         source=source,
         skill=skill,
+        context=context,
     ):
         return result
     if dry_run:
@@ -300,6 +301,7 @@ def promote(
                 actor=actor,
                 source=source,
                 skill=skill,
+                context=context,
             ):
                 return result
         at = _now()
@@ -344,6 +346,7 @@ def _gates_pass(
     actor: str,
     source: _Source,
     skill: SkillVersion,
+    context: GateContext,
 ) -> bool:
     """True when the gates let the promotion go on (passing, or forced); otherwise the result
     says why and a real attempt is recorded as refused."""
@@ -369,6 +372,8 @@ def _gates_pass(
             success=False,
             path=str(source.path),
             details={"gates": [g.to_dict() for g in result.gates]},
+            approver=context.approver,
+            approval_ticket=context.approval_ticket,
         )
         if notify:
             result.deliveries = _notify_now(project, store, "gate_failed", result)
