@@ -19,10 +19,11 @@ import pytest
 from skillstage import api
 from skillstage.config import Project
 from skillstage.lifecycle import doctor as doc
+from skillstage.lifecycle import fs
 from skillstage.lifecycle.doctor import DoctorReport, Finding, run_doctor
 from skillstage.lifecycle.fs import delete_scratch
 from skillstage.lifecycle.locks import skill_lock
-from skillstage.lifecycle.promote import archive_path
+from skillstage.lifecycle.promote import archive_path, retired_path
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 from tests.lifecycle.test_crash import _assert_whole
@@ -400,3 +401,22 @@ def test_the_command_exits_1_while_drift_remains(
 
     assert cli("doctor", "--json") == 0
     assert json.loads(capsys.readouterr().out)["findings"] == []
+
+
+def test_repair_deletes_retired_copies_once_their_readers_had_their_minute(
+    project: Project, cli: Cli, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _promote(project)
+    _promote(project, "1.1.0")  # 1.0.0's live copy is swapped out, kept for its readers
+    (kept,) = retired_path(project).iterdir()
+    assert cli("doctor", "--repair", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["swept"] == []  # not a minute old yet
+    assert kept.is_dir()
+
+    monkeypatch.setattr(fs, "RETIRE_GRACE_SECONDS", 0.0)  # as if the minute had passed
+    assert cli("doctor") == 0  # not drift: without --repair it stays, and nothing is wrong
+    assert kept.is_dir() and "Deleted" not in capsys.readouterr().out
+    assert cli("doctor", "--repair") == 0
+    assert "Deleted 1 copy swapped out of a stage more than 0 s ago" in capsys.readouterr().out
+    assert not kept.exists()
+    _clean(project)

@@ -9,6 +9,7 @@ import click
 from skillstage import api
 from skillstage.cli.context import CliContext, echo_json, is_terminal, rule
 from skillstage.errors import EXIT_FAILED, EXIT_OK
+from skillstage.lifecycle import fs
 from skillstage.lifecycle.doctor import DoctorReport, Finding, run_doctor
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT
 
@@ -41,6 +42,12 @@ def _render(report: DoctorReport) -> None:
     title = "DOCTOR: store and disk"
     click.echo(click.style(title, bold=True) if is_terminal() else title)
     click.echo(rule())
+    if report.swept:
+        click.echo(
+            f"Deleted {len(report.swept)} cop{'y' if len(report.swept) == 1 else 'ies'} swapped "
+            f"out of a stage more than {fs.RETIRE_GRACE_SECONDS:g} s ago "
+            f"({_relative(os.path.dirname(report.swept[0]))})."
+        )
     if not report.findings:
         click.echo(
             "No drift: every stage assignment, live directory, journal entry and archive "
@@ -65,7 +72,8 @@ def _render(report: DoctorReport) -> None:
     is_flag=True,
     help="Mend what can be mended, each repair under the skill's lock: finish or undo "
     "interrupted changes, delete scratch copies, restore missing or edited live copies from "
-    "the archive (keeping the edited copy there), register unknown directories.",
+    "the archive (keeping the edited copy there), register unknown directories; also delete "
+    "copies swapped out of a stage more than a minute ago (kept meanwhile for their readers).",
 )
 @click.option(
     "--lock-timeout",

@@ -12,6 +12,10 @@ What can drift, and what a repair does (each under the skill's lock):
 - `archive_writable`: an archive entry that is not read-only → reported only.
 - `archive_digest_mismatch`: an archive entry whose content is not its name → reported only.
 
+With `repair`, copies swapped out of a stage and kept for their readers (`.skillstage/retired/`)
+past their grace period are deleted too (`swept`): housekeeping the next promotion or rollback
+would do, not drift.
+
 A repair is planned from a fresh look at the disk and the store: first journals and scratch copies
 (recovery can itself settle other findings, e.g. a promotion killed between its two renames leaves
 the live path missing until it is rolled back), then the rest from a second look, and a last look
@@ -23,7 +27,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +42,7 @@ from skillstage.lifecycle.promote import (
     _swap_in,
     archive_path,
     recover,
+    retired_path,
 )
 from skillstage.skill.files import scan_skill_files
 from skillstage.skill.read import read_skill, stage_directories
@@ -84,6 +89,7 @@ class DoctorReport:
 
     findings: list[Finding]
     repair: bool
+    swept: list[str] = field(default_factory=list)  # retired copies deleted
 
     @property
     def remaining(self) -> list[Finding]:
@@ -101,6 +107,7 @@ class DoctorReport:
             "repaired": sum(1 for f in self.findings if f.repaired),
             "remaining": len(self.remaining),
             "findings": [f.to_dict() for f in self.findings],
+            "swept": self.swept,
         }
 
 
@@ -565,7 +572,8 @@ def doctor(
             finding.action = "resolved by the repairs above"
         if not finding.repaired and finding.kind in _BY_HAND and not finding.action:
             finding.action = _BY_HAND[finding.kind].format(path=finding.path)
-    return DoctorReport(list(report.values()), repair=True)
+    swept = fs.sweep_retired(retired_path(project))
+    return DoctorReport(list(report.values()), repair=True, swept=[str(p) for p in swept])
 
 
 def run_doctor(

@@ -145,18 +145,23 @@ def retire(path: Path, retired: Path) -> None:
     sweep_retired(retired)
 
 
-def sweep_retired(retired: Path, *, grace: float = RETIRE_GRACE_SECONDS) -> None:
-    """Delete the retired copies older than `grace` seconds (by the time they were moved)."""
+def sweep_retired(retired: Path, *, grace: float | None = None) -> list[Path]:
+    """Delete the retired copies older than `grace` seconds (by the time they were moved;
+    default RETIRE_GRACE_SECONDS); the copies deleted."""
     if not retired.is_dir():
-        return
+        return []
+    grace = RETIRE_GRACE_SECONDS if grace is None else grace
     now = time.time()
-    for entry in retired.iterdir():
+    deleted = []
+    for entry in sorted(retired.iterdir()):
         try:
             moved = entry.lstat().st_ctime
         except FileNotFoundError:
             continue  # another process swept it
         if now - moved > grace:
             delete_scratch(entry)
+            deleted.append(entry)
+    return deleted
 
 
 def delete_scratch(path: Path) -> None:
