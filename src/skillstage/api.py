@@ -410,14 +410,7 @@ def list_skills(
                         continue
                     at = backdated or _now()
                     with store.atomic() as tx:
-                        record = tx.ensure_version(
-                            skill.name,
-                            skill.version,
-                            skill.digest,
-                            path=str(entry.path),
-                            frontmatter=skill.frontmatter_dict(),
-                            at=at,
-                        )
+                        record = tx.register(skill, at=at)
                         # Every version that enters a stage is kept, so it can be rolled back to.
                         archive_copy(
                             entry.path,
@@ -869,14 +862,7 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
     path.write_text(json.dumps(run.to_dict(), indent=2, default=str), encoding="utf-8")
     with Store.open(project.database_url) as store, store.atomic() as tx:
         # Registered from its first benchmark run: its stay in its stage counts from here.
-        registered = tx.ensure_version(
-            skill.name,
-            skill.version,
-            skill.digest,
-            path=str(skill.path),
-            frontmatter=skill.frontmatter_dict(),
-            at=now,
-        )
+        registered = tx.register(skill, at=now)
         store_metrics.add_eval_run(
             tx,
             registered.skill_id,

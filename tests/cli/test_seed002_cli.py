@@ -228,7 +228,7 @@ def test_the_seed_002_flow_from_prototype_to_production(run_cli: Run, tmp_path: 
     assert promotions == [
         ("APPR_3", "production", True),
         ("APPR_2", "staged", True),
-        (None, "staged", False),  # refused: the ticket was not the sign-off's
+        ("APPR_1", "staged", False),  # refused: the ticket was not the sign-off's
     ]
     lines = ok(run_cli("history", NAME)).stdout.splitlines()
     assert any(

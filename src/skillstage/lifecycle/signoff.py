@@ -158,14 +158,7 @@ def approve(
             )
     now = at or dt.datetime.now(dt.UTC)
     with store.atomic() as tx:
-        record = tx.ensure_version(
-            skill.name,
-            skill.version,
-            skill.digest,
-            path=str(skill.path),
-            frontmatter=skill.frontmatter_dict(),
-            at=now,
-        )
+        record = tx.register(skill, at=now)
         store_metrics.add_signoff(
             tx,
             skill_id=record.skill_id,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 from skillstage.errors import ConflictError, LockError, StoreError
 from skillstage.store.db import (
@@ -250,6 +250,17 @@ class Transaction:
             {"name": name, "version": version},
         )
         return _version_record(row, name, self.dialect, is_new=False) if row else None
+
+    def register(self, skill: ReadSkill, *, at: dt.datetime | None = None) -> VersionRecord:
+        """`ensure_version` for a skill read from disk, where it was read."""
+        return self.ensure_version(
+            skill.name,
+            skill.version,
+            skill.digest,
+            path=str(skill.path),
+            frontmatter=skill.frontmatter_dict(),
+            at=at,
+        )
 
     def ensure_version(
         self,
@@ -551,6 +562,20 @@ class Transaction:
             )
             for row in self.query(sql, {"name": name, "kind": kind, "limit": limit})
         ]
+
+
+class ReadSkill(Protocol):
+    """A skill version as read from its directory (`skillstage.skill.SkillVersion`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def path(self) -> os.PathLike[str]: ...
+    def frontmatter_dict(self) -> dict[str, Any]: ...
 
 
 _P = ParamSpec("_P")
