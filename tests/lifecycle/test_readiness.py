@@ -641,7 +641,9 @@ def test_too_few_executions_on_a_side_is_insufficient_data(project: Project) -> 
     assert (short["actual"], short["required"], short["missing"]) == (
         "6 baseline / 110 candidate executions",
         ">= 10 on each side",
-        "insufficient data to compare",
+        "insufficient data to compare: the prototype baseline is prototype (1.0.0)'s executions"
+        " there; give the benchmark >= 10 cases, or run `skillstage eval` more than once before"
+        " it leaves prototype (each run records every case)",
     )
     compared = api.compare_versions(project, NAME, "prototype", "staged")
     assert compared.comparison.insufficient and compared.comparison.regressions == []

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skillstage.config import Project
-from skillstage.lifecycle.readiness import ingest_on_demand, regression
+from skillstage.lifecycle.readiness import INSUFFICIENT, ingest_on_demand, regression
 from skillstage.metrics.summary import summarise
 from skillstage.store import Store
 from skillstage.store import metrics as store_metrics
@@ -108,7 +108,7 @@ def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> 
                         entered=live.entered_at,
                         known=rows,
                     )
-                    if not verdict.passed and verdict.missing != "insufficient data to compare":
+                    if not verdict.passed and not (verdict.missing or "").startswith(INSUFFICIENT):
                         rules.append(f"regression against the baseline: {verdict.missing}")
             if rules:
                 result.demotions.append(

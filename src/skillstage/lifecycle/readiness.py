@@ -289,6 +289,9 @@ def stay_start(
     return None
 
 
+INSUFFICIENT = "insufficient data to compare"
+
+
 def baseline_side(
     tx: Transaction, skill_id: int, stage: str, digest: str, entered: dt.datetime | None
 ) -> Side | None:
@@ -352,12 +355,20 @@ def regression(
     )
     worse = comparison.regressions
     if comparison.insufficient:
+        short = comparison.count_a < thresholds.min_comparison_sample
         return Criterion(
             f"no regression against the {first} baseline",
             f"{comparison.count_a} baseline / {comparison.count_b} candidate executions",
             f">= {thresholds.min_comparison_sample} on each side",
             False,
-            "insufficient data to compare",
+            INSUFFICIENT
+            + (
+                f": the {first} baseline is {baseline.label}'s executions there; give the "
+                f"benchmark >= {thresholds.min_comparison_sample} cases, or run `skillstage "
+                f"eval` more than once before it leaves {first} (each run records every case)"
+                if short
+                else ""
+            ),
         )
     return Criterion(
         f"no regression against the {first} baseline",
