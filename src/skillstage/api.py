@@ -363,7 +363,7 @@ def list_skills(
         )
     from skillstage.lifecycle.fs import archive_copy
     from skillstage.lifecycle.locks import skill_lock
-    from skillstage.lifecycle.promote import archive_path, recover_all
+    from skillstage.lifecycle.promote import archive_path, in_project, recover_all
     from skillstage.store import Store
 
     backdated = now  # tests and the demo register "as of" an earlier time
@@ -435,6 +435,7 @@ def list_skills(
         listed = []
         as_of = backdated or _now()  # after any registration above, so no age is negative
         for assignment in store.current_assignments(stage=stage):
+            assignment = in_project(project, assignment)
             key = (assignment.name, assignment.stage)
             notes = list(problems.get(key, []))
             if key not in on_disk:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 import threading
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from skillstage import api
-from skillstage.config import Project
+from skillstage.config import Project, load_config_file
 from skillstage.errors import LockError, UsageError
+from skillstage.lifecycle.doctor import run_doctor
 from skillstage.lifecycle.locks import skill_lock
 from skillstage.lifecycle.promote import PromotionError, archive_path
 from skillstage.skill.read import read_skill
@@ -250,3 +252,26 @@ def test_all_ready_promotes_only_skills_whose_gates_pass(project: Project) -> No
     results = api.promote(project, [], all_ready_from="staged", actor="t")
     outcome = {r.skill_name: r.success for r in results}
     assert outcome == {"bad": False, "good": True}
+
+
+def test_a_second_checkout_sharing_the_store_acts_on_its_own_files(
+    project: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The store keeps the path each version was registered at; another checkout (or the project
+    # moved or copied) must act on its own directories, never on that path.
+    staged(project)
+    promote(project, "auth-v2")
+    staged(project, version="1.1.0")
+    promote(project, "auth-v2", overwrite=True)
+    other_root = tmp_path_factory.mktemp("checkout") / "project"
+    shutil.copytree(project.root, other_root, symlinks=True)
+    other = load_config_file(other_root / "skillstage.toml")
+    assert run_doctor(other).findings == []
+
+    result = api.rollback(other, "auth-v2", reason="broken in this checkout")
+    assert (result.previous_version, result.version) == ("1.1.0", "1.0.0")
+    assert read_skill(other_root / PRODUCTION / "auth-v2").version == "1.0.0"
+    assert read_skill(project.root / PRODUCTION / "auth-v2").version == "1.1.0"  # untouched
+    assert run_doctor(other).findings == []
+    (listed,) = api.list_skills(other, stage="production").skills
+    assert listed.path == other_root / PRODUCTION / "auth-v2"

@@ -41,6 +41,7 @@ from skillstage.lifecycle.promote import (
     _scratch_owner,
     _swap_in,
     archive_path,
+    in_project,
     recover,
     retired_path,
 )
@@ -191,7 +192,7 @@ def _scratch_findings(project: Project, store: Store) -> Iterator[Finding]:
 
 
 def _live_findings(project: Project, store: Store) -> Iterator[Finding]:
-    assigned = {(a.name, a.stage): a for a in store.current_assignments()}
+    assigned = {(a.name, a.stage): in_project(project, a) for a in store.current_assignments()}
     for a in assigned.values():
         target = Path(a.path)
         entry = archive_path(project, a.name, a.version, a.digest)
@@ -306,10 +307,10 @@ def diagnose(project: Project, store: Store) -> list[Finding]:
 # -- repairing ----------------------------------------------------------------------------------
 
 
-def _current(store: Store, finding: Finding) -> Assignment | None:
+def _current(project: Project, store: Store, finding: Finding) -> Assignment | None:
     assert finding.skill is not None and finding.stage is not None
     found = store.current_assignments(stage=finding.stage, name=finding.skill)
-    return found[0] if found else None
+    return in_project(project, found[0]) if found else None
 
 
 def _checked_archive(project: Project, a: Assignment) -> Path:
@@ -370,7 +371,7 @@ def _restore_and_record(
 
 
 def _restore_missing(project: Project, store: Store, finding: Finding, actor: str) -> str:
-    a = _current(store, finding)
+    a = _current(project, store, finding)
     if a is None or Path(a.path).is_dir():
         return "already resolved"
     _restore_and_record(
@@ -385,7 +386,7 @@ def _restore_missing(project: Project, store: Store, finding: Finding, actor: st
 
 
 def _restore_edited(project: Project, store: Store, finding: Finding, actor: str) -> str:
-    a = _current(store, finding)
+    a = _current(project, store, finding)
     target = Path(a.path) if a is not None else None
     if a is None or target is None or not target.is_dir():
         return "already resolved"
@@ -424,7 +425,7 @@ def _restore_edited(project: Project, store: Store, finding: Finding, actor: str
 
 
 def _archive_live(project: Project, store: Store, finding: Finding, actor: str) -> str:
-    a = _current(store, finding)
+    a = _current(project, store, finding)
     if a is None:
         return "already resolved"
     entry = archive_path(project, a.name, a.version, a.digest)
@@ -500,7 +501,7 @@ def _registration_outcome(
     if finding.path in unreadable:
         return f"not registered: {unreadable[finding.path]}"
     path = Path(finding.path)
-    current = _current(store, finding)
+    current = _current(project, store, finding)
     if current is not None and current.digest == _digest(project, path):
         return "registered (as `list` does)"
     try:

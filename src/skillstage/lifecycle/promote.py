@@ -14,6 +14,7 @@ forward (step 4 is done now); otherwise it rolls back (scratch directories are r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -32,7 +33,7 @@ from skillstage.skill.checks import check_skill
 from skillstage.skill.files import scan_skill_files
 from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill, stage_directories
-from skillstage.store import Store, Transaction
+from skillstage.store import Assignment, Store, Transaction
 
 
 class PromotionError(SkillstageError):
@@ -93,6 +94,14 @@ def _now() -> dt.datetime:
 def archive_path(project: Project, name: str, version: str, digest: str) -> Path:
     """Where a version's immutable copy lives: `<state_dir>/archive/<name>/<version>-<digest12>`."""
     return project.state_dir / "archive" / name / f"{version}-{digest[:12]}"
+
+
+def in_project(project: Project, assignment: Assignment) -> Assignment:
+    """`assignment` with its path where the skill lives in this project now. The store keeps the
+    path it was registered at, which is elsewhere once the project is moved or copied, or when
+    another checkout shares the store: acting on it would touch another copy's files."""
+    live = str(project.stage_path(assignment.stage, assignment.name))
+    return assignment if assignment.path == live else dataclasses.replace(assignment, path=live)
 
 
 def retired_path(project: Project) -> Path:
@@ -579,7 +588,7 @@ def rollback(
                 f"{name} is not in {stage}",
                 hint="`skillstage list` shows where each skill is",
             )
-        live = current[0]
+        live = in_project(project, current[0])
         target = Path(live.path)
         result.previous_version = live.version
         good = (

@@ -23,6 +23,7 @@ from typing import Any
 
 from skillstage.config import Project
 from skillstage.errors import UsageError
+from skillstage.lifecycle.promote import in_project
 from skillstage.skill.checks import SkillReport, check_skill, run_skill_tests
 from skillstage.store import Event, Store
 from skillstage.store import stats as queries
@@ -155,7 +156,7 @@ def _validation(
             "findings": [],
             "notes": [*notes, f"{event.name} is not in {stage} now"],
         }
-    assignment = live[0]
+    assignment = in_project(project, live[0])
     path = Path(assignment.path)
     report = check_skill(path, project.config.validation, expected_name=event.name)
     smoke = "not run"
