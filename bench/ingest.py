@@ -130,6 +130,7 @@ def _payloads(rng: random.Random) -> list[tuple[bytes, str]]:
             int(body["critical"]),
             body["subject"],
             _ENCODER.encode(body["tags"]).decode() if "tags" in body else "",
+            0,  # benchmark: no record here is tagged source=eval
         ]
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerow(stored)

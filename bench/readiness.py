@@ -154,6 +154,7 @@ def _payloads(rng: random.Random) -> tuple[list[tuple[Any, ...]], list[tuple[Any
                 rng.random() < 0.001,
                 f"user-{rng.randrange(500)}",
                 '["bench"]' if rng.random() < 0.2 else None,
+                False,  # in use, not a benchmark run
             )
         )
     return bodies, [(*body[:8], False, *body[9:]) for body in bodies]

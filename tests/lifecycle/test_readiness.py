@@ -660,6 +660,22 @@ def test_benchmark_runs_in_prototype_do_not_count_as_staged_executions(project: 
     assert (executions["actual"], executions["passed"]) == (95, False)
 
 
+def test_benchmark_runs_in_staged_are_not_live_executions(project: Project, opened: Store) -> None:
+    project = configure(project)
+    spam_filter(project, STAGING)
+    api.list_skills(project, stage="staged")
+    for _ in range(11):  # 110 benchmark executions of this digest while it is staged
+        api.run_eval(project, NAME)
+    executions = criterion(gate(project, "metrics"), "executions")
+    assert (executions["actual"], executions["passed"]) == (0, False)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
+    (found,) = demote.check(project, opened, now=later).demotions
+    assert found.rules[0].startswith("unable to reach 100 executions within 7 days (0/100")
+    digest = read_skill(project.root / STAGING / NAME).digest
+    record(project, digest, [1.0] * 3, start=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+    assert criterion(gate(project, "metrics"), "executions")["actual"] == 3
+
+
 @SQLITE_ONLY
 def test_a_version_promoted_out_of_prototype_has_a_baseline(project: Project) -> None:
     project = configure(project)

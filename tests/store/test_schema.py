@@ -288,3 +288,46 @@ def test_a_store_at_0001_with_data_upgrades_to_the_current_schema(store_url: str
     with Store.open(store_url) as store, store.reading() as tx:
         assert tx.skill_id("kept") is not None
         assert tx.scalar("SELECT COUNT(*) FROM ingest_checkpoint") == 0
+
+
+def test_upgrading_to_0004_marks_the_benchmark_runs_eval_recorded(store_url: str) -> None:
+    from alembic import command
+
+    with Store.open(store_url) as store:
+        store.ensure_version("spam", "1.0.0", "a" * 64, path="/x", frontmatter={})
+    engine = create_store_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.set_main_option("path_separator", "os")
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0003")
+            assert "benchmark" not in {
+                c["name"] for c in inspect(connection).get_columns("execution")
+            }
+            connection.execute(
+                text(
+                    "INSERT INTO execution (execution_id, skill_id, timestamp, exception,"
+                    " false_positive, false_negative, critical, tags) SELECT :id, id,"
+                    " '2026-12-01 10:00:00', FALSE, FALSE, FALSE, FALSE, :tags FROM skill"
+                ),
+                [
+                    {"id": "eval-1", "tags": '{"source": "eval", "case": "c1"}'},
+                    {"id": "live-1", "tags": '{"source": "agent"}'},
+                    {"id": "live-2", "tags": None},
+                    {"id": "live-3", "tags": '["eval"]'},
+                ],
+            )
+    finally:
+        engine.dispose()
+
+    assert upgrade_schema(store_url) == ("0003", SCHEMA_REVISION)
+    with Store.open(store_url) as store, store.reading() as tx:
+        marked = dict(tx.query("SELECT execution_id, benchmark FROM execution"))
+    assert {key: bool(value) for key, value in marked.items()} == {
+        "eval-1": True,
+        "live-1": False,
+        "live-2": False,
+        "live-3": False,
+    }

@@ -72,7 +72,7 @@ def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> 
             result.checked += 1
             with store.reading() as tx:
                 rows = store_metrics.execution_rows(
-                    tx, live.skill_id, digest=live.digest, since=live.entered_at
+                    tx, live.skill_id, digest=live.digest, since=live.entered_at, in_use=True
                 )
                 summary = summarise(rows)
                 rules = []

@@ -215,7 +215,7 @@ def execution_criteria(
     # and earlier trials are the baseline, not evidence of how it behaves here.
     since = stay_start(tx, skill_id, context.from_stage, skill.digest)
     rows = (
-        store_metrics.execution_rows(tx, skill_id, digest=skill.digest, since=since)
+        store_metrics.execution_rows(tx, skill_id, digest=skill.digest, since=since, in_use=True)
         if skill_id is not None
         else store_metrics.Rows({n: [] for n in store_metrics.SAMPLE_COLUMNS}, None, None)
     )
@@ -345,7 +345,7 @@ def regression(
     candidate_rows = (
         known
         if known is not None and candidate.since == entered
-        else sample_rows(tx, skill_id, candidate)
+        else sample_rows(tx, skill_id, candidate, in_use=True)
     )
     comparison = compare_samples(
         as_sample(sample_rows(tx, skill_id, baseline)),
@@ -548,9 +548,11 @@ def resolve_side(project: Project, tx: Transaction, skill_id: int, name: str, re
     )
 
 
-def sample_rows(tx: Transaction, skill_id: int, side: Side) -> store_metrics.Rows:
+def sample_rows(
+    tx: Transaction, skill_id: int, side: Side, *, in_use: bool = False
+) -> store_metrics.Rows:
     return store_metrics.execution_rows(
-        tx, skill_id, digest=side.digest, since=side.since, until=side.until
+        tx, skill_id, digest=side.digest, since=side.since, until=side.until, in_use=in_use
     )
 
 

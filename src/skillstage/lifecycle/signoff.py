@@ -234,6 +234,8 @@ def template(
                 skill_id,
                 digest=skill.digest,
                 since=stay_start(tx, skill_id, from_stage, skill.digest),
+                # (benchmark runs are the evidence of a move on evals, never of one on use)
+                in_use=thresholds.evidence == "executions",
             )
             if skill_id is not None
             else None

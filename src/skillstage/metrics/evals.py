@@ -24,6 +24,7 @@ from typing import Any
 
 from skillstage.errors import EXIT_USAGE, SkillstageError
 from skillstage.metrics.patterns import Pattern, load_patterns, score_execution
+from skillstage.metrics.record import BENCHMARK_SOURCE
 from skillstage.process import Completed, child_environment, run
 
 EVALS_FILE = Path("evals") / "evals.json"
@@ -125,7 +126,7 @@ class CaseResult:
             "false_positive": self.false_positive,
             "false_negative": self.false_negative,
             "critical": self.critical_false_negative,
-            "tags": {"source": "eval", "case": str(self.case_id)},
+            "tags": {"source": BENCHMARK_SOURCE, "case": str(self.case_id)},
         }
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 
 from skillstage.metrics.record import (
+    BENCHMARK_SOURCE,
     INBOX_FILE,
     ExecutionRecord,
     record_problem,
@@ -265,10 +266,12 @@ class _Rows:
         positive: Any = record.false_positive
         negative: Any = record.false_negative
         critical: Any = record.critical
+        benchmark: Any = tags is not None and tags.get("source") == BENCHMARK_SOURCE
         if not self.postgres:
             # Stored as 0/1 either way; sqlite3 binds an int directly, where for a bool it first
             # looks for an adapter and fails (an AttributeError made and dropped, ~0.4 µs each).
             exception, positive, negative, critical = +exception, +positive, +negative, +critical
+            benchmark = +benchmark
         return (
             record.execution_id,
             skill_id,
@@ -286,6 +289,7 @@ class _Rows:
             critical,
             record.subject,
             None if tags is None else _ENCODER.encode(tags).decode(),
+            benchmark,
         )
 
 

@@ -42,6 +42,11 @@ INBOX_FILE = re.compile(
 )
 
 
+# The `source` tag of the executions `skillstage eval` records: benchmark runs, which are the
+# baseline of a version in the first stage and never evidence of how it behaves in use.
+BENCHMARK_SOURCE = "eval"
+
+
 def skill_from_file_name(name: str) -> str:
     """The skill an inbox file's name stands for. Seed 002 writes names with underscores
     (`youtube_spam_detection_fidelity.json`); skill names use hyphens."""

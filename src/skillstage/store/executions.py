@@ -38,8 +38,9 @@ EXECUTION_COLUMNS = (
     "critical",
     "subject",
     "tags",
+    "benchmark",
 )
-_FLAGS = ("exception", "false_positive", "false_negative", "critical")
+_FLAGS = ("exception", "false_positive", "false_negative", "critical", "benchmark")
 _QUOTED = ", ".join(f'"{c}"' for c in EXECUTION_COLUMNS)
 # Rows per multi-row INSERT on SQLite: powers of two, so that the statements prepared (the driver
 # caches them; the largest takes a few MB) are few whatever the batch sizes.

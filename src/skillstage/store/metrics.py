@@ -47,8 +47,10 @@ def execution_rows(
     digest: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    in_use: bool = False,
 ) -> Rows:
-    """The executions of a skill (optionally of one digest, in a time window), oldest first."""
+    """The executions of a skill (optionally of one digest, in a time window; with `in_use`,
+    not its benchmark runs), oldest first."""
     sql = (
         "SELECT pattern_fidelity, outcome_quality, execution_time_ms, exception, false_positive,"
         ' false_negative, critical, "timestamp" FROM execution WHERE skill_id = :skill_id'
@@ -63,6 +65,9 @@ def execution_rows(
     if until is not None:
         sql += ' AND "timestamp" < :until'
         params["until"] = tx.dialect.time(until)
+    if in_use:
+        sql += " AND benchmark = :benchmark"
+        params["benchmark"] = False
     rows = tx.query(sql + ' ORDER BY "timestamp"', params)
     columns: dict[str, list[Any]] = {name: [] for name in SAMPLE_COLUMNS}
     if rows:

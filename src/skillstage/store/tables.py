@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -183,6 +184,9 @@ execution = Table(
     Column("critical", Boolean, nullable=False, default=False),
     Column("subject", Text, nullable=True),
     Column("tags", _json(), nullable=True),
+    # A benchmark run (`skillstage eval`, tagged source=eval): the baseline in the first stage,
+    # never evidence of how the version behaves in use.
+    Column("benchmark", Boolean, nullable=False, default=False, server_default=false()),
 )
 # Gates and rollouts ask "this version of this skill, in this time window" over millions of rows.
 # The index also holds every value a readiness check reads, so the check never visits the table
@@ -199,6 +203,7 @@ Index(
     execution.c.false_positive,
     execution.c.false_negative,
     execution.c.critical,
+    execution.c.benchmark,
 )
 
 # Ingestion's place in each inbox file, keyed by the file's identity (device, inode) so that a
