@@ -734,7 +734,7 @@ def approve(
     from skillstage.lifecycle import signoff
     from skillstage.store import Store
 
-    checklist = signoff.read_checklist(checklist_file) if checklist_file else None
+    form = signoff.read_checklist(checklist_file) if checklist_file else None
     with Store.open(project.database_url) as store:
         return signoff.approve(
             project,
@@ -744,7 +744,8 @@ def approve(
             ticket=ticket,
             decision=decision,
             approver=approver or default_actor(),
-            checklist=checklist,
+            checklist=form.answers if form else None,
+            stated=form.stated if form else None,
             notes=notes,
         )
 

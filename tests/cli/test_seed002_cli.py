@@ -4,6 +4,7 @@ status, signoff template, approve, promote with a ticket, compare, demote-check,
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 import subprocess
@@ -129,6 +130,11 @@ def test_the_seed_002_flow_from_prototype_to_production(run_cli: Run, tmp_path: 
 
     rejected = ok(approve("alice", "APPR_1", "--decision", "rejected", "--notes", "more cases"))
     assert rejected.stdout.startswith("REJECTED: spam-filter 1.0.0 (")
+    # The form names its ticket: a form filled in for APPR_1 is not APPR_2's.
+    other = approve("alice", "APPR_2", "--decision", "approved", "--checklist", str(checklist))
+    assert other.returncode == 1
+    assert "approval_ticket is 'APPR_1' in the form, 'APPR_2' here" in other.stderr
+    checklist.write_text(yes(template).replace("APPR_1", "APPR_2"))
     approved = json.loads(
         ok(
             approve(
@@ -192,9 +198,15 @@ def test_the_seed_002_flow_from_prototype_to_production(run_cli: Run, tmp_path: 
     assert checks["pattern_fidelity"] == round(live["pattern fidelity"]["actual"], 2)
     assert checks["test_pass_rate"] == 1.0  # from the benchmark run of this content
 
+    partial = tmp_path / "signoff-production-partial.yaml"  # only the staged items answered
+    partial.write_text(
+        functools.reduce(
+            lambda t, i: t.replace(f"  {i}: NO  #", f"  {i}: YES  #"), REVIEW, template
+        )
+    )
     short = run_cli(
         "approve", NAME, "--to", "production", "--by", "alice", "--ticket", "APPR_3",
-        "--decision", "approved", "--checklist", str(checklist),
+        "--decision", "approved", "--checklist", str(partial),
     )  # fmt: skip
     assert short.returncode == 1
     assert "not YES: " + ", ".join(PRODUCTION_REVIEW) in short.stderr

@@ -275,3 +275,16 @@ def test_a_second_checkout_sharing_the_store_acts_on_its_own_files(
     assert run_doctor(other).findings == []
     (listed,) = api.list_skills(other, stage="production").skills
     assert listed.path == other_root / PRODUCTION / "auth-v2"
+
+
+def test_an_approval_named_for_a_promotion_must_be_the_recorded_sign_off(project: Project) -> None:
+    # The transition needs no approval (default gates), but one named goes on record: unchecked,
+    # anyone could put any approver and ticket in the audit trail.
+    staged(project)
+    named = promote(project, "auth-v2", approver="mallory", approval_ticket="FAKE_TICKET")
+    assert not named.success
+    (approval,) = [g for g in named.gates if g.blocks]
+    assert approval.gate == "approval"
+    assert approval.message.startswith("no sign-off of auth-v2 1.0.0")
+    assert (project.root / STAGING / "auth-v2").is_dir()
+    assert promote(project, "auth-v2").success  # without naming one, no sign-off is needed

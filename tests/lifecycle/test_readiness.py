@@ -452,12 +452,75 @@ def test_the_filled_in_template_is_the_checklist(project: Project) -> None:
     )
     path = project.root / "signoff.yaml"
     path.write_text(text)
-    assert read_checklist(path) == checklist(*REVIEW, no=REVIEW)  # the template says NO
+    assert read_checklist(path).answers == checklist(*REVIEW, no=REVIEW)  # the template says NO
     path.write_text(text.replace(": NO  #", ": YES  #"))
-    assert read_checklist(path) == checklist(*REVIEW)
+    filled = read_checklist(path)
+    assert filled.answers == checklist(*REVIEW)
+    assert (filled.stated["approval_ticket"], filled.stated["promotion"]) == (
+        "APPROVAL_T_001",
+        "prototype → staged",
+    )
     path.write_text(text.replace("security_review: NO", "security_review: maybe"))
     with pytest.raises(UsageError, match=r"human_review.security_review is 'maybe': answer YES"):
         read_checklist(path)
+    path.write_bytes(b"\xff\xfe human_review")
+    with pytest.raises(UsageError, match="the checklist is not UTF-8 text"):
+        read_checklist(path)
+    path.write_text(text.split("human_review:")[0])
+    with pytest.raises(UsageError, match="the checklist has no human_review section"):
+        read_checklist(path)
+
+
+@SQLITE_ONLY
+def test_a_form_filled_in_for_another_sign_off_is_refused(project: Project, opened: Store) -> None:
+    project = configure(project, approvers=("alice", "bob"))
+    spam_filter(project)
+    text = api.signoff_template(
+        project, NAME, to_stage="staged", approver="alice", ticket="APPROVAL_T_001"
+    ).replace(": NO  #", ": YES  #")
+    digest = read_skill(project.root / PROTOTYPE / NAME).digest
+    path = project.root / "signoff.yaml"
+
+    def approve_with(form: str, **options: str) -> SignOffResult:
+        path.write_text(form)
+        given = {"ticket": "APPROVAL_T_001", "decision": "approved", "approver": "alice"}
+        return api.approve(
+            project, NAME, to_stage="staged", checklist_file=path, **{**given, **options}
+        )
+
+    for form, options, why in [
+        (text.replace(digest, "f" * 64), {}, f"digest is '{'f' * 64}' in the form, '{digest}'"),
+        (text, {"ticket": "APPROVAL_T_002"}, "approval_ticket is 'APPROVAL_T_001' in the form"),
+        (text, {"approver": "bob"}, "approver is 'alice' in the form, 'bob' here"),
+        (text, {"decision": "rejected"}, "approval_decision is 'APPROVED' in the form"),
+        (text.replace("skill_name: spam-filter", "skill_name: other"), {}, "skill_name is 'other'"),
+        (text.replace("prototype → staged", "staged → production"), {}, "promotion is 'staged"),
+    ]:
+        with pytest.raises(ApprovalError, match="filled in for another sign-off") as raised:
+            approve_with(form, **options)
+        assert why in raised.value.message
+    assert [e for e in opened.events(NAME) if e.kind == "approval"] == []
+    # The same move written with an ASCII arrow, and the decision in lower case, are the form's.
+    plain = text.replace("prototype → staged", "prototype -> staged")
+    done = approve_with(plain.replace("APPROVED  #", "approved  #"))
+    assert (done.decision, done.ticket) == ("APPROVED", "APPROVAL_T_001")
+
+
+@SQLITE_ONLY
+def test_the_template_quotes_what_yaml_would_misread_and_checks_the_ticket(
+    project: Project,
+) -> None:
+    project = configure(project)
+    spam_filter(project)
+    text = api.signoff_template(
+        project, NAME, to_stage="staged", approver="alice: admin # ops", ticket="APPROVAL_1"
+    )
+    path = project.root / "signoff.yaml"
+    path.write_text(text)
+    assert read_checklist(path).stated["approver"] == "alice: admin # ops"
+    for ticket in ("T\nx: injected", "bad ticket!"):
+        with pytest.raises(UsageError, match="is not one word"):
+            api.signoff_template(project, NAME, to_stage="staged", approver="a", ticket=ticket)
 
 
 def test_a_ticket_or_approver_that_is_not_the_sign_off_fails_the_gate(project: Project) -> None:

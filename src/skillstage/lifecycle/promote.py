@@ -27,7 +27,7 @@ from typing import Any
 from skillstage.config import Project
 from skillstage.errors import SkillReadError, SkillstageError, UsageError
 from skillstage.lifecycle import fs
-from skillstage.lifecycle.gates import GateContext, GateResult, gates_for
+from skillstage.lifecycle.gates import BUILTIN_GATES, GateContext, GateResult, gates_for
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.skill.checks import check_skill
 from skillstage.skill.files import scan_skill_files
@@ -256,7 +256,12 @@ def promote(
         approver=approver,
         approval_ticket=approval_ticket,
     )
-    result.gates = [gate.check(context) for gate in gates_for(project, transition)]
+    gates = gates_for(project, transition)
+    if (approver or approval_ticket) and not any(g.name == "approval" for g in gates):
+        # An approval named for the promotion goes on record with it: it must be the recorded
+        # sign-off even where the transition requires none.
+        gates.append(BUILTIN_GATES["approval"]())
+    result.gates = [gate.check(context) for gate in gates]
     if not source.path.is_dir():
         # Another promoter moved it while the gates ran: their verdict is about a copy that is
         # gone, and this is no gate failure.

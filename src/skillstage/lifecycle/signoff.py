@@ -8,7 +8,9 @@ The approver must be configured, and by default not the skill's author (four-eye
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,16 +92,49 @@ _YES = {"yes", "y", "true"}
 _NO = {"no", "n", "false"}
 
 
-def read_checklist(path: Path) -> dict[str, str]:
-    """The human_review answers of a filled-in template (or a plain mapping of item: YES/NO)."""
+# What a filled-in template says it is for, besides its answers (seed 002 §4.2's header).
+STATED = (
+    "approval_ticket",
+    "skill_name",
+    "version",
+    "digest",
+    "promotion",
+    "approver",
+    "approval_decision",
+    "signature",
+)
+
+
+@dataclass(frozen=True)
+class FilledChecklist:
+    """A filled-in sign-off form: its human_review answers, and what it says it is for (those of
+    `STATED` it holds), which the sign-off must match."""
+
+    answers: dict[str, str]
+    stated: dict[str, str]
+
+
+def read_checklist(path: Path) -> FilledChecklist:
+    """A filled-in template (or a plain mapping of item: YES/NO)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read the checklist: {exc.strerror}", path=path) from None
+    except UnicodeDecodeError:
+        raise UsageError("the checklist is not UTF-8 text", path=path) from None
     except yaml.YAMLError as exc:
         raise UsageError(f"the checklist is not valid YAML: {exc}", path=path) from None
     if not isinstance(data, dict):
         raise UsageError("the checklist must be a YAML mapping", path=path)
+    stated = {
+        key: "" if data[key] is None else str(data[key]).strip() for key in STATED if key in data
+    }
+    if "human_review" not in data and (stated or "automated_checks" in data):
+        raise UsageError(
+            "the checklist has no human_review section",
+            path=path,
+            hint="fill in the human_review items of `skillstage signoff template`",
+        )
     review = data.get("human_review", data)
     if not isinstance(review, dict):
         raise UsageError("human_review must be a mapping of item: YES/NO", path=path)
@@ -115,10 +150,32 @@ def read_checklist(path: Path) -> dict[str, str]:
                 hint="fill in every item of `skillstage signoff template`",
             )
         answers[str(item)] = "YES" if text in _YES else "NO"
-    return answers
+    return FilledChecklist(answers, stated)
+
+
+def _form_mismatches(stated: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
+    """How a form's header differs from the sign-off being recorded."""
+
+    def plain(key: str, value: str) -> str:
+        value = " ".join(value.replace("->", "→").split())
+        return value.upper() if key == "approval_decision" else value
+
+    return [
+        f"{key} is {value!r} in the form, {actual[key]!r} here"
+        for key, value in stated.items()
+        if plain(key, value) != plain(key, actual[key])
+    ]
 
 
 _TICKET = re.compile(r"\S{1,200}\Z")
+
+
+def _check_ticket(ticket: str) -> None:
+    if not _TICKET.match(ticket or ""):
+        raise UsageError(
+            f"--ticket {ticket!r} is not one word of at most 200 characters",
+            hint="e.g. --ticket APPROVAL_20251020_001",
+        )
 
 
 def approve(
@@ -131,21 +188,42 @@ def approve(
     decision: str,
     approver: str,
     checklist: dict[str, str] | None = None,
+    stated: Mapping[str, str] | None = None,
     notes: str | None = None,
     at: dt.datetime | None = None,
 ) -> SignOffResult:
-    """Record a sign-off of the copy of `name` that would move into `to_stage`."""
+    """Record a sign-off of the copy of `name` that would move into `to_stage`: `checklist`, the
+    answers; `stated`, what the filled-in form says it is for (`FilledChecklist.stated`), which
+    must be this sign-off (skill, version, digest, move, ticket, approver, decision)."""
     decision = decision.strip().upper()
     if decision not in DECISIONS:
         raise UsageError(
             f"decision {decision!r} is not one of {', '.join(d.lower() for d in DECISIONS)}"
         )
-    if not _TICKET.match(ticket or ""):
-        raise UsageError("--ticket must be one word, e.g. APPROVAL_20251020_001")
+    _check_ticket(ticket)
     from_stage, skill = candidate(project, name, to_stage)
     problem = signoff_problem(project, skill.frontmatter.author, approver)
     if problem:
         raise ApprovalError(problem, hint="[approvals] in skillstage.toml says who may approve")
+    mismatches = _form_mismatches(
+        stated or {},
+        {
+            "approval_ticket": ticket,
+            "skill_name": skill.name,
+            "version": skill.version,
+            "digest": skill.digest,
+            "promotion": f"{from_stage} → {to_stage}",
+            "approver": approver,
+            "approval_decision": decision,
+            "signature": approver,
+        },
+    )
+    if mismatches:
+        raise ApprovalError(
+            "the checklist was filled in for another sign-off: " + "; ".join(mismatches),
+            hint=f"fill in a fresh `skillstage signoff template {name} --to {to_stage}` for "
+            "this copy, or give the options the form states",
+        )
     answers = dict(checklist or {})
     required = review_items(project, to_stage)
     if decision == "APPROVED":
@@ -205,6 +283,16 @@ def approve(
     )
 
 
+def _scalar(text: str) -> str:
+    """`text` as a YAML value that reads back as itself (quoted when plain would not)."""
+    plain = "\n" not in text and " #" not in text and text.strip() == text
+    try:
+        plain = plain and yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        plain = False
+    return text if plain else json.dumps(text)
+
+
 def _number(value: Any) -> str:
     return "null" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
@@ -213,6 +301,7 @@ def template(
     project: Project, store: Store, name: str, *, to_stage: str, approver: str, ticket: str
 ) -> str:
     """Seed 002 §4.2's checklist as YAML, with the automated checks filled in from the store."""
+    _check_ticket(ticket)
     from_stage, skill = candidate(project, name, to_stage)
     transition = next(
         t
@@ -250,12 +339,12 @@ def template(
         sum(rows.columns["false_negative"]) if use_live and rows else evals.get("false_negatives")
     )
     lines = [
-        f"approval_ticket: {ticket}",
-        f"skill_name: {skill.name}",
-        f"version: {skill.version}",
-        f"digest: {skill.digest}",
+        f"approval_ticket: {_scalar(ticket)}",
+        f"skill_name: {_scalar(skill.name)}",
+        f"version: {_scalar(skill.version)}",
+        f"digest: {_scalar(skill.digest)}",
         f"promotion: {from_stage} → {to_stage}",
-        f"approver: {approver}",
+        f"approver: {_scalar(approver)}",
         f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d}",
         "",
         "automated_checks:",
@@ -280,7 +369,7 @@ def template(
         "notes: |",
         "  ",
         "",
-        f"signature: {approver}",
+        f"signature: {_scalar(approver)}",
         f"timestamp: {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}",
     ]
     return "\n".join(lines) + "\n"
