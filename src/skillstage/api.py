@@ -609,6 +609,13 @@ def record_execution(project: Project, skill: str, **fields: Any) -> ExecutionRe
     return append(project.metrics_inbox, skill=skill, **fields)
 
 
+def _inbox(project: Project, inbox: Path | None) -> Path:
+    """The inbox to read: `inbox` (given by the user: it must be a directory) or the project's."""
+    if inbox is not None and not inbox.is_dir():
+        raise UsageError(f"{inbox} is not a directory", hint="pass the inbox directory to --path")
+    return inbox or project.metrics_inbox
+
+
 def ingest_metrics(
     project: Project,
     *,
@@ -621,9 +628,7 @@ def ingest_metrics(
     from skillstage.metrics.ingest import ingest
     from skillstage.store import Store
 
-    where = inbox or project.metrics_inbox
-    if inbox is not None and not inbox.is_dir():
-        raise UsageError(f"{inbox} is not a directory", hint="pass the inbox directory to --path")
+    where = _inbox(project, inbox)
     size = batch_size or project.config.metrics.batch_size
     if store is not None:
         return ingest(store, where, batch_size=size, progress=progress)
@@ -636,12 +641,9 @@ def metrics_lag(project: Project, *, inbox: Path | None = None) -> LagReport:
     from skillstage.metrics.ingest import lag
     from skillstage.store import Store
 
+    where = _inbox(project, inbox)
     with Store.open(project.database_url) as store:
-        return lag(
-            store,
-            inbox or project.metrics_inbox,
-            alert_hours=project.config.metrics.lag_alert_hours,
-        )
+        return lag(store, where, alert_hours=project.config.metrics.lag_alert_hours)
 
 
 # -- readiness, comparisons, sign-off, evals (seed 002) ------------------------------------------

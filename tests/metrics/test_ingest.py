@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -748,6 +749,59 @@ def test_record_lag_and_ingest_commands(store: Store, store_url: str, tmp_path: 
     assert row["outcome_quality"] == pytest.approx(0.7)
     assert row["patterns_followed"] == 2
     assert row["tags"] == {"channel": "web"}
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix under which file permissions hold (root reads any file otherwise)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to hold")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all"]
+
+
+def test_an_unreadable_inbox_file_is_reported_and_the_others_are_ingested(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "skillstage.toml").write_text("")
+    inbox = project / ".skillstage" / "metrics"
+    inbox.mkdir(parents=True)
+    _append(inbox / "a_executions.jsonl", _line("a-1"))
+    _append(inbox / "b_executions.jsonl", _line("b-1"))
+    _append(inbox / "c_executions.jsonl", _line("c-1"))
+    (inbox / "b_executions.jsonl").chmod(0)
+    prefix = _without_root_powers()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "skillstage", "metrics", *args],
+            cwd=project,
+            env=_environment(SKILLSTAGE_DATABASE_URL=store_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    ingested, lagging = run("ingest", "--json"), run("lag")
+    assert ingested.returncode == 1, ingested.stderr
+    assert "Traceback" not in ingested.stderr + lagging.stderr
+    counts = json.loads(ingested.stdout)
+    assert (counts["read"], counts["inserted"]) == (2, 2)
+    assert counts["unreadable"] == [
+        {"path": str(inbox / "b_executions.jsonl"), "reason": "Permission denied"}
+    ]
+    assert sorted(_ids(store)) == ["a-1", "c-1"]
+    assert lagging.returncode == 1
+    assert f"cannot read {inbox / 'b_executions.jsonl'}: Permission denied" in lagging.stderr
+
+    (inbox / "b_executions.jsonl").chmod(0o644)  # fixed: read from where it was
+    again = run("ingest", "--json")
+    assert again.returncode == 0, again.stderr
+    assert (json.loads(again.stdout)["inserted"], sorted(_ids(store))) == (1, ["a-1", "b-1", "c-1"])
+    missing = run("lag", "--path", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
 
 
 def test_lag_alerts_only_past_the_hour_and_clears_after_ingest(

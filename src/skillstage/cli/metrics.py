@@ -156,7 +156,8 @@ def ingest(obj: CliContext, inbox: Path | None, batch_size: int | None, as_json:
     Safe to run at any time, as often as you like, and from cron: an execution id already stored
     is counted as a duplicate, never stored twice; each file is read on from where the last run
     stopped; an incomplete last line waits for the next run; a malformed line goes to the
-    quarantine (`skillstage metrics quarantine`) and the rest goes on.
+    quarantine (`skillstage metrics quarantine`) and the rest goes on. A file that cannot be
+    read is reported (exit 1) and the other files are ingested.
     """
     project = obj.project()
     from skillstage.metrics.ingest import pending_bytes
@@ -169,9 +170,10 @@ def ingest(obj: CliContext, inbox: Path | None, batch_size: int | None, as_json:
             result = api.ingest_metrics(
                 project, inbox=inbox, batch_size=batch_size, progress=progress, store=store
             )
+    outcome = EXIT_FAILED if result.unreadable else EXIT_OK
     if as_json:
         echo_json(result.to_dict())
-        return EXIT_OK
+        return outcome
     click.echo(
         f"read {result.read}, inserted {result.inserted}, duplicates {result.duplicates}, "
         f"quarantined {result.quarantined} ({result.files} file(s), {result.seconds:.2f} s)"
@@ -182,7 +184,17 @@ def ingest(obj: CliContext, inbox: Path | None, batch_size: int | None, as_json:
         click.echo(f"  {path} ends in an incomplete line: it waits for the next run")
     if result.quarantined:
         click.echo("  see the quarantined lines with `skillstage metrics quarantine`")
-    return EXIT_OK
+    _report_unreadable(result.unreadable)
+    return outcome
+
+
+def _report_unreadable(unreadable: list[tuple[str, str]]) -> None:
+    for path, why in unreadable:
+        click.echo(
+            f"error: cannot read {path}: {why}; its records wait until it can be read "
+            "(check its owner and permissions)",
+            err=True,
+        )
 
 
 @metrics.command("lag")
@@ -197,13 +209,15 @@ def ingest(obj: CliContext, inbox: Path | None, batch_size: int | None, as_json:
 def lag(obj: CliContext, inbox: Path | None, as_json: bool) -> int:
     """How far ingestion is behind: the age of the oldest record not yet ingested.
 
-    Exits 1 when it is older than metrics.lag_alert_hours (seed 002 §7: 1 hour), for cron.
+    Exits 1 when it is older than metrics.lag_alert_hours (seed 002 §7: 1 hour), or when an
+    inbox file cannot be read, for cron.
     """
     report = api.metrics_lag(obj.project(), inbox=inbox)
     if as_json:
         echo_json(report.to_dict())
     elif report.oldest is None:
-        click.echo("ingestion is up to date: no complete record waits in the inbox")
+        if not report.unreadable:
+            click.echo("ingestion is up to date: no complete record waits in the inbox")
     else:
         hours = report.lag_seconds / 3600
         verdict = "ALERT: over" if report.alert else "within"
@@ -213,8 +227,10 @@ def lag(obj: CliContext, inbox: Path | None, as_json: bool) -> int:
         )
         for file in report.files:
             click.echo(f"  {file.path}: {file.pending_bytes} bytes waiting")
-        if report.alert:
+        if report.lag_seconds > report.alert_hours * 3600:
             click.echo("  run `skillstage metrics ingest` (and schedule it, e.g. hourly)")
+    if not as_json:
+        _report_unreadable(report.unreadable)
     return EXIT_FAILED if report.alert else EXIT_OK
 
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -68,6 +68,7 @@ class IngestResult:
     quarantined: int = 0
     waiting: list[str] = field(default_factory=list)  # files whose last line is incomplete
     restarted: list[str] = field(default_factory=list)  # files truncated or rewritten
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): left as is
     seconds: float = 0.0
 
     @property
@@ -83,6 +84,7 @@ class IngestResult:
             "quarantined": self.quarantined,
             "waiting": self.waiting,
             "restarted": self.restarted,
+            "unreadable": [{"path": path, "reason": why} for path, why in self.unreadable],
             "seconds": round(self.seconds, 3),
         }
 
@@ -293,6 +295,19 @@ class _Rows:
         )
 
 
+def _open(file: InboxFile, unreadable: list[tuple[str, str]]) -> BinaryIO | None:
+    """The file open for reading; None when it went away (rotated since the directory was
+    listed: its new name is read next time) or cannot be read (added to `unreadable`: the other
+    files are read all the same, and this one where it was once it can be)."""
+    try:
+        return file.path.open("rb")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        unreadable.append((str(file.path), exc.strerror or str(exc)))
+        return None
+
+
 def _batches(
     store: Store,
     file: InboxFile,
@@ -302,10 +317,9 @@ def _batches(
     progress: Callable[[int], None] | None,
 ) -> Iterator[_Batch]:
     """Read one file from its checkpoint, in batches of decoded rows."""
-    try:
-        handle = file.path.open("rb")
-    except FileNotFoundError:
-        return  # rotated away since the directory was listed; its new name is read next run
+    handle = _open(file, result.unreadable)
+    if handle is None:
+        return
     with handle:
         status = os.fstat(handle.fileno())
         offset, line = _start(store, file, handle, result)
@@ -552,6 +566,9 @@ class LagReport:
     now: dt.datetime
     alert_hours: float
     files: list[PendingFile]
+    # Inbox files that cannot be read, and why: ingestion cannot get on with them, which is
+    # an alert whatever their age.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def oldest(self) -> dt.datetime | None:
@@ -565,7 +582,7 @@ class LagReport:
 
     @property
     def alert(self) -> bool:
-        return self.lag_seconds > self.alert_hours * 3600
+        return self.lag_seconds > self.alert_hours * 3600 or bool(self.unreadable)
 
     def to_dict(self) -> dict[str, Any]:
         oldest = self.oldest
@@ -575,6 +592,7 @@ class LagReport:
             "pending_bytes": sum(f.pending_bytes for f in self.files),
             "alert_hours": self.alert_hours,
             "alert": self.alert,
+            "unreadable": [{"path": path, "reason": why} for path, why in self.unreadable],
             "files": [
                 {
                     "path": f.path,
@@ -593,10 +611,10 @@ def lag(
     now = now or dt.datetime.now(dt.UTC)
     pending: list[PendingFile] = []
     by_identity = {(c.device, c.inode): c for c in store_executions.checkpoints(store)}
+    unreadable: list[tuple[str, str]] = []
     for file in inbox_files(inbox):
-        try:
-            handle = file.path.open("rb")
-        except FileNotFoundError:
+        handle = _open(file, unreadable)
+        if handle is None:
             continue
         with handle:
             status = os.fstat(handle.fileno())
@@ -619,4 +637,4 @@ def lag(
                     oldest = stamp.astimezone(dt.UTC)
                     break
             pending.append(PendingFile(str(file.path), status.st_size - offset, oldest))
-    return LagReport(now, alert_hours, pending)
+    return LagReport(now, alert_hours, pending, unreadable)
