@@ -606,7 +606,12 @@ def record_execution(project: Project, skill: str, **fields: Any) -> ExecutionRe
     """Append one execution record to the project's metrics inbox (seed 002 §5.2)."""
     from skillstage.metrics.record import record_execution as append
 
-    return append(project.metrics_inbox, skill=skill, **fields)
+    return append(
+        project.metrics_inbox,
+        skill=skill,
+        max_clock_skew=project.config.metrics.max_clock_skew,
+        **fields,
+    )
 
 
 def _inbox(project: Project, inbox: Path | None) -> Path:
@@ -630,10 +635,11 @@ def ingest_metrics(
 
     where = _inbox(project, inbox)
     size = batch_size or project.config.metrics.batch_size
+    skew = project.config.metrics.max_clock_skew
     if store is not None:
-        return ingest(store, where, batch_size=size, progress=progress)
+        return ingest(store, where, batch_size=size, progress=progress, max_clock_skew=skew)
     with Store.open(project.database_url) as opened:
-        return ingest(opened, where, batch_size=size, progress=progress)
+        return ingest(opened, where, batch_size=size, progress=progress, max_clock_skew=skew)
 
 
 def metrics_lag(project: Project, *, inbox: Path | None = None) -> LagReport:
@@ -909,7 +915,16 @@ def score_log(project: Project, log: Path, name: str, *, version: str | None = N
             path=skill.path / "patterns.yaml",
             hint="list them in patterns.yaml beside SKILL.md (id, description, regex or keywords)",
         )
-    score = score_execution(read_breadcrumbs(log), patterns)
+    breadcrumbs = read_breadcrumbs(log)
+    if not breadcrumbs:
+        # An empty log is a run that was not logged (or the wrong file), not a run that
+        # followed no pattern: recording fidelity 0 would drag the version's numbers down.
+        raise UsageError(
+            "the breadcrumb log holds no events: nothing recorded",
+            path=log,
+            hint="pass the log the skill's run wrote (one JSON event a line)",
+        )
+    score = score_execution(breadcrumbs, patterns)
     record = append(
         project.metrics_inbox,
         skill=skill.name,

@@ -7,6 +7,7 @@ staging SLA, seed 002's promotion thresholds.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tomllib
@@ -203,6 +204,13 @@ class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch_size: _PositiveCount = 1000
     lag_alert_hours: _Positive = 1.0  # seed 002 §7: alert if ingestion falls behind > 1 hour
     eval_timeout_seconds: _Positive = 30  # per benchmark case run through execute.sh
+    # How far after now a record may be dated (writers' clocks drift); later ones are refused
+    # by `metrics record` and quarantined by ingestion.
+    max_clock_skew_minutes: _Positive = 10
+
+    @property
+    def max_clock_skew(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.max_clock_skew_minutes)
 
 
 class ApprovalsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -577,6 +585,7 @@ timeout_seconds = 30
 batch_size = 1000                   # lines decoded and checkpointed together
 lag_alert_hours = 1                 # `skillstage metrics lag` exits 1 beyond this
 eval_timeout_seconds = 30           # per benchmark case of `skillstage eval`
+max_clock_skew_minutes = 10         # records dated later than now plus this are refused
 
 # Human sign-off (seed 002 §4): who may approve with `skillstage approve`.
 [approvals]

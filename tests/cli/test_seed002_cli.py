@@ -321,3 +321,53 @@ def test_demote_check_lists_and_demotes_a_stale_staged_version(
         "checked": 0,
         "demotions": [],
     }
+
+
+def test_out_of_bounds_records_and_empty_breadcrumb_logs_are_refused(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    project = seed002_project(run_cli, tmp_path)
+    spam_filter(project)
+    ok(run_cli("list"))
+    digest = api.readiness(project, NAME).digest
+
+    for option, value, why in [
+        ("--time-ms", "inf", "Expected `float` <= 31622400000.0"),
+        ("--time-ms", "1e308", "Expected `float` <= 31622400000.0"),
+        ("--timestamp", "2099-01-01T00:00:00+0000", "is in the future (after "),
+    ]:
+        refused = run_cli("metrics", "record", "--skill", NAME, option, value, "--json")
+        assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+        assert why in refused.stderr and "Traceback" not in refused.stderr
+    assert not (project.metrics_inbox / f"{NAME}_executions.jsonl").exists()
+
+    # Lines other writers left: a count SQLite cannot hold, a record from 2099, then good ones
+    # (a digest given is what ran, even if the version says otherwise). Those two are stored.
+    line = '{"execution_id": "%s", "timestamp": "%s", "version": "1.0.0"%s}\n'
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    project.metrics_inbox.mkdir(parents=True, exist_ok=True)
+    (project.metrics_inbox / f"{NAME}_executions.jsonl").write_text(
+        line % ("huge", now, ', "patterns_followed": 100000000000000000000000')
+        + line % ("future", "2099-01-01T00:00:00Z", "")
+        + line % ("other-content", now, f', "digest": "{"f" * 64}"')
+        + line % ("good", now, f', "digest": "{digest}"')
+    )
+    counts = json.loads(ok(run_cli("metrics", "ingest", "--json")).stdout)
+    assert (counts["read"], counts["inserted"], counts["quarantined"]) == (4, 2, 2)
+    reasons = [
+        q["reason"] for q in json.loads(ok(run_cli("metrics", "quarantine", "--json")).stdout)
+    ]
+    assert len(reasons) == 2
+    assert "Expected `int` <= 1000000" in reasons[1]
+    assert "timestamp 2099-01-01T00:00:00+00:00 is in the future (after " in reasons[0]
+
+    # A breadcrumb log is scored and recorded; an empty one records nothing.
+    log = tmp_path / "run.jsonl"
+    log.write_text('{"event": "checked_blocklist"}\n{"event": "decided"}\n')
+    scored = json.loads(ok(run_cli("metrics", "score", str(log), "--skill", NAME, "--json")).stdout)
+    assert (scored["followed"], scored["missed"]) == (["blocklist", "decision"], ["links"])
+    log.write_text("\n")
+    empty = run_cli("metrics", "score", str(log), "--skill", NAME)
+    assert empty.returncode == 2 and "the breadcrumb log holds no events" in empty.stderr
+    lines = (project.metrics_inbox / f"{NAME}_executions.jsonl").read_text().splitlines()
+    assert len(lines) == 5  # the four written above and the scored run

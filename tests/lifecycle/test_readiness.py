@@ -99,13 +99,16 @@ def configure(
     eval_timeout: float | None = None,
 ) -> Project:
     """The default skillstage.toml with seed 002's gates on both transitions (as the demo
-    sets it up), the given approvers, and optionally a shorter per-case eval timeout."""
+    sets it up), the given approvers, a month of clock skew allowed, and optionally a shorter
+    per-case eval timeout."""
     config = project.root / "skillstage.toml"
     text = DEFAULT_CONFIG_TOML
     replacements = {
         '"security"]': '"security", "metrics", "approval"]',
         "approvers = []": f"approvers = {json.dumps(list(approvers))}",
         "allow_self_approval = false": f"allow_self_approval = {str(allow_self_approval).lower()}",
+        # The tests record executions ahead of now to stand for time passing.
+        "max_clock_skew_minutes = 10": "max_clock_skew_minutes = 43200",
     }
     if eval_timeout is not None:
         replacements["eval_timeout_seconds = 30"] = f"eval_timeout_seconds = {eval_timeout}"

@@ -120,7 +120,13 @@ def ingest_on_demand(project: Project, store: Store) -> None:
     """Seed 002 §5.4: ingest the inbox before a promotion decision reads the store."""
     from skillstage.metrics.ingest import ingest
 
-    ingest(store, project.metrics_inbox, batch_size=project.config.metrics.batch_size)
+    metrics = project.config.metrics
+    ingest(
+        store,
+        project.metrics_inbox,
+        batch_size=metrics.batch_size,
+        max_clock_skew=metrics.max_clock_skew,
+    )
 
 
 # -- evidence: benchmark evals -----------------------------------------------------------------

@@ -38,7 +38,9 @@ import msgspec
 from skillstage.metrics.record import (
     BENCHMARK_SOURCE,
     INBOX_FILE,
+    MAX_CLOCK_SKEW,
     ExecutionRecord,
+    future_problem,
     record_problem,
     skill_from_file_name,
 )
@@ -182,9 +184,10 @@ class _Rows:
     reader registering it itself would have to wait for the writer's transaction to end.)
     """
 
-    def __init__(self, store: Store, now: dt.datetime) -> None:
+    def __init__(self, store: Store, now: dt.datetime, latest: dt.datetime) -> None:
         self._store = store
         self._now = now
+        self._latest = latest  # the latest timestamp taken
         self._skill_ids: dict[str, int] = {}
         self._digests: dict[int, dict[str, str]] = {}
         self.postgres = store.dialect == "postgresql"
@@ -251,19 +254,23 @@ class _Rows:
         stamp: Any = record.timestamp
         zone = stamp.tzinfo
         if skill_id is None or zone is not _UTC:
-            problem = record_problem(record, file_skill)
+            problem = record_problem(record, file_skill, latest=self._latest)
             if problem:
                 return problem
             if skill_id is None:
                 skill_id = self.skill_id(skill)
             if zone is not _UTC:
                 stamp = stamp.astimezone(_UTC)
-        # Naive UTC, as the store keeps time (SQLite: its text form, which date functions read).
-        stamp = stamp.replace(tzinfo=None) if self.postgres else self.sqlite_time(stamp)
-        followed, missed, tags = record.patterns_followed, record.patterns_missed, record.tags
+        elif stamp > self._latest:
+            return future_problem(stamp, self._latest) or "timestamp in the future"
+        # A digest given is what ran, whatever the version says (content edited in place
+        # without a new version): the execution is that content's.
         digest = record.digest
         if digest is None and record.version is not None:
             digest = self.digest(skill_id, record.version)
+        # Naive UTC, as the store keeps time (SQLite: its text form, which date functions read).
+        stamp = stamp.replace(tzinfo=None) if self.postgres else self.sqlite_time(stamp)
+        followed, missed, tags = record.patterns_followed, record.patterns_missed, record.tags
         exception: Any = record.exception
         positive: Any = record.false_positive
         negative: Any = record.false_negative
@@ -444,8 +451,10 @@ def ingest(
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
+    max_clock_skew: dt.timedelta = MAX_CLOCK_SKEW,
 ) -> IngestResult:
-    """Ingest every new complete line of the inbox's files; see the module docstring.
+    """Ingest every new complete line of the inbox's files; see the module docstring. A record
+    dated more than `max_clock_skew` after `now` is quarantined.
 
     Decoding runs on this thread while a second one writes the batches decoded before, all
     those waiting in one statement (the database driver releases the GIL while SQLite works
@@ -456,7 +465,7 @@ def ingest(
     result = IngestResult()
     files = inbox_files(inbox)
     result.files = len(files)
-    rows = _Rows(store, now)
+    rows = _Rows(store, now, now + max_clock_skew)
     # Room for what the writer inserts at once, and for the batch being decoded meanwhile.
     pipe: queue.Queue[_Batch | None] = queue.Queue(maxsize=max(2, 1 + WRITE_RECORDS // batch_size))
     failure: list[BaseException] = []

@@ -26,9 +26,18 @@ import msgspec
 
 from skillstage.errors import UsageError
 
+# Upper bounds keep every value finite and storable (an unbounded count overflowed SQLite's
+# 64-bit integers; an infinite time was written as null, and summed overflowed).
+MAX_EXECUTION_TIME_MS = 366 * 86_400_000.0  # a year
+MAX_PATTERNS = 1_000_000
+# How far after "now" a record's timestamp may be by default (writers' clocks drift a little;
+# `metrics.max_clock_skew_minutes`): a record from the future would sort after every real one
+# ("the last 100 executions") until its time came.
+MAX_CLOCK_SKEW = dt.timedelta(minutes=10)
+
 _Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
-_Milliseconds = Annotated[float, msgspec.Meta(ge=0)]
-_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Milliseconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_EXECUTION_TIME_MS)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_PATTERNS)]
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 _Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
@@ -92,7 +101,7 @@ class ExecutionRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False)
 _ENCODER = msgspec.json.Encoder()
 
 
-def _validated(fields: Mapping[str, Any]) -> ExecutionRecord:
+def _validated(fields: Mapping[str, Any], latest: dt.datetime) -> ExecutionRecord:
     unknown = sorted(set(fields) - set(ExecutionRecord.__struct_fields__))
     if unknown:
         raise UsageError(
@@ -103,14 +112,17 @@ def _validated(fields: Mapping[str, Any]) -> ExecutionRecord:
         record = msgspec.convert(dict(fields), ExecutionRecord, strict=False)
     except msgspec.ValidationError as exc:
         raise UsageError(f"not a valid execution record: {exc}") from None
-    problem = record_problem(record)
+    problem = record_problem(record, latest=latest)
     if problem:
         raise UsageError(f"not a valid execution record: {problem}")
     return record
 
 
-def record_problem(record: ExecutionRecord, skill_from_file: str | None = None) -> str | None:
-    """What is wrong with a decoded record beyond its types, or None."""
+def record_problem(
+    record: ExecutionRecord, skill_from_file: str | None = None, *, latest: dt.datetime
+) -> str | None:
+    """What is wrong with a decoded record beyond its types, or None. `latest`: the latest
+    timestamp taken (now plus the clock skew allowed)."""
     skill = record.skill or skill_from_file
     if not skill:
         return "no skill: give `skill` (or write to <skill>_executions.jsonl)"
@@ -118,7 +130,18 @@ def record_problem(record: ExecutionRecord, skill_from_file: str | None = None) 
         return f"skill {skill!r} is not a skill name (1-64 of a-z, 0-9 and single hyphens)"
     if record.timestamp.tzinfo is None or record.timestamp.utcoffset() is None:
         return "timestamp has no time zone: write it in UTC with a Z (2026-12-01T10:00:00Z)"
-    return None
+    return future_problem(record.timestamp, latest)
+
+
+def future_problem(stamp: dt.datetime, latest: dt.datetime) -> str | None:
+    """Why `stamp` cannot be taken if it is after `latest`."""
+    if stamp <= latest:
+        return None
+    limit = latest.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"timestamp {stamp.isoformat()} is in the future (after {limit} UTC: now plus "
+        "metrics.max_clock_skew_minutes): check the writer's clock"
+    )
 
 
 def inbox_file(inbox: Path, skill: str) -> Path:
@@ -165,6 +188,7 @@ def record_execution(
     execution_id: str | None = None,
     timestamp: dt.datetime | None = None,
     durable: bool = False,
+    max_clock_skew: dt.timedelta = MAX_CLOCK_SKEW,
     **fields: Any,
 ) -> ExecutionRecord:
     """Validate one execution record and append it to the skill's inbox file; returns it.
@@ -172,15 +196,18 @@ def record_execution(
     `fields` are the record's other fields (version, digest, pattern_fidelity, outcome_quality,
     execution_time_ms, patterns_followed, patterns_missed, exception, false_positive,
     false_negative, critical, subject, tags). `durable` fsyncs the file before returning.
-    Raises `UsageError` for a record that is not valid.
+    Raises `UsageError` for a record that is not valid (or dated more than `max_clock_skew`
+    after now).
     """
+    now = dt.datetime.now(dt.UTC)
     record = _validated(
         {
             "execution_id": execution_id or new_execution_id(),
-            "timestamp": (timestamp or dt.datetime.now(dt.UTC)).isoformat(),
+            "timestamp": (timestamp or now).isoformat(),
             "skill": skill,
             **fields,
-        }
+        },
+        now + max_clock_skew,
     )
     append_records(Path(inbox), [record], durable=durable)
     return record
