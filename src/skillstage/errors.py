@@ -46,6 +46,17 @@ class SkillstageError(Exception):
             return None
         return f"{self.path}:{self.line}" if self.line is not None else str(self.path)
 
+    def to_dict(self) -> dict[str, object]:
+        """The error as `--json` prints it."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "path": str(self.path) if self.path is not None else None,
+            "line": self.line,
+            "hint": self.hint,
+            "exit_code": self.exit_code,
+        }
+
     def __str__(self) -> str:
         where = self.location
         text = f"{where}: {self.message}" if where else self.message

@@ -74,3 +74,23 @@ def test_rollback_cli(run_cli: Run, tmp_path: Path) -> None:
     assert history[1].strip() == "reason: fidelity"
     unknown = run_cli("rollback", "nope", "--reason", "r", "--yes")
     assert unknown.returncode == 1 and "nope is not in production" in unknown.stderr
+
+
+def test_a_failed_command_asked_for_json_prints_the_error_as_json(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    assert run_cli("init").returncode == 0
+    for args in (
+        ("promote", "nowhere", "--yes", "--json"),
+        ("status", "nowhere", "--json"),
+        ("compare", "nowhere", "1.0.0", "2.0.0", "--json"),
+        ("metrics", "ingest", "--path", str(tmp_path / "missing"), "--json"),
+    ):
+        failed = run_cli(*args)
+        assert failed.returncode == 2, (args, failed.stdout, failed.stderr)
+        error = json.loads(failed.stdout)["error"]
+        assert set(error) == {"code", "message", "path", "line", "hint", "exit_code"}
+        assert (error["exit_code"], error["code"]) == (2, "USAGE")
+        assert error["message"] in failed.stderr  # people still read it on stderr
+    plain = run_cli("status", "nowhere")
+    assert plain.returncode == 2 and plain.stdout == ""

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from skillstage import __version__
-from skillstage.cli.context import CliContext
+from skillstage.cli.context import CliContext, echo_json
 from skillstage.errors import EXIT_UNEXPECTED, EXIT_USAGE, SkillstageError
 
 # Each command's module, imported only when that command runs (or help lists it): most commands
@@ -91,6 +91,12 @@ def _write_crash_log() -> Path:
     return path
 
 
+def _wants_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON output (`--json` before any `--`)."""
+    options = args[: list(args).index("--")] if "--" in args else args
+    return "--json" in options
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -106,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_USAGE
     except SkillstageError as exc:
         click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+        if _wants_json(args):
+            # A script reading stdout gets the failure as JSON too, not an empty stream.
+            echo_json({"error": exc.to_dict()})
         code = exc.exit_code
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

@@ -136,5 +136,5 @@ def apply(project: Project, store: Store, found: DemoteCheck, *, actor: str) -> 
             )
             demotion.applied = True
         except SkillstageError as exc:
-            demotion.error = str(exc)
+            demotion.error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     return found
