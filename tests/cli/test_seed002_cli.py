@@ -371,3 +371,17 @@ def test_out_of_bounds_records_and_empty_breadcrumb_logs_are_refused(
     assert empty.returncode == 2 and "the breadcrumb log holds no events" in empty.stderr
     lines = (project.metrics_inbox / f"{NAME}_executions.jsonl").read_text().splitlines()
     assert len(lines) == 5  # the four written above and the scored run
+
+
+def test_messages_say_what_to_give(run_cli: Run, tmp_path: Path) -> None:
+    project = seed002_project(run_cli, tmp_path)
+    spam_filter(project, PRODUCTION)
+    twice = run_cli("metrics", "record", "--skill", NAME, "--tag", "a=b", "--tag", "a=c")
+    assert twice.returncode == 2 and "--tag a is given twice ('b' and 'c')" in twice.stderr
+    ok(run_cli("list"))
+    compared = run_cli("compare", NAME, "52", "1.0.0")
+    assert compared.returncode == 2
+    assert "or a digest (its first 7 or more hex digits)" in compared.stderr
+    last = run_cli("status", NAME)
+    assert last.returncode == 2
+    assert f"{NAME} is only in production, a stage nothing promotes from" in last.stderr

@@ -566,7 +566,7 @@ def test_no_eval_run_of_this_content_fails_the_metrics_gate(project: Project) ->
     assert missing.status == "fail"
     (only,) = missing.criteria
     assert only["name"] == "benchmark run" and not only["passed"]
-    assert only["missing"].endswith("run `skillstage eval <name>`")
+    assert only["missing"].endswith("run `skillstage eval spam-filter`")
 
     outcome = api.run_eval(project, NAME)
     assert outcome.results_path.is_file()

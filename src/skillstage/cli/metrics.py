@@ -27,6 +27,8 @@ def _tags(values: tuple[str, ...]) -> dict[str, str] | None:
         key, sep, text = value.partition("=")
         if not sep or not key:
             raise UsageError(f"--tag {value!r} is not KEY=VALUE", hint="e.g. --tag channel=web")
+        if key in tags:
+            raise UsageError(f"--tag {key} is given twice ({tags[key]!r} and {text!r})")
         tags[key] = text
     return tags or None
 

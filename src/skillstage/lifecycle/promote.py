@@ -159,8 +159,11 @@ def _resolve_source(project: Project, ref: str) -> _Source:
         m for m in matches if any(t.from_stage == m.stage for t in project.config.transitions)
     ]
     if not sources:
+        where = ", ".join(m.stage for m in matches)
         raise UsageError(
-            f"no skill named {ref!r} in a stage it can be promoted from",
+            f"{ref} is only in {where}, a stage nothing promotes from"
+            if matches
+            else f"no skill named {ref!r} in a stage it can be promoted from",
             hint="`skillstage list` shows the skills in each stage",
         )
     return _Source(sources[0].name, sources[0].stage, sources[0].path)

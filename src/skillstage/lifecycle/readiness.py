@@ -23,6 +23,7 @@ from skillstage.errors import UsageError
 from skillstage.lifecycle.gates import GateContext, GateResult
 from skillstage.metrics.compare import Comparison, compare_samples
 from skillstage.metrics.summary import MetricsSummary, as_sample, summarise
+from skillstage.skill.model import SkillVersion
 from skillstage.store import Store, Transaction
 from skillstage.store import metrics as store_metrics
 
@@ -132,10 +133,9 @@ def ingest_on_demand(project: Project, store: Store) -> None:
 # -- evidence: benchmark evals -----------------------------------------------------------------
 
 
-def eval_criteria(
-    tx: Transaction, skill_id: int | None, digest: str, thresholds: Thresholds
-) -> list[Criterion]:
+def eval_criteria(tx: Transaction, skill: SkillVersion, thresholds: Thresholds) -> list[Criterion]:
     """Seed 002 §2.1 over the latest eval run of this content."""
+    skill_id, digest = tx.skill_id(skill.name), skill.digest
     run = store_metrics.latest_eval_run(tx, skill_id, digest) if skill_id is not None else None
     if run is None:
         return [
@@ -144,7 +144,7 @@ def eval_criteria(
                 None,
                 "an eval run of this content",
                 False,
-                f"no eval run of digest {digest[:12]}: run `skillstage eval <name>`",
+                f"no eval run of digest {digest[:12]}: run `skillstage eval {skill.name}`",
             )
         ]
     summary = run.summary
@@ -405,9 +405,7 @@ class MetricsGate:
         ingest_on_demand(context.project, context.store)
         with context.store.reading() as tx:
             if thresholds.evidence == "evals":
-                criteria = eval_criteria(
-                    tx, tx.skill_id(context.skill.name), context.skill.digest, thresholds
-                )
+                criteria = eval_criteria(tx, context.skill, thresholds)
                 what = "benchmark evals"
             else:
                 criteria = execution_criteria(context.project, tx, context, thresholds)
@@ -550,7 +548,8 @@ def resolve_side(project: Project, tx: Transaction, skill_id: int, name: str, re
     raise UsageError(
         f"{ref!r} is not a version, digest or stage of {name}",
         hint=f"versions: {', '.join(sorted(registered)) or 'none'}; stages: "
-        + ", ".join(project.config.stages),
+        + ", ".join(project.config.stages)
+        + "; or a digest (its first 7 or more hex digits)",
     )
 
 
