@@ -573,7 +573,7 @@ def doctor(
             finding.action = "resolved by the repairs above"
         if not finding.repaired and finding.kind in _BY_HAND and not finding.action:
             finding.action = _BY_HAND[finding.kind].format(path=finding.path)
-    swept = fs.sweep_retired(retired_path(project))
+    swept = sorted(fs.sweep_retired(retired_path(project)))
     return DoctorReport(list(report.values()), repair=True, swept=[str(p) for p in swept])
 
 

@@ -153,7 +153,7 @@ def sweep_retired(retired: Path, *, grace: float | None = None) -> list[Path]:
     grace = RETIRE_GRACE_SECONDS if grace is None else grace
     now = time.time()
     deleted = []
-    for entry in sorted(retired.iterdir()):
+    for entry in retired.iterdir():
         try:
             moved = entry.lstat().st_ctime
         except FileNotFoundError:
