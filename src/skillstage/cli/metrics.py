@@ -22,7 +22,7 @@ def metrics() -> None:
 
 
 def _tags(values: tuple[str, ...]) -> dict[str, str] | None:
-    tags = {}
+    tags: dict[str, str] = {}
     for value in values:
         key, sep, text = value.partition("=")
         if not sep or not key:
