@@ -161,9 +161,8 @@ def _resolve_source(project: Project, ref: str) -> _Source:
     if not sources:
         where = ", ".join(m.stage for m in matches)
         raise UsageError(
-            f"{ref} is only in {where}, a stage nothing promotes from"
-            if matches
-            else f"no skill named {ref!r} in a stage it can be promoted from",
+            f"no skill named {ref!r} in a stage it can be promoted from"
+            + (f": it is only in {where}" if matches else ""),
             hint="`skillstage list` shows the skills in each stage",
         )
     return _Source(sources[0].name, sources[0].stage, sources[0].path)
