@@ -21,6 +21,7 @@ case "$SKILLSTAGE_EVAL_CASE" in
   slow) sleep 10 ;;
   crash) echo "cannot reach the model" >&2; exit 1 ;;
   garbage) echo "this is not json"; exit 0 ;;
+  silent) exit 0 ;;
   no-decision) echo '{"verdict": "spam"}'; exit 0 ;;
   chatty) echo "loading model..."; echo '{"decision": "allow"}'; exit 0 ;;
   bad-crumbs) echo '{"decision": "allow", "breadcrumbs": "fetched"}'; exit 0 ;;
@@ -274,6 +275,7 @@ def test_timeout_is_an_exception_within_roughly_the_timeout(tmp_path: Path) -> N
     [
         ("crash", "exited with 1: cannot reach the model"),
         ("garbage", "printed 'this is not json', not a JSON object with a decision"),
+        ("silent", "execute.sh printed nothing, not a JSON object with a decision"),
         ("no-decision", "printed no decision"),
         ("bad-crumbs", "breadcrumbs as a JSON string, not a list"),
     ],

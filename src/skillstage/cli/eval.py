@@ -36,8 +36,9 @@ def eval_(obj: CliContext, name: str, version: str | None, as_json: bool) -> int
             verdict = "ok  " if case.correct else "FAIL"
             extra = f"  error: {case.error}" if case.error else ""
             click.echo(
-                f"  {verdict} {case.case_id}: expected {case.expected}, got {case.decision}"
-                f"  fidelity {_fraction(case.fidelity)}  {case.execution_time_ms:.0f} ms{extra}"
+                f"  {verdict} {case.case_id}: expected {case.expected}, "
+                + (f"got {case.decision}" if case.decision is not None else "no decision")
+                + f"  fidelity {_fraction(case.fidelity)}  {case.execution_time_ms:.0f} ms{extra}"
             )
         click.echo(
             f"pass rate {_fraction(summary.pass_rate)}, outcome quality "

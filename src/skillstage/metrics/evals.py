@@ -394,8 +394,9 @@ def _output(
         )
     data = _json_object(completed.stdout)
     if data is None:
-        shown = completed.stdout.strip()[:200] or "nothing"
-        return None, f"{EXECUTE_SCRIPT} printed {shown!r}, not a JSON object with a decision"
+        shown = completed.stdout.strip()[:200]
+        printed = f"printed {shown!r}" if shown else "printed nothing"
+        return None, f"{EXECUTE_SCRIPT} {printed}, not a JSON object with a decision"
     decision = data.get("decision")
     if not isinstance(decision, str) or not decision.strip():
         what = "no decision" if decision is None else f"decision {decision!r}, not a string"
