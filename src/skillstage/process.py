@@ -59,7 +59,9 @@ def run(
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
 ) -> Completed:
-    """Run a command to completion or until `timeout` seconds, then kill its process group."""
+    """Run a command to completion or until `timeout` seconds, then kill its process group
+    (also when the command ended but a child it left behind still holds its output: the
+    command's own exit status is then the result)."""
     started = time.monotonic()
     try:
         process = subprocess.Popen(
@@ -84,7 +86,9 @@ def run(
         stdout, stderr = process.communicate(stdin, timeout=timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
-        timed_out = True
+        # The command itself may have ended in time, leaving a background child that holds its
+        # output open: its exit status stands, and the child goes with the group.
+        timed_out = process.poll() is None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         try:

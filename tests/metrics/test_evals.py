@@ -22,6 +22,7 @@ case "$SKILLSTAGE_EVAL_CASE" in
   crash) echo "cannot reach the model" >&2; exit 1 ;;
   garbage) echo "this is not json"; exit 0 ;;
   silent) exit 0 ;;
+  lingering) sleep 30 & echo '{"decision": "allow"}'; exit 0 ;;
   no-decision) echo '{"verdict": "spam"}'; exit 0 ;;
   chatty) echo "loading model..."; echo '{"decision": "allow"}'; exit 0 ;;
   bad-crumbs) echo '{"decision": "allow", "breadcrumbs": "fetched"}'; exit 0 ;;
@@ -245,6 +246,18 @@ def test_empty_patterns_means_no_fidelity_even_with_patterns_yaml(tmp_path: Path
     result = run_evals(skill, timeout=5, patterns=[])
     assert result.cases[0].fidelity is None
     assert result.summary.pattern_fidelity is None
+
+
+def test_a_background_child_holding_the_output_does_not_make_the_case_a_timeout(
+    tmp_path: Path,
+) -> None:
+    # execute.sh answers and exits at once, but leaves `sleep 30` holding its stdout: the answer
+    # stands (read once the timeout has passed and the child is killed with the group).
+    skill = make_skill(tmp_path, [case("lingering", "hi", "allow")])
+    started = time.monotonic()
+    (outcome,) = run_evals(skill, timeout=1).cases
+    assert time.monotonic() - started < 4
+    assert (outcome.decision, outcome.correct, outcome.error) == ("allow", True, None)
 
 
 def test_timeout_is_an_exception_within_roughly_the_timeout(tmp_path: Path) -> None:
