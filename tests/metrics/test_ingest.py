@@ -804,6 +804,36 @@ def test_an_unreadable_inbox_file_is_reported_and_the_others_are_ingested(
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
 
 
+def test_two_ingestions_at_once_both_succeed(store: Store, store_url: str, tmp_path: Path) -> None:
+    # New files whose records are already stored (what a copy-truncate rotation leaves): both
+    # ingestions save a first checkpoint for each; on PostgreSQL an UPDATE-then-INSERT raced.
+    (tmp_path / "skillstage.toml").write_text("")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    lines = "".join(_line(f"r-{n}") for n in range(50))
+    _append(inbox / "s_executions.jsonl", lines)
+    assert ingest(store, inbox).inserted == 50
+    for round_ in range(3):
+        for copy in range(20):
+            _append(inbox / f"s_executions.jsonl.{round_}-{copy}", lines)
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "skillstage", "metrics", "ingest", "--path", str(inbox)],
+                cwd=tmp_path,
+                env=_environment(SKILLSTAGE_DATABASE_URL=store_url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for run in runs:
+            out, err = run.communicate(timeout=120)
+            assert run.returncode == 0, out + err
+    assert _counts(store) == (50, 50)
+    assert len(checkpoints(store)) == 61
+
+
 def test_lag_alerts_only_past_the_hour_and_clears_after_ingest(
     store: Store, tmp_path: Path
 ) -> None:

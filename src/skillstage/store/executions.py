@@ -103,19 +103,17 @@ def save_checkpoint(
         "head_length": head_length,
         "at": tx.dialect.time(at),
     }
-    changed = tx.execute(
-        'UPDATE ingest_checkpoint SET path = :path, "offset" = :offset, line = :line,'
-        " head_hash = :head_hash, head_length = :head_length, updated_at = :at"
-        " WHERE device = :device AND inode = :inode",
+    # One statement: two ingestions at once on PostgreSQL would both find no row to update,
+    # and the second INSERT would break the (device, inode) key.
+    tx.execute(
+        'INSERT INTO ingest_checkpoint (device, inode, path, "offset", line, head_hash,'
+        " head_length, updated_at) VALUES (:device, :inode, :path, :offset, :line,"
+        " :head_hash, :head_length, :at) ON CONFLICT (device, inode) DO UPDATE SET"
+        ' path = excluded.path, "offset" = excluded."offset", line = excluded.line,'
+        " head_hash = excluded.head_hash, head_length = excluded.head_length,"
+        " updated_at = excluded.updated_at",
         params,
     )
-    if not changed:
-        tx.execute(
-            'INSERT INTO ingest_checkpoint (device, inode, path, "offset", line, head_hash,'
-            " head_length, updated_at) VALUES (:device, :inode, :path, :offset, :line,"
-            " :head_hash, :head_length, :at)",
-            params,
-        )
 
 
 def skill_ids(tx: Transaction, names: Sequence[str], at: dt.datetime) -> dict[str, int]:
