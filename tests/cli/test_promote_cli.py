@@ -85,6 +85,7 @@ def test_a_failed_command_asked_for_json_prints_the_error_as_json(
         ("status", "nowhere", "--json"),
         ("compare", "nowhere", "1.0.0", "2.0.0", "--json"),
         ("metrics", "ingest", "--path", str(tmp_path / "missing"), "--json"),
+        ("metrics", "record", "--skill", "s", "--fidelity", "2", "--json"),  # click's own check
     ):
         failed = run_cli(*args)
         assert failed.returncode == 2, (args, failed.stdout, failed.stderr)

@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_USAGE
     except click.ClickException as exc:
         exc.show()
+        if _wants_json(args):
+            usage = {"code": "USAGE", "message": exc.format_message(), "path": None, "line": None}
+            echo_json({"error": {**usage, "hint": None, "exit_code": EXIT_USAGE}})
         code = EXIT_USAGE
     except SkillstageError as exc:
         click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
