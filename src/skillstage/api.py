@@ -705,13 +705,16 @@ def skill_metrics(
             skill_id = tx.skill_id(name)
             if skill_id is None:
                 raise UsageError(f"no skill named {name!r} in the store")
-            digest = None
+            digest = until = None
             if version is not None:
+                # A stage means its version's stay there: from when it came to when it left.
                 side = resolve_side(project, tx, skill_id, name, version)
-                digest = side.digest
+                digest, until = side.digest, side.until
                 if side.since is not None:
                     since = max(since, side.since) if since else side.since
-            rows = store_metrics.execution_rows(tx, skill_id, digest=digest, since=since)
+            rows = store_metrics.execution_rows(
+                tx, skill_id, digest=digest, since=since, until=until
+            )
     return summarise(rows)
 
 

@@ -695,6 +695,29 @@ def test_regression_against_the_prototype_baseline(project: Project, opened: Sto
     assert "regression against the baseline: significantly worse: pattern_fidelity" in found.rules
 
 
+def test_skill_metrics_of_a_stage_are_its_versions_stay_there(project: Project) -> None:
+    project = configure(project)
+    spam_filter(project)
+    entered = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    api.list_skills(project, stage="prototype", now=entered)
+    digest = read_skill(project.root / PROTOTYPE / NAME).digest
+    record(project, digest, [0.8] * 30, start=entered + dt.timedelta(hours=1))
+    into_staging(project)  # + ten benchmark runs at 1.0, in prototype
+    record(project, digest, [0.5] * 90, start=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+
+    def measured(version: str, timeframe: str = "all") -> tuple[int, float | None]:
+        summary = api.skill_metrics(project, NAME, timeframe=timeframe, version=version)
+        return summary.count, summary.pattern_fidelity
+
+    count, fidelity = measured("prototype")
+    assert count == 40 and fidelity == pytest.approx((30 * 0.8 + 10 * 1.0) / 40)
+    assert measured("staged") == (90, pytest.approx(0.5))
+    assert measured("1.0.0")[0] == 130
+    assert measured("1.0.0", "7d")[0] == 100  # the prototype runs of ten days ago are out
+    with pytest.raises(UsageError, match="timeframe"):
+        api.skill_metrics(project, NAME, timeframe="99999999999d")
+
+
 def test_too_few_executions_on_a_side_is_insufficient_data(project: Project) -> None:
     project = configure(project)
     spam_filter(project, cases=CASES[:6])

@@ -101,14 +101,20 @@ _TIMEFRAME = re.compile(r"(?:last_)?(?P<count>\d+)(?:_)?(?P<unit>h|hours|d|days|
 _UNITS = {"h": 1, "hours": 1, "d": 24, "days": 24, "w": 168, "weeks": 168}
 
 
+_MAX_TIMEFRAME_HOURS = 100 * 366 * 24  # a century: longer is "all"
+
+
 def parse_timeframe(text: str) -> dt.timedelta | None:
     """`7d`, `24h`, `2w`, seed 002's `last_7_days` / `last_24_hours`; `all` is None (no limit)."""
+    hint = "use e.g. 24h, 7d, 2w, last_7_days or all"
+    if not isinstance(text, str):
+        raise UsageError(f"not a timeframe: {text!r} (a string is needed)", hint=hint)
     if text.strip().lower() == "all":
         return None
     match = _TIMEFRAME.match(text.strip().lower())
     if match is None:
-        raise UsageError(
-            f"not a timeframe: {text!r}",
-            hint="use e.g. 24h, 7d, 2w, last_7_days or all",
-        )
-    return dt.timedelta(hours=int(match["count"]) * _UNITS[match["unit"]])
+        raise UsageError(f"not a timeframe: {text!r}", hint=hint)
+    hours = int(match["count"]) * _UNITS[match["unit"]]
+    if hours > _MAX_TIMEFRAME_HOURS:
+        raise UsageError(f"timeframe {text!r} is longer than a century", hint=hint)
+    return dt.timedelta(hours=hours)
