@@ -843,13 +843,41 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
     import json
 
     from skillstage.metrics.evals import run_evals
-    from skillstage.metrics.record import ExecutionRecord, append_records, new_execution_id
+    from skillstage.metrics.record import append_records
     from skillstage.store import Store
     from skillstage.store import metrics as store_metrics
 
     skill = _skill_copy(project, name, version)
-    run = run_evals(skill.path, timeout=project.config.metrics.eval_timeout_seconds)
-    now = dt.datetime.now(dt.UTC)
+    with Store.open(project.database_url) as store:
+        # Registered first (its stay in its stage counts from its first benchmark run): content
+        # changed under a registered version is refused before any case runs or is recorded.
+        with store.atomic() as tx:
+            registered = tx.register(skill, at=dt.datetime.now(dt.UTC))
+        run = run_evals(skill.path, timeout=project.config.metrics.eval_timeout_seconds)
+        now = dt.datetime.now(dt.UTC)
+        records = _eval_records(skill, run, now)
+        append_records(project.metrics_inbox, records)
+        results = project.state_dir / "evals" / skill.name
+        results.mkdir(parents=True, exist_ok=True)
+        path = results / f"{skill.version}-{skill.short_digest}-{now:%Y%m%dT%H%M%S%fZ}.json"
+        path.write_text(json.dumps(run.to_dict(), indent=2, default=str), encoding="utf-8")
+        with store.atomic() as tx:
+            store_metrics.add_eval_run(
+                tx,
+                registered.skill_id,
+                version=skill.version,
+                digest=skill.digest,
+                summary=run.summary.to_dict(),
+                cases=[case.to_dict() for case in run.cases],
+                at=now,
+            )
+    return EvalOutcome(skill.name, skill.version, skill.digest, run, path)
+
+
+def _eval_records(skill: SkillVersion, run: EvalRun, now: dt.datetime) -> list[ExecutionRecord]:
+    """Each benchmark case of `run` as an execution record (tagged as a benchmark run)."""
+    from skillstage.metrics.record import ExecutionRecord, new_execution_id
+
     records = []
     for case in run.cases:
         fields = {k: v for k, v in case.to_record_fields().items() if v is not None}
@@ -867,25 +895,7 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
                 strict=False,
             )
         )
-    append_records(project.metrics_inbox, records)
-    summary, cases = run.summary.to_dict(), [case.to_dict() for case in run.cases]
-    results = project.state_dir / "evals" / skill.name
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{skill.version}-{skill.short_digest}-{now:%Y%m%dT%H%M%S%fZ}.json"
-    path.write_text(json.dumps(run.to_dict(), indent=2, default=str), encoding="utf-8")
-    with Store.open(project.database_url) as store, store.atomic() as tx:
-        # Registered from its first benchmark run: its stay in its stage counts from here.
-        registered = tx.register(skill, at=now)
-        store_metrics.add_eval_run(
-            tx,
-            registered.skill_id,
-            version=skill.version,
-            digest=skill.digest,
-            summary=summary,
-            cases=cases,
-            at=now,
-        )
-    return EvalOutcome(skill.name, skill.version, skill.digest, run, path)
+    return records
 
 
 @dataclass

@@ -765,6 +765,22 @@ def test_benchmark_runs_in_staged_are_not_live_executions(project: Project, open
     assert criterion(gate(project, "metrics"), "executions")["actual"] == 3
 
 
+def test_eval_of_changed_content_under_a_registered_version_runs_and_records_nothing(
+    project: Project,
+) -> None:
+    project = configure(project)
+    path = spam_filter(project)
+    api.run_eval(project, NAME)
+    inbox = project.metrics_inbox / f"{NAME}_executions.jsonl"
+    results = sorted((project.state_dir / "evals" / NAME).iterdir())
+    before = inbox.read_text()
+    (path / "SKILL.md").write_text((path / "SKILL.md").read_text() + "\nEdited in place.\n")
+    with pytest.raises(ConflictError, match="already registered"):
+        api.run_eval(project, NAME)
+    assert inbox.read_text() == before
+    assert sorted((project.state_dir / "evals" / NAME).iterdir()) == results
+
+
 @SQLITE_ONLY
 def test_a_version_promoted_out_of_prototype_has_a_baseline(project: Project) -> None:
     project = configure(project)
