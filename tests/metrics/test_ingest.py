@@ -25,7 +25,7 @@ import skillstage
 import skillstage.store.db
 from skillstage.errors import UsageError
 from skillstage.metrics.ingest import MAX_LINE_BYTES, IngestResult, ingest, lag
-from skillstage.metrics.record import ExecutionRecord, append_records
+from skillstage.metrics.record import ExecutionRecord, append_records, record_execution
 from skillstage.store import Store
 from skillstage.store.executions import checkpoints
 
@@ -345,6 +345,20 @@ def test_an_incomplete_last_line_waits_until_it_is_complete(
     assert _counted(last) == (0, 0, 0, 0) and last.waiting == []
     assert _ids(store) == ["late", "one", "two"]
     assert _quarantine(store) == []
+
+
+def test_a_record_written_after_a_crashed_writers_partial_line_is_not_lost(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    record_execution(inbox, skill="s", execution_id="good-1")
+    _append(inbox / "s_executions.jsonl", '{"execution_id": "crashed-2", "timest')  # died here
+    assert _counted(ingest(store, inbox)) == (1, 1, 0, 0)
+    record_execution(inbox, skill="s", execution_id="good-3")
+    assert _counted(ingest(store, inbox)) == (2, 1, 0, 1)
+    assert _ids(store) == ["good-1", "good-3"]
+    ((line, content),) = [(q[1], q[3]) for q in _quarantine(store)]
+    assert (line, content) == (2, '{"execution_id": "crashed-2", "timest')
 
 
 def test_a_complete_record_without_its_newline_is_not_read(store: Store, tmp_path: Path) -> None:

@@ -158,8 +158,13 @@ def append_records(inbox: Path, records: list[ExecutionRecord], *, durable: bool
         buffer += _ENCODER.encode(record.to_dict()) + b"\n"
     inbox.mkdir(parents=True, exist_ok=True)
     for path, data in by_file.items():
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                # A writer that died mid-line left it incomplete: end it, so that the bad line
+                # is quarantined alone instead of swallowing these records.
+                data = b"\n" + data
             written = os.write(descriptor, data)
             if written != len(data):
                 # Only a full disk does this to a regular file; the short line stays incomplete
