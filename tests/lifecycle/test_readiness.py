@@ -179,7 +179,7 @@ def failing(result: GateResult) -> list[str]:
 def record(
     project: Project,
     digest: str,
-    fidelities: Iterable[float],
+    fidelities: Iterable[float | None],
     *,
     start: dt.datetime,
     step: dt.timedelta = dt.timedelta(minutes=1),
@@ -695,6 +695,22 @@ def test_regression_against_the_prototype_baseline(project: Project, opened: Sto
     assert "regression against the baseline: significantly worse: pattern_fidelity" in found.rules
 
 
+def test_a_metric_the_candidate_did_not_record_is_no_proof_of_no_regression(
+    project: Project,
+) -> None:
+    project = configure(project)
+    spam_filter(project)
+    digest = into_staging(project)  # the baseline: ten benchmark runs, fidelity scored
+    unscored: list[float | None] = [None] * 107
+    record(project, digest, [*unscored, 0.1, 0.1, 0.1], start=dt.datetime.now(dt.UTC))
+    verdict = criterion(gate(project, "metrics"), "no regression against the prototype baseline")
+    assert not verdict["passed"]
+    assert verdict["missing"] == (
+        "insufficient data to compare: pattern_fidelity has 3 value(s) among the candidate's"
+        " executions"
+    )
+
+
 def test_skill_metrics_of_a_stage_are_its_versions_stay_there(project: Project) -> None:
     project = configure(project)
     spam_filter(project)
@@ -729,7 +745,7 @@ def test_too_few_executions_on_a_side_is_insufficient_data(project: Project) -> 
     short = criterion(result, "no regression against the prototype baseline")
     assert (short["actual"], short["required"], short["missing"]) == (
         "6 baseline / 110 candidate executions",
-        ">= 10 on each side",
+        ">= 10 on each side, of every metric the baseline has",
         "insufficient data to compare: the prototype baseline is prototype (1.0.0)'s executions"
         " there; give the benchmark >= 10 cases, or run `skillstage eval` more than once before"
         " it leaves prototype (each run records every case)",

@@ -220,10 +220,18 @@ def test_min_sample_applies_per_metric_to_values_present() -> None:
     quality = metric(comparison, "outcome_quality")
     fidelity = metric(comparison, "pattern_fidelity")
 
-    assert not comparison.insufficient
+    # The baseline has quality scores enough and B has not: nothing can be said about B's
+    # quality, so the comparison as a whole is short of data (a gate must not say "none worse").
+    assert comparison.insufficient and comparison.unmeasured == [quality]
     assert quality.insufficient_data and quality.p_value is None and not quality.worse
     assert (quality.n_a, quality.n_b) == (20, 4)
     assert not fidelity.insufficient_data and fidelity.p_value is not None
+    # A metric neither side recorded enough of leaves the comparison whole.
+    unscored: list[float | None] = [None] * 20
+    neither = compare_samples(
+        make_sample(20, quality=unscored), make_sample(20, quality=unscored), min_sample=10
+    )
+    assert not neither.insufficient and neither.unmeasured == []
 
 
 def test_none_values_are_skipped() -> None:
@@ -319,7 +327,8 @@ def test_to_dict_is_json_serialisable_and_rounded() -> None:
     assert loaded["min_sample"] == 10
     assert loaded["alpha"] == 0.05
     assert (loaded["count_a"], loaded["count_b"]) == (30, 30)
-    assert loaded["insufficient"] is False
+    # B recorded no fidelity where A did: short of data, whatever else it shows.
+    assert (loaded["insufficient"], loaded["unmeasured"]) == (True, ["pattern_fidelity"])
     # B is slower than A's constant 100 ms, and raises more exceptions.
     assert loaded["regressions"] == ["execution_time_ms", "exception_rate"]
     assert [m["metric"] for m in loaded["metrics"]] == [

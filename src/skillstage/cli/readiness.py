@@ -102,9 +102,22 @@ def compare(obj: CliContext, name: str, version_a: str, version_b: str, as_json:
             f"  {m.metric:<22} {_value(m.a):>9} {_value(m.b):>9} {_value(m.difference):>9} "
             f"{m.test:<17} {_value(m.p_value):>8} {_value(m.effect_size):>8}  {verdict}"
         )
-    if comparison.insufficient:
+    short = min(comparison.count_a, comparison.count_b) < comparison.min_sample
+    if short:
         click.echo(
             f"fewer than {comparison.min_sample} executions on a side: the tests say nothing yet"
+        )
+    elif comparison.unmeasured:
+        click.echo(
+            f"B has fewer than {comparison.min_sample} values of "
+            + ", ".join(m.metric for m in comparison.unmeasured)
+            + " (A has enough): nothing can be said about "
+            + ("it" if len(comparison.unmeasured) == 1 else "them")
+            + (
+                f"; B is worse on: {', '.join(m.metric for m in comparison.regressions)}"
+                if comparison.regressions
+                else ""
+            )
         )
     elif comparison.regressions:
         click.echo("B is worse on: " + ", ".join(m.metric for m in comparison.regressions))

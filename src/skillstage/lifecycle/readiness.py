@@ -361,20 +361,26 @@ def regression(
     )
     worse = comparison.regressions
     if comparison.insufficient:
-        short = comparison.count_a < thresholds.min_comparison_sample
+        minimum = thresholds.min_comparison_sample
+        if comparison.count_a < minimum:
+            why = (
+                f": the {first} baseline is {baseline.label}'s executions there; give the "
+                f"benchmark >= {minimum} cases, or run `skillstage eval` more than once before "
+                f"it leaves {first} (each run records every case)"
+            )
+        elif comparison.count_b >= minimum:
+            why = ": " + ", ".join(
+                f"{m.metric} has {m.n_b} value(s) among the candidate's executions"
+                for m in comparison.unmeasured
+            )
+        else:
+            why = ""
         return Criterion(
             f"no regression against the {first} baseline",
             f"{comparison.count_a} baseline / {comparison.count_b} candidate executions",
-            f">= {thresholds.min_comparison_sample} on each side",
+            f">= {minimum} on each side, of every metric the baseline has",
             False,
-            INSUFFICIENT
-            + (
-                f": the {first} baseline is {baseline.label}'s executions there; give the "
-                f"benchmark >= {thresholds.min_comparison_sample} cases, or run `skillstage "
-                f"eval` more than once before it leaves {first} (each run records every case)"
-                if short
-                else ""
-            ),
+            INSUFFICIENT + why,
         )
     return Criterion(
         f"no regression against the {first} baseline",

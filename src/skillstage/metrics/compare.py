@@ -121,9 +121,17 @@ class Comparison:
         return [m for m in self.metrics if m.worse]
 
     @property
+    def unmeasured(self) -> list[MetricComparison]:
+        """The metrics the baseline has enough values of and the candidate has not: nothing can
+        be said about B on them, though its executions are many (their values were not recorded)."""
+        return [m for m in self.metrics if m.insufficient_data and m.n_a >= self.min_sample]
+
+    @property
     def insufficient(self) -> bool:
-        """True when either side has fewer than `min_sample` executions."""
-        return self.count_a < self.min_sample or self.count_b < self.min_sample
+        """True when either side has fewer than `min_sample` executions, or the candidate too few
+        values of a metric the baseline has (`unmeasured`)."""
+        short = self.count_a < self.min_sample or self.count_b < self.min_sample
+        return short or bool(self.unmeasured)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (for `--json` and gate details)."""
@@ -133,6 +141,7 @@ class Comparison:
             "count_a": self.count_a,
             "count_b": self.count_b,
             "insufficient": self.insufficient,
+            "unmeasured": [m.metric for m in self.unmeasured],
             "regressions": [m.metric for m in self.regressions],
             "metrics": [m.to_dict() for m in self.metrics],
         }

@@ -164,7 +164,7 @@ def append_records(inbox: Path, records: list[ExecutionRecord], *, durable: bool
             if size and os.pread(descriptor, 1, size - 1) != b"\n":
                 # A writer that died mid-line left it incomplete: end it, so that the bad line
                 # is quarantined alone instead of swallowing these records.
-                data = b"\n" + data
+                data = bytearray(b"\n") + data
             written = os.write(descriptor, data)
             if written != len(data):
                 # Only a full disk does this to a regular file; the short line stays incomplete
