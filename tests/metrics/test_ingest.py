@@ -920,6 +920,32 @@ def test_a_per_metric_file_fills_in_missing_values_but_never_overwrites(
     assert row == (0.9, 0.7)
 
 
+def test_the_executions_record_arriving_after_its_per_metric_parts_completes_them(
+    store: Store, tmp_path: Path
+) -> None:
+    store.ensure_version("s", "1.0.0", DIGEST, path="skills/s", frontmatter={"name": "s"})
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _append(inbox / "s_fidelity.json", _line("m-1", pattern_fidelity=0.9))
+    assert _counted(ingest(store, inbox)) == (1, 1, 0, 0)
+    # The executions file's record of the same run, later, with what the fidelity file lacks;
+    # twice in one batch, the second adding a flag. A complete duplicate changes nothing.
+    _append(
+        inbox / "s_executions.jsonl",
+        _line("m-1", version="1.0.0", pattern_fidelity=0.2, outcome_quality=0.7)
+        + _line("m-1", execution_time_ms=12.0, exception=True)
+        + _line("m-2", version="1.0.0", outcome_quality=0.5),
+    )
+    assert _counted(ingest(store, inbox)) == (3, 1, 2, 0)
+    stored = _executions(store)
+    got = {k: stored["m-1"][k] for k in ("version", "digest", "pattern_fidelity", "exception")}
+    assert got == {"version": "1.0.0", "digest": DIGEST, "pattern_fidelity": 0.9, "exception": True}
+    assert (stored["m-1"]["outcome_quality"], stored["m-1"]["execution_time_ms"]) == (0.7, 12.0)
+    _append(inbox / "s_executions.jsonl.1", _line("m-2", version="1.0.0", outcome_quality=0.5))
+    assert _counted(ingest(store, inbox)) == (1, 0, 1, 0)
+    assert _executions(store)["m-2"] == stored["m-2"]
+
+
 def test_repeated_ingestion_does_not_collect_connections(sqlite_url: str, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -391,8 +391,8 @@ def _batches(
 
 
 def _write(tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime) -> int:
-    """Batches of one kind of file, in order, and their files' checkpoints, in the caller's
-    transaction: the number of rows inserted."""
+    """Batches, in order, and their files' checkpoints, in the caller's transaction: the number
+    of rows inserted."""
     for batch in batches:
         for index in batch.provisional:
             row = batch.rows[index]
@@ -402,9 +402,7 @@ def _write(tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime
         if len(batches) == 1
         else list(itertools.chain.from_iterable(batch.rows for batch in batches))
     )
-    inserted = store_executions.insert_executions(
-        tx, together, merge=batches[0].file.kind != "executions"
-    )
+    inserted = store_executions.insert_executions(tx, together)
     last: dict[tuple[int, int], _Batch] = {}  # each file's last batch
     for batch in batches:
         if batch.bad:
@@ -471,11 +469,9 @@ def ingest(
     failure: list[BaseException] = []
 
     def gather(first: _Batch) -> tuple[list[_Batch], _Batch | None, bool]:
-        """`first` and the batches waiting behind it that go in with it (of the same kind of
-        file, up to WRITE_RECORDS records); the batch taken that did not fit (or None), and
-        whether the end was taken."""
+        """`first` and the batches waiting behind it that go in with it (up to WRITE_RECORDS
+        records); the batch taken that did not fit (or None), and whether the end was taken."""
         group, records = [first], len(first.rows)
-        merge = first.file.kind != "executions"
         while True:
             try:
                 following = pipe.get_nowait()
@@ -484,7 +480,7 @@ def ingest(
             if following is None:
                 return group, None, True
             records += len(following.rows)
-            if records > WRITE_RECORDS or (following.file.kind != "executions") != merge:
+            if records > WRITE_RECORDS:
                 return group, following, False
             group.append(following)
 

@@ -131,22 +131,34 @@ def version_digests(tx: Transaction, skill_id: int) -> dict[str, str]:
     )
 
 
-def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]], *, merge: bool) -> int:
+def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
     """Insert rows (in `EXECUTION_COLUMNS` order); the number of new executions.
 
-    An execution id already stored is skipped, or with `merge` (seed 002's per-metric files, each
-    holding part of a record) filled in: its missing values are taken from the row and its flags
-    OR-ed with the row's.
+    An execution id already stored is never a second row: the stored one is filled in from the
+    new row (its missing values taken, its flags OR-ed), so the parts of one execution that
+    seed 002's per-metric files (and our executions file) hold come together in either order.
+    Rows of one id among `rows` are combined first.
     """
     if not rows:
         return 0
+    rows = _combined(rows)
     connection = tx.connection
     if tx.dialect.name == "sqlite":
         _require_skills(tx, rows)
-    if merge:
-        return _merge(tx, rows)
-    if tx.dialect.name == "sqlite":
-        return _insert_sqlite(connection, rows)
+        inserted = _insert_sqlite(connection, rows)
+        if inserted < len(rows):
+            connection.execute(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS ingest_batch AS SELECT * FROM execution"
+                " WHERE 0"
+            )
+            connection.executemany(
+                f"INSERT INTO temp.ingest_batch ({_QUOTED}) VALUES"
+                f" ({', '.join('?' * len(EXECUTION_COLUMNS))})",
+                rows,
+            )
+            connection.execute(_FILL_FROM_BATCH)
+            connection.execute("DELETE FROM temp.ingest_batch")
+        return inserted
     connection.execute(
         "CREATE TEMPORARY TABLE IF NOT EXISTS ingest_batch"
         " (LIKE execution INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -160,8 +172,51 @@ def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]], *, merge: 
             " ON CONFLICT (execution_id) DO NOTHING"
         )
         inserted = int(cursor.rowcount)
+        if inserted < len(rows):
+            cursor.execute(_FILL_FROM_BATCH)
         cursor.execute("DELETE FROM ingest_batch")
     return inserted
+
+
+def _combined(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """One row per execution id: a later row fills in what an earlier one lacks."""
+    if len({row[0] for row in rows}) == len(rows):
+        return rows
+    by_id: dict[Any, list[Any]] = {}
+    for row in rows:
+        known = by_id.get(row[0])
+        if known is None:
+            by_id[row[0]] = list(row)
+            continue
+        for index in _FILLED_INDEXES:
+            if index in _FLAG_INDEXES:
+                known[index] = known[index] or row[index]
+            elif known[index] is None:
+                known[index] = row[index]
+    return [tuple(row) for row in by_id.values()]
+
+
+# What the stored executions take from `ingest_batch` (the rows just written, in a temporary
+# table) for ids they already had: missing values, and flags OR-ed. Only rows that gain
+# something are written.
+_FILLED = [c for c in EXECUTION_COLUMNS if c not in ("execution_id", "skill_id")]
+_FILLED_INDEXES = [EXECUTION_COLUMNS.index(c) for c in _FILLED]
+_FLAG_INDEXES = {EXECUTION_COLUMNS.index(c) for c in _FLAGS}
+_FILL_FROM_BATCH = (
+    "UPDATE execution AS e SET "
+    + ", ".join(
+        f'"{c}" = (e."{c}" OR b."{c}")' if c in _FLAGS else f'"{c}" = COALESCE(e."{c}", b."{c}")'
+        for c in _FILLED
+    )
+    + " FROM ingest_batch AS b WHERE b.execution_id = e.execution_id AND ("
+    + " OR ".join(
+        f'(b."{c}" AND NOT e."{c}")'
+        if c in _FLAGS
+        else f'(e."{c}" IS NULL AND b."{c}" IS NOT NULL)'
+        for c in _FILLED
+    )
+    + ")"
+)
 
 
 def _insert_sqlite(connection: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> int:
@@ -236,42 +291,6 @@ def bulk_inserts(store: Store) -> Iterator[None]:
     finally:
         for name, value in zip(settings, saved, strict=True):
             connection.execute(f"PRAGMA {name} = {value}")
-
-
-def _merge(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
-    keys = [row[0] for row in rows]
-    known: set[str] = set()
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        params = {f"k{i}": key for i, key in enumerate(chunk)}
-        known.update(
-            row[0]
-            for row in tx.query(
-                "SELECT execution_id FROM execution WHERE execution_id IN ("
-                + ", ".join(f":{k}" for k in params)
-                + ")",
-                params,
-            )
-        )
-    updates = ", ".join(
-        f'"{c}" = (excluded."{c}" OR execution."{c}")'
-        if c in _FLAGS
-        else f'"{c}" = COALESCE(execution."{c}", excluded."{c}")'
-        for c in EXECUTION_COLUMNS
-        if c not in ("execution_id", "skill_id")
-    )
-    sql = tx.dialect.sql(
-        f"INSERT INTO execution ({_QUOTED}) VALUES"
-        f" ({', '.join(':' + c for c in EXECUTION_COLUMNS)})"
-        f" ON CONFLICT (execution_id) DO UPDATE SET {updates}"
-    )
-    new = 0
-    for row in rows:
-        tx.connection.execute(sql, dict(zip(EXECUTION_COLUMNS, row, strict=True)))
-        if row[0] not in known:
-            known.add(row[0])
-            new += 1
-    return new
 
 
 def quarantine(
