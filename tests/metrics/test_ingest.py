@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -880,7 +881,19 @@ def test_record_execution_refuses_an_unknown_field_and_writes_nothing(tmp_path: 
     assert "pattern_fidelity" in (unknown.value.hint or "")
     assert "$.pattern_fidelity" in str(out_of_range.value)
     assert "timestamp has no time zone" in str(naive.value)
+    for bad, why in [
+        ({"execution_id": ""}, "Expected `str` of length >= 1 - at `$.execution_id`"),
+        ({"tags": {"a": object()}}, "Encoding objects of type object is unsupported"),
+        ({"timestamp": "yesterday"}, "Invalid RFC3339 encoded datetime - at `$.timestamp`"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(why)):
+            skillstage.record_execution("s", inbox=inbox, **bad)
     assert not (inbox / "s_executions.jsonl").exists()
+    # ISO text is a timestamp too; an inbox path that is a file is refused, not crashed on.
+    text = skillstage.record_execution("s", inbox=inbox, timestamp="2026-03-01T10:00:00Z")
+    assert text.timestamp == dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
+    with pytest.raises(UsageError, match="is not a directory"):
+        skillstage.record_execution("s", inbox=inbox / "s_executions.jsonl")
 
 
 def test_logrotate_names_and_seed_underscore_names_are_read(store: Store, tmp_path: Path) -> None:

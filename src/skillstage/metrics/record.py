@@ -110,7 +110,8 @@ def _validated(fields: Mapping[str, Any], latest: dt.datetime) -> ExecutionRecor
         )
     try:
         record = msgspec.convert(dict(fields), ExecutionRecord, strict=False)
-    except msgspec.ValidationError as exc:
+        _ENCODER.encode(record)  # tags hold only what JSON can
+    except (msgspec.ValidationError, msgspec.EncodeError, TypeError) as exc:
         raise UsageError(f"not a valid execution record: {exc}") from None
     problem = record_problem(record, latest=latest)
     if problem:
@@ -191,28 +192,33 @@ def record_execution(
     *,
     skill: str,
     execution_id: str | None = None,
-    timestamp: dt.datetime | None = None,
+    timestamp: dt.datetime | str | None = None,
     durable: bool = False,
     max_clock_skew: dt.timedelta = MAX_CLOCK_SKEW,
     **fields: Any,
 ) -> ExecutionRecord:
     """Validate one execution record and append it to the skill's inbox file; returns it.
 
-    `fields` are the record's other fields (version, digest, pattern_fidelity, outcome_quality,
+    `timestamp`: an aware datetime or ISO 8601 text with a zone (default: now). `fields` are
+    the record's other fields (version, digest, pattern_fidelity, outcome_quality,
     execution_time_ms, patterns_followed, patterns_missed, exception, false_positive,
     false_negative, critical, subject, tags). `durable` fsyncs the file before returning.
     Raises `UsageError` for a record that is not valid (or dated more than `max_clock_skew`
     after now).
     """
     now = dt.datetime.now(dt.UTC)
+    stamp = timestamp if timestamp is not None else now
     record = _validated(
         {
-            "execution_id": execution_id or new_execution_id(),
-            "timestamp": (timestamp or now).isoformat(),
+            "execution_id": new_execution_id() if execution_id is None else execution_id,
+            "timestamp": stamp.isoformat() if isinstance(stamp, dt.datetime) else stamp,
             "skill": skill,
             **fields,
         },
         now + max_clock_skew,
     )
-    append_records(Path(inbox), [record], durable=durable)
+    inbox = Path(inbox)
+    if inbox.exists() and not inbox.is_dir():
+        raise UsageError(f"the metrics inbox {inbox} is not a directory")
+    append_records(inbox, [record], durable=durable)
     return record
