@@ -102,6 +102,13 @@ def test_the_seed_002_flow_from_prototype_to_production(run_cli: Run, tmp_path: 
         )
     ).stdout
     form = yaml.safe_load(template)
+    as_json = run_cli(
+        "signoff", "template", NAME, "--to", "staged", "--by", "alice", "--ticket", "APPR_1",
+        "--json",
+    )  # fmt: skip
+    assert {**json.loads(ok(as_json).stdout), "date": None, "timestamp": None} == {
+        **form, "date": None, "timestamp": None
+    }  # fmt: skip
     assert (form["approval_ticket"], form["approver"], form["promotion"]) == (
         "APPR_1",
         "alice",

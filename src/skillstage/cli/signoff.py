@@ -21,19 +21,29 @@ def signoff() -> None:
 @click.option("--to", "to_stage", required=True, help="The stage the sign-off is for.")
 @click.option("--by", "approver", help="The approver (default: your login name).")
 @click.option("--ticket", help="The approval ticket (default: APPROVAL_<today>_XXX).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checklist as JSON instead.")
 @click.pass_obj
 def template(
-    obj: CliContext, name: str, to_stage: str, approver: str | None, ticket: str | None
+    obj: CliContext,
+    name: str,
+    to_stage: str,
+    approver: str | None,
+    ticket: str | None,
+    as_json: bool,
 ) -> int:
     """Print seed 002's sign-off checklist (YAML) for NAME's move into a stage, with the
     automated checks filled in from the store. Save it, answer each human_review item YES or
-    NO, and pass it to `skillstage approve --checklist FILE`."""
-    click.echo(
-        api.signoff_template(
-            obj.project(), name, to_stage=to_stage, approver=approver, ticket=ticket
-        ),
-        nl=False,
+    NO, and pass it to `skillstage approve --checklist FILE` (a JSON copy, from --json, is
+    valid YAML too)."""
+    text = api.signoff_template(
+        obj.project(), name, to_stage=to_stage, approver=approver, ticket=ticket
     )
+    if as_json:
+        import yaml
+
+        echo_json(yaml.safe_load(text))
+    else:
+        click.echo(text, nl=False)
     return EXIT_OK
 
 
