@@ -15,9 +15,12 @@ import pytest
 from skillstage import api
 from skillstage.config import Project, load_config_file
 from skillstage.errors import LockError, UsageError
+from skillstage.lifecycle import promote as promote_module
 from skillstage.lifecycle.doctor import run_doctor
+from skillstage.lifecycle.gates import GateContext, GateResult
 from skillstage.lifecycle.locks import skill_lock
 from skillstage.lifecycle.promote import PromotionError, archive_path
+from skillstage.process import run
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 from tests.skilltree import write_skill
@@ -288,3 +291,30 @@ def test_an_approval_named_for_a_promotion_must_be_the_recorded_sign_off(project
     assert approval.message.startswith("no sign-off of auth-v2 1.0.0")
     assert (project.root / STAGING / "auth-v2").is_dir()
     assert promote(project, "auth-v2").success  # without naming one, no sign-off is needed
+
+
+def test_a_source_moved_away_while_a_gate_runs_is_reported_as_moved(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another promoter takes the staging copy while this one's tests gate is about to run
+    # test.sh (found a moment before): running it fails. That is the race, not a broken skill.
+    # The gate below plays both parts, so the race happens every time.
+    elsewhere = project.root.parent / f"{project.root.name}-taken-by-another-promoter"
+
+    class RacedGate:
+        name = "tests"
+
+        def check(self, context: GateContext) -> GateResult:
+            source = context.skill.path
+            source.rename(elsewhere)
+            run(["./test.sh"], cwd=source, timeout=5)  # raises: the copy is gone
+            raise AssertionError("unreachable")
+
+    monkeypatch.setattr(promote_module, "gates_for", lambda project, transition: [RacedGate()])
+    staged(project)
+    result = promote(project, "auth-v2")
+    assert not result.success
+    assert result.error == (
+        "auth-v2 was moved out of staged by another process (see `skillstage history auth-v2`)"
+    )
+    assert (elsewhere / "SKILL.md").is_file()
