@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.cli.conftest import Run
@@ -95,3 +99,43 @@ def test_a_failed_command_asked_for_json_prints_the_error_as_json(
         assert error["message"] in failed.stderr  # people still read it on stderr
     plain = run_cli("status", "nowhere")
     assert plain.returncode == 2 and plain.stdout == ""
+
+
+def _on_a_terminal(tmp_path: Path, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`skillstage ARGS` with a real pseudo-terminal as stdin, typing `answer`; stdout and
+    stderr are pipes (as a script reading --json would have them)."""
+    leader, follower = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SKILLSTAGE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skillstage", *args],
+        cwd=tmp_path,
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+        text=True,
+    )
+    os.close(follower)
+    os.write(leader, answer.encode())
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_json_on_a_terminal_still_asks_and_keeps_stdout_json(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    write_skill(tmp_path / STAGING, "auth-v2")
+    declined = _on_a_terminal(tmp_path, "n\n", "promote", "auth-v2", "--json")
+    assert "Promote skill to" in declined.stderr
+    (result,) = json.loads(declined.stdout)
+    assert (result["success"], result["error"]) == (False, "cancelled")
+    assert (tmp_path / STAGING / "auth-v2").is_dir()
+
+    accepted = _on_a_terminal(tmp_path, "y\n", "promote", "auth-v2", "--json")
+    assert accepted.returncode == 0, accepted.stderr
+    assert json.loads(accepted.stdout)[0]["success"] is True
+    kept = _on_a_terminal(tmp_path, "n\n", "rollback", "auth-v2", "--reason", "r", "--json")
+    assert "Roll back auth-v2?" in kept.stderr and kept.returncode == 1
+    assert (tmp_path / ".claude/skills/auth-v2").is_dir()

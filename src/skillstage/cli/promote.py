@@ -16,7 +16,8 @@ from skillstage.lifecycle.promote import PromotionResult
 _MARK = {"pass": "✓", "fail": "✗", "warn": "⚠", "skip": "-"}
 
 
-def _needs_confirmation(yes: bool, dry_run: bool, as_json: bool) -> bool:
+def _needs_confirmation(yes: bool, dry_run: bool) -> bool:
+    """Whether to ask before changing stages (--json too asks: on stderr, stdout stays JSON)."""
     if yes or dry_run:
         return False
     if not sys.stdin.isatty():
@@ -24,7 +25,7 @@ def _needs_confirmation(yes: bool, dry_run: bool, as_json: bool) -> bool:
             "refusing to change stages without confirmation: there is no terminal to ask on",
             hint="pass --yes (or --auto) to confirm up front",
         )
-    return not as_json
+    return True
 
 
 def _relative(path: str | None) -> str:
@@ -41,11 +42,11 @@ def _label(project: Project, stage: str | None) -> str | None:
     return (config.label or stage) if config is not None else stage
 
 
-def _show_gates(result: PromotionResult) -> None:
+def _show_gates(result: PromotionResult, *, err: bool = False) -> None:
     for gate in result.gates:
-        click.echo(f"  {_MARK[gate.status]} {gate.gate:<13} {gate.message}")
+        click.echo(f"  {_MARK[gate.status]} {gate.gate:<13} {gate.message}", err=err)
         for line in gate.details:
-            click.echo(f"      {line}")
+            click.echo(f"      {line}", err=err)
 
 
 def _show_deliveries(result: PromotionResult) -> None:
@@ -128,17 +129,19 @@ def promote(
     version archived and the event recorded. Each NAME|PATH is promoted independently.
     """
     project = obj.project()
-    ask = _needs_confirmation(yes, dry_run, as_json)
+    ask = _needs_confirmation(yes, dry_run)
 
     def confirm(result: PromotionResult) -> bool:
-        click.echo(f"ℹ Validating skill: {result.skill_name}")
-        _show_gates(result)
+        # With --json the report and the question go to stderr: stdout is the JSON alone.
+        click.echo(f"ℹ Validating skill: {result.skill_name}", err=as_json)
+        _show_gates(result, err=as_json)
         click.echo(
             "✓ Validation passed"
-            + (" (forced past: " + ", ".join(result.forced) + ")" if result.forced else "")
+            + (" (forced past: " + ", ".join(result.forced) + ")" if result.forced else ""),
+            err=as_json,
         )
         label = _label(project, result.to_stage)
-        return click.confirm(f"\nPromote skill to {label}?", default=False)
+        return click.confirm(f"\nPromote skill to {label}?", default=False, err=as_json)
 
     results = api.promote(
         project,
@@ -235,10 +238,10 @@ def rollback(
     skill leaves the stage and returns to the one before it.
     """
     project = obj.project()
-    if _needs_confirmation(yes, False, as_json) and not click.confirm(
-        f"Roll back {name}?", default=False
+    if _needs_confirmation(yes, False) and not click.confirm(
+        f"Roll back {name}?", default=False, err=as_json
     ):
-        click.echo("Cancelled.")
+        click.echo("Cancelled.", err=as_json)
         return EXIT_FAILED
     result = api.rollback(
         project,
