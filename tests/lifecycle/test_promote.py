@@ -318,3 +318,14 @@ def test_a_source_moved_away_while_a_gate_runs_is_reported_as_moved(
         "auth-v2 was moved out of staged by another process (see `skillstage history auth-v2`)"
     )
     assert (elsewhere / "SKILL.md").is_file()
+
+
+def test_a_skill_named_after_a_stage_folder_is_not_promoted_over_it(project: Project) -> None:
+    # Production's path is .claude/skills/{name}: a skill named "staging" would land on the
+    # staging folder itself and swap every staged skill out with it.
+    staged(project, "auth-v2")
+    staged(project, "staging")
+    with pytest.raises(UsageError, match="that is staged's folder"):
+        promote(project, "staging", overwrite=True)
+    assert (project.root / STAGING / "auth-v2" / "SKILL.md").is_file()
+    assert (project.root / STAGING / "staging" / "SKILL.md").is_file()

@@ -168,6 +168,19 @@ def _resolve_source(project: Project, ref: str) -> _Source:
     return _Source(sources[0].name, sources[0].stage, sources[0].path)
 
 
+def _refuse_stage_folder(project: Project, name: str, target: Path) -> None:
+    """A skill whose live path would be a stage's folder (or hold one: stage folders nest, e.g.
+    `.claude/skills/staging` in `.claude/skills`) cannot be promoted: the swap would replace the
+    whole stage with it."""
+    for stage in project.config.stages:
+        root = project.stage_root(stage)
+        if root == target or target in root.parents:
+            raise UsageError(
+                f"{name} cannot go to {target}: that is {stage}'s folder",
+                hint="rename the skill (its directory and its frontmatter name)",
+            )
+
+
 def _transition(project: Project, from_stage: str, to: str | None) -> tuple[str, Any]:
     options = [t for t in project.config.transitions if t.from_stage == from_stage]
     if to is not None:
@@ -217,6 +230,7 @@ def promote(
     source = _resolve_source(project, ref)
     to_stage, transition = _transition(project, source.stage, to)
     target = project.stage_path(to_stage, source.name)
+    _refuse_stage_folder(project, source.name, target)
     result = PromotionResult(
         success=False,
         skill_name=source.name,
