@@ -23,7 +23,7 @@ from skillstage.lifecycle import fs
 from skillstage.lifecycle.doctor import DoctorReport, Finding, run_doctor
 from skillstage.lifecycle.fs import delete_scratch
 from skillstage.lifecycle.locks import skill_lock
-from skillstage.lifecycle.promote import archive_path, retired_path
+from skillstage.lifecycle.promote import PromotionError, archive_path, retired_path
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 from tests.lifecycle.test_crash import _assert_whole
@@ -348,6 +348,13 @@ def test_a_tampered_archive_entry_is_reported_not_repaired(project: Project) -> 
     assert f"named for digest {digest[:12]}" in mismatch.detail
     assert not any(f.repaired for f in report.findings)
     assert "changed" in (entry / "SKILL.md").read_text()  # reported, left for a person
+    # Nor does a rollback put the changed copy live under the digest it no longer has.
+    with pytest.raises(PromotionError, match="no longer holds it") as refused:
+        api.rollback(project, "auth-v2", reason="broken", to_version="1.0.0")
+    assert "nothing was rolled back" in refused.value.message
+    with pytest.raises(PromotionError, match="no longer holds it"):
+        api.rollback(project, "auth-v2", reason="broken")  # the same entry, found by itself
+    assert read_skill(_live(project)).version == "1.1.0"
 
 
 # -- the command --------------------------------------------------------------------------------

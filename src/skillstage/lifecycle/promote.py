@@ -624,6 +624,15 @@ def rollback(
                 project, store, name, stage, live.version, live.digest, to_version
             )
         )
+        if good is not None:
+            entry = archive_path(project, name, *good)
+            if _live_digest(project, entry) != good[1]:
+                raise PromotionError(
+                    f"the archive copy of {name} {good[0]} ({entry}) no longer holds it: its "
+                    "content changed after it was archived; nothing was rolled back",
+                    hint="restore the entry from a backup (`skillstage doctor` reports it), or "
+                    "roll back to another version with --to-version",
+                )
         at = _now()
         details: dict[str, Any] = {
             "kind": "rollback",
