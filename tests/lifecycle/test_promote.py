@@ -329,3 +329,19 @@ def test_a_skill_named_after_a_stage_folder_is_not_promoted_over_it(project: Pro
         promote(project, "staging", overwrite=True)
     assert (project.root / STAGING / "auth-v2" / "SKILL.md").is_file()
     assert (project.root / STAGING / "staging" / "SKILL.md").is_file()
+
+
+def test_a_skill_directory_that_is_a_symlink_is_promoted_and_only_the_link_goes(
+    project: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = write_skill(tmp_path_factory.mktemp("elsewhere"), "linked")
+    staging = project.root / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(staging.stat().st_mode)
+    (staging / "linked").symlink_to(outside, target_is_directory=True)
+    assert promote(project, "linked").success
+    assert (project.root / PRODUCTION / "linked" / "SKILL.md").is_file()
+    assert not os.path.lexists(staging / "linked")
+    assert (outside / "SKILL.md").is_file()  # what the link pointed to is untouched
+    assert stat.S_IMODE(staging.stat().st_mode) == mode
+    assert [p.name for p in staging.iterdir()] == []

@@ -173,7 +173,11 @@ def delete_scratch(path: Path) -> None:
             os.chmod(target, stat.S_IRWXU)
         function(target)
 
-    if os.path.lexists(path):
+    if os.path.islink(path):
+        # (a skill directory that is a symlink: the link goes, never what it points to, and
+        # rmtree's error handler must not make the folder holding it private)
+        os.unlink(path)
+    elif os.path.lexists(path):
         shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
