@@ -255,16 +255,24 @@ def init(root: Path, *, force: bool = False) -> InitResult:
     root = root.resolve()
     config_path = root / CONFIG_FILENAME
     written = False
-    if not config_path.exists() or force:
-        root.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
-        written = True
-    project = load_config_file(config_path)
     created = []
-    for directory in [project.state_dir, *(project.stage_root(s) for s in project.config.stages)]:
-        if not directory.is_dir():
-            directory.mkdir(parents=True)
-            created.append(directory)
+    try:
+        if not config_path.exists() or force:
+            root.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
+            written = True
+        project = load_config_file(config_path)
+        folders = [project.state_dir, *(project.stage_root(s) for s in project.config.stages)]
+        for directory in folders:
+            if not directory.is_dir():
+                directory.mkdir(parents=True)
+                created.append(directory)
+    except OSError as exc:
+        raise SkillstageError(
+            f"cannot create the project: {exc.strerror or exc}",
+            path=exc.filename or root,
+            hint="choose a directory you can write to",
+        ) from None
     from skillstage.store import Store
 
     with Store.open(project.database_url):

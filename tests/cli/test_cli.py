@@ -145,7 +145,8 @@ def test_no_project_is_a_clear_usage_error(run_cli: Run) -> None:
 
 def test_unexpected_errors_exit_3_with_a_log(capsys: pytest.CaptureFixture[str]) -> None:
     @cli.command("explode", help="Raise an unexpected error (test only).")
-    def explode() -> None:
+    @click.option("--json", "as_json", is_flag=True, help="JSON (test only).")
+    def explode(as_json: bool) -> None:
         raise RuntimeError("boom")
 
     try:
@@ -158,8 +159,23 @@ def test_unexpected_errors_exit_3_with_a_log(capsys: pytest.CaptureFixture[str])
         assert "RuntimeError: boom" in log.read_text()
         with pytest.raises(RuntimeError):
             main(["--traceback", "explode"])
+        with pytest.raises(SystemExit):
+            main(["explode", "--json"])
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert (error["code"], error["exit_code"]) == ("UNEXPECTED", 3)
+        assert error["message"] == "unexpected error: RuntimeError: boom"
+        assert "RuntimeError: boom" in Path(error["path"]).read_text()
     finally:
         cli.commands.pop("explode")
+
+
+def test_init_where_no_directory_can_be_made_is_a_clear_error(run_cli: Run, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    failed = run_cli("init", str(blocker / "project"), "--json")
+    assert failed.returncode == 1 and "unexpected error" not in failed.stderr
+    error = json.loads(failed.stdout)["error"]
+    assert error["message"].startswith("cannot create the project: Not a directory")
 
 
 def test_test_timeout_option_and_skill_md_path(run_cli: Run, tmp_path: Path) -> None:

@@ -131,5 +131,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"  the traceback is in {log}; rerun with --traceback to see it here",
             err=True,
         )
+        if _wants_json(args):
+            message = f"unexpected error: {type(exc).__name__}: {exc}"
+            echo_json(
+                {
+                    "error": {
+                        "code": "UNEXPECTED",
+                        "message": message,
+                        "path": str(log),
+                        "line": None,
+                        "hint": "the traceback is in the file at `path`",
+                        "exit_code": EXIT_UNEXPECTED,
+                    }
+                }
+            )
         code = EXIT_UNEXPECTED
     sys.exit(code if isinstance(code, int) else 0)
