@@ -104,6 +104,17 @@ def with_transition(**transition: Any) -> dict[str, Any]:
             "bad value for '(top level)': at least one stage is required under [stages]",
         ),
         (
+            {
+                "stages": {
+                    "staged": {"path": ".claude/skills/staging/{name}"},
+                    "production": {"path": ".claude/skills/staging/./{name}/"},
+                },
+                "transitions": [],
+            },
+            "bad value for '(top level)': stages 'staged' and 'production' have the same path "
+            "'.claude/skills/staging/./{name}': each stage needs a folder of its own",
+        ),
+        (
             with_transition(gates=["lint"]),
             "bad value for '(top level)': transitions[0] names gate 'lint', which is neither built "
             "in (structure, schema, spec, tests, conflicts, dependencies, security, metrics, "

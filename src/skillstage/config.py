@@ -239,6 +239,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("at least one stage is required under [stages]")
+        # Two stages on one folder would each see the other's skills as their own.
+        by_path: dict[str, str] = {}
+        for stage, settings in self.stages.items():
+            where = os.path.normpath(settings.path)
+            if where in by_path:
+                raise ValueError(
+                    f"stages {by_path[where]!r} and {stage!r} have the same path "
+                    f"{settings.path!r}: each stage needs a folder of its own"
+                )
+            by_path[where] = stage
         for index, transition in enumerate(self.transitions):
             for gate in transition.gates:
                 if gate not in BUILTIN_GATE_NAMES and gate not in self.gates:
