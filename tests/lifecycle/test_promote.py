@@ -345,3 +345,14 @@ def test_a_skill_directory_that_is_a_symlink_is_promoted_and_only_the_link_goes(
     assert (outside / "SKILL.md").is_file()  # what the link pointed to is untouched
     assert stat.S_IMODE(staging.stat().st_mode) == mode
     assert [p.name for p in staging.iterdir()] == []
+
+
+def test_a_name_too_long_for_the_scratch_copies_is_refused_before_anything_moves(
+    project: Project, opened: Store
+) -> None:
+    name = "a" * 230  # a file name the filesystem takes; ".skillstage-incoming-" + it, not
+    staged(project, name)
+    with pytest.raises(UsageError, match="at most 200 can be promoted"):
+        promote(project, name, force=True, reason="past the name check")
+    assert (project.root / STAGING / name / "SKILL.md").is_file()
+    assert opened.open_journals() == []

@@ -168,10 +168,22 @@ def _resolve_source(project: Project, ref: str) -> _Source:
     return _Source(sources[0].name, sources[0].stage, sources[0].path)
 
 
-def _refuse_stage_folder(project: Project, name: str, target: Path) -> None:
-    """A skill whose live path would be a stage's folder (or hold one: stage folders nest, e.g.
-    `.claude/skills/staging` in `.claude/skills`) cannot be promoted: the swap would replace the
-    whole stage with it."""
+# The longest skill directory name the promoter's scratch names (".skillstage-incoming-<name>-
+# <12 hex>") leave room for within the usual 255-byte file name limit; the spec allows 64.
+MAX_NAME_BYTES = 200
+
+
+def _refuse_target(project: Project, name: str, target: Path) -> None:
+    """Refuse, before anything is journaled or moved, a live path the move cannot use: a name
+    too long for the scratch copies beside it (a forced promotion skips the name check), or a
+    stage's folder, or one holding a stage folder (stage folders nest, e.g.
+    `.claude/skills/staging` in `.claude/skills`: the swap would replace the whole stage)."""
+    if len(os.fsencode(name)) > MAX_NAME_BYTES:
+        raise UsageError(
+            f"the skill name {name[:40]}… is {len(os.fsencode(name))} bytes long: at most "
+            f"{MAX_NAME_BYTES} can be promoted",
+            hint="skill names are at most 64 characters (Agent Skills spec)",
+        )
     for stage in project.config.stages:
         root = project.stage_root(stage)
         if root == target or target in root.parents:
@@ -230,7 +242,7 @@ def promote(
     source = _resolve_source(project, ref)
     to_stage, transition = _transition(project, source.stage, to)
     target = project.stage_path(to_stage, source.name)
-    _refuse_stage_folder(project, source.name, target)
+    _refuse_target(project, source.name, target)
     result = PromotionResult(
         success=False,
         skill_name=source.name,
