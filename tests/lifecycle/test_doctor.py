@@ -346,6 +346,8 @@ def test_a_tampered_archive_entry_is_reported_not_repaired(project: Project) -> 
     assert writable.action is not None and f"chmod -R a-w {entry}" in writable.action
     mismatch = _only(report, doc.ARCHIVE_DIGEST_MISMATCH)
     assert f"named for digest {digest[:12]}" in mismatch.detail
+    # Shown as "not repaired: by hand: …" (it used to say "not repaired: not repaired: …").
+    assert mismatch.action is not None and mismatch.action.startswith("by hand: ")
     assert not any(f.repaired for f in report.findings)
     assert "changed" in (entry / "SKILL.md").read_text()  # reported, left for a person
     # Nor does a rollback put the changed copy live under the digest it no longer has.

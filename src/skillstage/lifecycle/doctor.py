@@ -445,10 +445,12 @@ _REPAIRS: dict[str, _Repair] = {
 }
 
 _BY_HAND = {
-    ARCHIVE_WRITABLE: "not repaired: check that nobody changed the entry (its digest is "
-    "checked too), then make it read-only: chmod -R a-w {path}",
-    ARCHIVE_DIGEST_MISMATCH: "not repaired: the entry's content changed after it was archived; "
-    "do not roll back to it — restore the entry from a backup, or move it out of the archive",
+    # (shown after "to do:" or "not repaired:")
+    ARCHIVE_WRITABLE: "by hand: check that nobody changed the entry (its digest is checked "
+    "too), then make it read-only: chmod -R a-w {path}",
+    ARCHIVE_DIGEST_MISMATCH: "by hand: the entry's content changed after it was archived; do "
+    "not roll back to it (rollback refuses it) — restore the entry from a backup, or move it "
+    "out of the archive",
 }
 
 
