@@ -604,7 +604,15 @@ def history(project: Project, name: str | None = None, *, limit: int = 50) -> li
     from skillstage.store import Store
 
     with Store.open(project.database_url) as store:
-        return store.events(name, limit)
+        events = store.events(name, limit)
+        if not events and name is not None:
+            with store.reading() as tx:
+                if tx.skill_id(name) is None:
+                    raise UsageError(
+                        f"no skill named {name!r} in the store",
+                        hint="`skillstage list` registers the skills on disk and shows them",
+                    )
+        return events
 
 
 # -- execution metrics ---------------------------------------------------------------------------

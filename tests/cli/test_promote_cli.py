@@ -59,6 +59,8 @@ def test_dry_run_force_and_history(run_cli: Run, tmp_path: Path) -> None:
         ("promote", "oncall", "INC-7"),
     ]
     assert events[0]["id"] > events[1]["id"]  # newest first
+    unknown = run_cli("history", "nosuch")
+    assert unknown.returncode == 2 and "no skill named 'nosuch' in the store" in unknown.stderr
 
 
 def test_rollback_cli(run_cli: Run, tmp_path: Path) -> None:
