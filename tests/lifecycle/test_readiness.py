@@ -254,7 +254,8 @@ def test_the_author_cannot_approve_their_own_skill(project: Project) -> None:
         sign_off(project, "carol")
     with pytest.raises(ApprovalError, match=r"bob is not an approver \(approvers: alice, carol\)"):
         sign_off(project, "bob")
-    assert api.history(project, NAME) == []  # nothing refused was recorded
+    with pytest.raises(UsageError, match="no skill named"):
+        api.history(project, NAME)  # nothing refused was recorded, not even the skill
     assert "no sign-off of spam-filter 1.0.0" in gate(project, "approval").message
 
     allowed = configure(project, allow_self_approval=True)
