@@ -59,8 +59,9 @@ def test_dry_run_force_and_history(run_cli: Run, tmp_path: Path) -> None:
         ("promote", "oncall", "INC-7"),
     ]
     assert events[0]["id"] > events[1]["id"]  # newest first
-    unknown = run_cli("history", "nosuch")
-    assert unknown.returncode == 2 and "no skill named 'nosuch' in the store" in unknown.stderr
+    for command in (("history", "nosuch"), ("rollback", "nosuch", "--reason", "r", "--yes")):
+        unknown = run_cli(*command)
+        assert unknown.returncode == 2 and "no skill named 'nosuch' in the store" in unknown.stderr
 
 
 def test_rollback_cli(run_cli: Run, tmp_path: Path) -> None:
@@ -78,8 +79,8 @@ def test_rollback_cli(run_cli: Run, tmp_path: Path) -> None:
     history = run_cli("history", "auth-v2").stdout.splitlines()
     assert "rollback  auth-v2 1.0.0  production → production" in history[0]
     assert history[1].strip() == "reason: fidelity"
-    unknown = run_cli("rollback", "nope", "--reason", "r", "--yes")
-    assert unknown.returncode == 1 and "nope is not in production" in unknown.stderr
+    elsewhere = run_cli("rollback", "auth-v2", "--stage", "staged", "--reason", "r", "--yes")
+    assert elsewhere.returncode == 1 and "auth-v2 is not in staged" in elsewhere.stderr
 
 
 def test_a_failed_command_asked_for_json_prints_the_error_as_json(

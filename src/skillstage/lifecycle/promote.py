@@ -618,6 +618,12 @@ def rollback(
     if stage not in project.config.stages:
         raise UsageError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stages)}")
     result = PromotionResult(success=False, skill_name=name, operation="rollback", from_stage=stage)
+    with store.reading() as tx:
+        if tx.skill_id(name) is None:
+            raise UsageError(
+                f"no skill named {name!r} in the store",
+                hint="`skillstage list` shows where each skill is",
+            )
     with skill_lock(project, store, name, timeout=lock_timeout):
         recover(project, store, name)
         current = store.current_assignments(stage=stage, name=name)
