@@ -262,7 +262,7 @@ class _Rows:
             if zone is not _UTC:
                 stamp = stamp.astimezone(_UTC)
         elif stamp > self._latest:
-            return future_problem(stamp, self._latest) or "timestamp in the future"
+            return future_problem(stamp, self._latest)
         # A digest given is what ran, whatever the version says (content edited in place
         # without a new version): the execution is that content's.
         digest = record.digest

@@ -110,7 +110,8 @@ def _validated(fields: Mapping[str, Any], latest: dt.datetime) -> ExecutionRecor
         )
     try:
         record = msgspec.convert(dict(fields), ExecutionRecord, strict=False)
-        _ENCODER.encode(record)  # tags hold only what JSON can
+        if record.tags is not None:
+            _ENCODER.encode(record.tags)  # only what JSON can hold
     except (msgspec.ValidationError, msgspec.EncodeError, TypeError) as exc:
         raise UsageError(f"not a valid execution record: {exc}") from None
     problem = record_problem(record, latest=latest)
@@ -131,13 +132,11 @@ def record_problem(
         return f"skill {skill!r} is not a skill name (1-64 of a-z, 0-9 and single hyphens)"
     if record.timestamp.tzinfo is None or record.timestamp.utcoffset() is None:
         return "timestamp has no time zone: write it in UTC with a Z (2026-12-01T10:00:00Z)"
-    return future_problem(record.timestamp, latest)
+    return future_problem(record.timestamp, latest) if record.timestamp > latest else None
 
 
-def future_problem(stamp: dt.datetime, latest: dt.datetime) -> str | None:
-    """Why `stamp` cannot be taken if it is after `latest`."""
-    if stamp <= latest:
-        return None
+def future_problem(stamp: dt.datetime, latest: dt.datetime) -> str:
+    """Why `stamp`, after `latest`, cannot be taken."""
     limit = latest.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     return (
         f"timestamp {stamp.isoformat()} is in the future (after {limit} UTC: now plus "
