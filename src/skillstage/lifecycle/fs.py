@@ -142,7 +142,16 @@ def retire(path: Path, retired: Path) -> None:
             os.rename(path, retired / path.name)
         except OSError:
             delete_scratch(path)
-    sweep_retired(retired)
+    # At most once a second per process: the sweep looks at every copy waiting out its minute,
+    # and a process promoting every few milliseconds has hundreds of them.
+    now = time.monotonic()
+    if now - _last_sweep.get(retired, -SWEEP_INTERVAL_SECONDS) >= SWEEP_INTERVAL_SECONDS:
+        _last_sweep[retired] = now
+        sweep_retired(retired)
+
+
+SWEEP_INTERVAL_SECONDS = 1.0
+_last_sweep: dict[Path, float] = {}  # retired directory -> when this process last swept it
 
 
 def sweep_retired(retired: Path, *, grace: float | None = None) -> list[Path]:
