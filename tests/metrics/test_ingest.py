@@ -968,3 +968,80 @@ def test_repeated_ingestion_does_not_collect_connections(sqlite_url: str, tmp_pa
             assert ingest(store, inbox).inserted == 1
         # This thread's own connection, and none left behind by the five writer threads.
         assert len(store._connections) == 1
+
+
+def _write_array(path: Path, records: list[dict[str, Any]]) -> None:
+    """Seed 002's writer as it may be: the whole file rewritten in place as one JSON array."""
+    with path.open("r+" if path.exists() else "w") as handle:
+        json.dump(records, handle, indent=2)
+        handle.truncate()
+
+
+def test_a_json_array_file_is_read_whole_and_then_only_its_new_elements(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "youtube_spam_detection_fidelity.json"
+    records = [
+        {"execution_id": f"a-{n}", "timestamp": STAMP, "pattern_fidelity": 0.9} for n in range(3)
+    ]
+    _write_array(path, records)
+
+    assert _counted(ingest(store, inbox)) == (3, 3, 0, 0)
+    assert _counted(ingest(store, inbox)) == (0, 0, 0, 0)
+    # Appended by rewriting the array: only the new elements are read, one of them no record.
+    records += [{"execution_id": "a-3", "timestamp": STAMP}, {"execution_id": 7}]
+    _write_array(path, records)
+    assert _counted(ingest(store, inbox)) == (2, 1, 0, 1)
+    assert _ids(store) == ["a-0", "a-1", "a-2", "a-3"]
+    assert _executions(store)["a-0"]["skill"] == "youtube-spam-detection"
+    # The element's position stands for its line.
+    ((where, position, reason, _content),) = _quarantine(store)
+    assert (where, position) == (str(path), 5)
+    assert "not a valid record" in reason
+    # Written anew from the first element on (another writer's formatting): all duplicates.
+    path.write_text(json.dumps(records[:4]))
+    assert _counted(ingest(store, inbox)) == (4, 0, 4, 0)
+    assert lag(store, inbox).files == []
+
+
+def test_a_json_array_cut_short_by_its_writer_waits_and_a_broken_one_is_read_by_line(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    whole = json.dumps([{"execution_id": f"c-{n}", "timestamp": STAMP} for n in range(2)])
+    _append(inbox / "s_outcomes.json", whole[:-20])
+
+    result = ingest(store, inbox)
+
+    assert _counted(result) == (0, 0, 0, 0)
+    assert result.waiting == [str(inbox / "s_outcomes.json")]
+    pending = lag(store, inbox, now=dt.datetime(2026, 3, 1, 11, tzinfo=dt.UTC))
+    assert [f.oldest for f in pending.files] == [None]
+    _append(inbox / "s_outcomes.json", whole[-20:])
+    assert _counted(ingest(store, inbox)) == (2, 2, 0, 0)
+    # A .json file of JSON lines whose first line is broken is not an array: line by line.
+    _append(inbox / "t_outcomes.json", "[not json\n" + _line("t-1"))
+    assert _counted(ingest(store, inbox)) == (2, 1, 0, 1)
+    # A .jsonl file is never read as an array.
+    _append(inbox / "u_executions.jsonl", json.dumps([{"execution_id": "u-1"}]) + "\n")
+    assert _counted(ingest(store, inbox)) == (1, 0, 0, 1)
+
+
+def test_a_json_array_over_the_size_read_whole_is_reported_unreadable(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(skillstage.metrics.ingest, "MAX_ARRAY_BYTES", 100)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _write_array(inbox / "s_fidelity.json", [{"execution_id": f"b-{n}"} for n in range(5)])
+    _append(inbox / "s_executions.jsonl", _line("d-1"))
+
+    result = ingest(store, inbox)
+
+    assert _counted(result) == (1, 1, 0, 0)
+    ((where, why),) = result.unreadable
+    assert where == str(inbox / "s_fidelity.json")
+    assert "write one record per line" in why

@@ -13,6 +13,10 @@ leaves either the batch and its checkpoint or neither; the next run goes on from
   again from the start; duplicates are skipped by id.
 - A line that is not a valid record goes to the quarantine table with the file, line number and
   reason, and the batch goes on.
+- A `.json` file holding one JSON array of records (seed 002's `<skill>_fidelity.json` written
+  whole by its writer) is read whole, up to MAX_ARRAY_BYTES, each time it changed: its checkpoint
+  counts the elements taken, and an element's position stands for its line number. An array
+  that ends part-way (its writer mid-write) waits for the next run, like an incomplete line.
 
 Memory is bounded: files are read in 1 MiB chunks, a line longer than `MAX_LINE_BYTES` is
 quarantined without being held, and at most about `WRITE_RECORDS` records (two batches if they
@@ -52,8 +56,11 @@ MAX_LINE_BYTES = 1 << 20
 COMMIT_RECORDS = 100_000  # at most this many records per transaction
 WRITE_RECORDS = 4096  # the writer inserts up to this many records of waiting batches at once
 HEAD_BYTES = 256  # the part of a file whose hash tells it from a rewritten one
+MAX_ARRAY_BYTES = 64 << 20  # a file holding one JSON array is read whole: up to this size
+_TOO_LONG = f"line longer than {MAX_LINE_BYTES} bytes"
 
 _DECODER = msgspec.json.Decoder(ExecutionRecord)
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _TWO_DIGITS = [f"{n:02d}" for n in range(61)]
 _ENCODER = msgspec.json.Encoder()
 _UTC = dt.UTC
@@ -96,6 +103,7 @@ class InboxFile:
     path: Path
     skill: str  # from the file name
     kind: str  # executions, fidelity, outcomes, performance
+    format: str  # jsonl, or json: JSON lines too, or one JSON array of records
 
 
 def inbox_files(inbox: Path) -> list[InboxFile]:
@@ -107,7 +115,7 @@ def inbox_files(inbox: Path) -> list[InboxFile]:
         match = INBOX_FILE.match(entry.name)
         if match and entry.is_file(follow_symlinks=False):
             skill = skill_from_file_name(match["skill"])
-            found.append(InboxFile(Path(entry.path), skill, match["kind"]))
+            found.append(InboxFile(Path(entry.path), skill, match["kind"], match["format"]))
     return found
 
 
@@ -143,9 +151,44 @@ def _start(store: Store, file: InboxFile, handle: Any, result: IngestResult) -> 
     return found.offset, found.line
 
 
-def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | None, int]]:
+def _records(
+    file: InboxFile, handle: Any, offset: int, line: int, unreadable: list[tuple[str, str]]
+) -> Iterator[tuple[bytes | str, int]]:
+    """(record text, the bytes it takes) for each complete record not yet taken: the lines of
+    JSONL from `offset`, or the elements of a JSON array file after the first `line`. A record
+    that cannot be read comes as (why, bytes) instead."""
+    if file.format == "json" and os.pread(handle.fileno(), HEAD_BYTES, 0).lstrip()[:1] == b"[":
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_ARRAY_BYTES:
+            unreadable.append(
+                (
+                    str(file.path),
+                    f"a JSON array of {size} bytes, over the {MAX_ARRAY_BYTES} read whole:"
+                    " write one record per line (JSONL) instead",
+                )
+            )
+            return iter(())
+        handle.seek(0)
+        data = handle.read(size)
+        try:
+            elements = _ARRAY.decode(data)
+        except msgspec.DecodeError as exc:
+            if "truncated" in str(exc):
+                return iter(())  # its writer is mid-write: next time
+            # Not one array after all (JSONL whose first line is broken): line by line.
+        else:
+            # The bytes read go with the last element: the checkpoint moves past the file only
+            # once every element is stored.
+            taken = [(bytes(element), 0) for element in elements[line:]]
+            if taken:
+                taken[-1] = (taken[-1][0], size - offset)
+            return iter(taken)
+    return _complete_lines(handle, offset)
+
+
+def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | str, int]]:
     """(line, its length with the newline) for each complete line from `offset`; a line longer
-    than MAX_LINE_BYTES comes as (None, length). An incomplete last line is not yielded."""
+    than MAX_LINE_BYTES comes as (why, length). An incomplete last line is not yielded."""
     handle.seek(offset)
     carry = b""
     skipping = 0  # bytes of an over-long line dropped so far
@@ -158,7 +201,7 @@ def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | None, in
             if end < 0:
                 skipping += len(chunk)
                 continue
-            yield None, skipping + end + 1
+            yield _TOO_LONG, skipping + end + 1
             skipping, chunk = 0, chunk[end + 1 :]
         data = carry + chunk if carry else chunk
         end = data.rfind(b"\n")
@@ -170,7 +213,7 @@ def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | None, in
         carry = data[end + 1 :]
         for line in data[:end].split(b"\n"):
             # A line that began in an earlier chunk may have grown past the limit here.
-            yield (line if len(line) <= MAX_LINE_BYTES else None), len(line) + 1
+            yield (line if len(line) <= MAX_LINE_BYTES else _TOO_LONG), len(line) + 1
         if len(carry) > MAX_LINE_BYTES:
             skipping, carry = len(carry), b""
 
@@ -355,12 +398,12 @@ def _batches(
             )
 
         rows.refresh()
-        for text, length in _complete_lines(handle, offset):
+        for text, length in _records(file, handle, offset, line, result.unreadable):
             consumed += length
             count += 1
             line += 1
-            if text is None:
-                bad.append((path, line, f"line longer than {MAX_LINE_BYTES} bytes", ""))
+            if isinstance(text, str):
+                bad.append((path, line, text, ""))
             elif text.strip():
                 try:
                     made = make_row(decode(text), file.skill)
@@ -624,15 +667,16 @@ def lag(
         with handle:
             status = os.fstat(handle.fileno())
             known = by_identity.get((status.st_dev, status.st_ino))
-            offset = 0
+            offset = line = 0
             if known is not None and known.offset <= status.st_size:
                 head = os.pread(handle.fileno(), known.head_length, 0)
-                offset = known.offset if _hash(head) == known.head_hash else 0
+                if _hash(head) == known.head_hash:
+                    offset, line = known.offset, known.line
             if status.st_size <= offset:
                 continue
             oldest = None
-            for text, _length in _complete_lines(handle, offset):
-                if not text or not text.strip():
+            for text, _length in _records(file, handle, offset, line, unreadable):
+                if isinstance(text, str) or not text.strip():
                     continue
                 try:
                     stamp = _DECODER.decode(text).timestamp

@@ -46,7 +46,7 @@ RECORD_KINDS = ("executions", "fidelity", "outcomes", "performance")
 # `<skill>_<kind>.jsonl` or `.json`, with an optional rotation suffix (`.1`, `.2026-12-01`, or
 # logrotate's `-20261202`); compressed rotations are not read.
 INBOX_FILE = re.compile(
-    r"(?P<skill>.+?)_(?P<kind>executions|fidelity|outcomes|performance)\.jsonl?"
+    r"(?P<skill>.+?)_(?P<kind>executions|fidelity|outcomes|performance)\.(?P<format>jsonl?)"
     r"(?P<rotation>[.-]\d[\w.-]*)?(?<!\.gz)(?<!\.xz)(?<!\.bz2)(?<!\.zst)\Z"
 )
 
