@@ -218,3 +218,30 @@ def test_terminal_output_is_a_table_with_fixes(tmp_path: Path) -> None:
     assert "EXECUTE_NOT_EXECUTABLE" in text
     assert "How to fix" in text
     assert "chmod +x a/execute.sh" in text
+
+
+@pytest.mark.parametrize("command", [["validate", "a"], ["--help"], ["validate", "a", "--json"]])
+def test_output_into_a_pipe_whose_reader_went_away_exits_141_quietly(
+    command: list[str], tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    skill = write_skill(tmp_path, "a")
+    (skill / "execute.sh").chmod(0o644)
+    reader, writer = os.pipe()
+    os.close(reader)  # `| head -0`: nobody will read what is written
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "skillstage", *command],
+            cwd=tmp_path,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert process.returncode == 141
+    assert process.stderr == ""

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,7 +41,29 @@ COMMANDS = {
 }
 
 
+# What a shell reports for a program that SIGPIPE ended (`yes | head`): the reader of the output
+# went away. Not 1, which says a check failed.
+EXIT_OUTPUT_CLOSED = 128 + 13
+
+
+class _OutputClosed(Exception):
+    """Stdout is a pipe whose reader went away (`skillstage history | head -1`). Not an OSError:
+    click turns those into exit 1."""
+
+
 class _LazyGroup(click.Group):
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:  # `skillstage --help` prints here
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as exc:
+            raise _OutputClosed from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _OutputClosed from exc
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *super().list_commands(ctx)})
 
@@ -73,7 +96,7 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
     (prototype → staged → production by default), and how long it has been there.
 
     Exit codes: 0 ok; 1 a check, gate or SLA failed; 2 usage or configuration error;
-    3 unexpected error.
+    3 unexpected error; 141 the output's reader went away (`| head`).
     """
     ctx.obj = CliContext(config_path=config_path)
 
@@ -102,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = cli.main(args=args, prog_name="skillstage", standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe can be told apart
+    except (_OutputClosed, BrokenPipeError):
+        # Whatever is still buffered goes nowhere, quietly (else Python complains at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OUTPUT_CLOSED
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:
