@@ -101,7 +101,7 @@ def with_transition(**transition: Any) -> dict[str, Any]:
         ({"databse": "x"}, "unknown key 'databse'"),
         (
             {"stages": {}, "transitions": []},
-            "bad value for '(top level)': at least one stage is required under [stages]",
+            "bad value for 'stages': at least one stage is required under [stages]",
         ),
         (
             {
@@ -111,14 +111,70 @@ def with_transition(**transition: Any) -> dict[str, Any]:
                 },
                 "transitions": [],
             },
-            "bad value for '(top level)': stages 'staged' and 'production' have the same path "
+            "bad value for 'stages': 'staged' and 'production' have the same path "
             "'.claude/skills/staging/./{name}': each stage needs a folder of its own",
         ),
         (
             with_transition(gates=["lint"]),
-            "bad value for '(top level)': transitions[0] names gate 'lint', which is neither built "
-            "in (structure, schema, spec, tests, conflicts, dependencies, security, metrics, "
-            "approval) nor a command gate under [gates.lint]",
+            "bad value for 'transitions': transition 1, prototype → staged, names gate 'lint', "
+            "which is neither built in (structure, schema, spec, tests, conflicts, dependencies, "
+            "security, metrics, approval) nor a command gate under [gates.lint]",
+        ),
+        (
+            {**with_transition(gates=["security"]), "gates": {"security": {"command": "false"}}},
+            "bad value for 'gates': [gates.security] has the name of a built-in gate, which "
+            "would run instead of its command: give the command gate another name",
+        ),
+        (
+            {
+                "stages": {
+                    "production": {"path": ".claude/skills/{name}"},
+                    "staged": {"path": ".claude/skills/staging/{name}"},
+                },
+                "transitions": [{"from": "staged", "to": "production", "gates": []}],
+            },
+            "bad value for 'transitions': transition 1, staged → production, does not go "
+            "forward: [stages] are listed in lifecycle order (production → staged), and rollback "
+            "and demotion go back to the stage listed before; list the stages in the order "
+            "skills move through them",
+        ),
+        (
+            with_transition(gates=[], to="prototype"),
+            "bad value for 'transitions': transition 1, prototype → prototype, does not go "
+            "forward: [stages] are listed in lifecycle order (prototype → staged → production), "
+            "and rollback and demotion go back to the stage listed before; list the stages in "
+            "the order skills move through them",
+        ),
+        (
+            {
+                "stages": STAGES,
+                "transitions": [{"from": "staged", "to": "production", "gates": []}] * 2,
+            },
+            "bad value for 'transitions': transition 2, staged → production, is given twice; "
+            "keep one, with all its gates",
+        ),
+        (
+            {"stages": {"staged": {"path": "s/{name}"}}},
+            "bad value for 'transitions': transition 1 (the default ones), prototype → staged, "
+            "names stage 'prototype', which is not under [stages] (stages: staged); write "
+            "[[transitions]] between your stages",
+        ),
+        (
+            {"metrics": {"max_clock_skew_minutes": float("inf")}},
+            "bad value for 'metrics.max_clock_skew_minutes': must be at most 525600",
+        ),
+        (
+            {"hooks": {"timeout_seconds": 1e20}},
+            "bad value for 'hooks.timeout_seconds': must be at most 86400",
+        ),
+        (
+            {"hooks": {"retries": 60}},
+            "bad value for 'hooks.retries': must be at most 20",
+        ),
+        (
+            with_transition(gates=[], thresholds={"max_false_positive_rate": 0}),
+            "bad value for 'transitions.0.thresholds.max_false_positive_rate': must be greater "
+            "than 0",
         ),
     ],
 )
@@ -162,7 +218,12 @@ def test_numbers_and_booleans_are_read_loosely_but_never_as_strings() -> None:
 def test_transitions_are_read_by_their_toml_names() -> None:
     config = parse_config(with_transition(gates=["structure"]), SOURCE)
     assert config.transitions == [
-        TransitionConfig(from_stage="prototype", to_stage="staged", gates=["structure"])
+        TransitionConfig(
+            from_stage="prototype",
+            to_stage="staged",
+            gates=["structure"],
+            thresholds=Config().transitions[0].thresholds,
+        )
     ]
 
 
@@ -174,3 +235,30 @@ def test_stage_paths_lose_a_trailing_slash_and_models_compare_by_value() -> None
     assert parse_config({}, SOURCE) == Config()
     with pytest.raises(ValueError, match="only placeholder"):
         StageConfig(path="{x}/{name}")
+
+
+def test_a_transition_written_by_hand_gets_seed_002_defaults_for_what_it_leaves_out() -> None:
+    config = parse_config(
+        {
+            "stages": STAGES,
+            "transitions": [
+                {"from": "prototype", "to": "staged", "gates": ["metrics"]},
+                {
+                    "from": "staged",
+                    "to": "production",
+                    "gates": ["metrics"],
+                    "thresholds": {"min_pattern_fidelity": 0.8},
+                },
+            ],
+        },
+        SOURCE,
+    )
+    first, second = (t.thresholds for t in config.transitions)
+    assert (first.evidence, first.min_executions, first.forbid_regression) == ("evals", 0, False)
+    assert (second.evidence, second.min_executions, second.forbid_regression) == (
+        "executions",
+        100,
+        True,
+    )
+    assert second.min_pattern_fidelity == 0.8
+    assert first == Config().transitions[0].thresholds

@@ -17,7 +17,9 @@ def record_execution(
     """Record one execution of a skill (seed 002 §5.2): append it to the metrics inbox.
 
     `inbox` defaults to the inbox of the project at or above the working directory
-    (`<state_dir>/metrics`). `fields`: execution_id (default: a new time-ordered UUID),
+    (`<state_dir>/metrics`), with that project's `metrics.max_clock_skew_minutes`; with an
+    inbox given, pass `max_clock_skew` (a timedelta; default 10 minutes) if it should differ.
+    `fields`: execution_id (default: a new time-ordered UUID),
     timestamp (default: now), version, digest, pattern_fidelity, outcome_quality,
     execution_time_ms, patterns_followed, patterns_missed, exception, false_positive,
     false_negative, critical, subject, tags. Ingestion (`skillstage metrics ingest`, or any
@@ -30,5 +32,7 @@ def record_execution(
     if inbox is None:
         from skillstage.config import load_project
 
-        return append(load_project().metrics_inbox, skill=skill, **fields)
+        project = load_project()
+        fields.setdefault("max_clock_skew", project.config.metrics.max_clock_skew)
+        return append(project.metrics_inbox, skill=skill, **fields)
     return append(Path(inbox), skill=skill, **fields)

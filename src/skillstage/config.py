@@ -26,9 +26,15 @@ CONFIG_ENV = "SKILLSTAGE_CONFIG"
 
 MiB = 1024 * 1024
 
-_Positive = Annotated[float, msgspec.Meta(gt=0)]
-_NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+# Every number has an upper bound too: `inf` or 1e20 would pass "greater than 0" and then overflow
+# a clock or a timeout far from the file that said it.
+_Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # a timeout: up to a day
+_Minutes = Annotated[float, msgspec.Meta(gt=0, le=525_600)]  # up to a year
+_Hours = Annotated[float, msgspec.Meta(gt=0, le=876_000)]  # up to a century
+_Days = Annotated[float, msgspec.Meta(gt=0, le=36_500)]  # up to a century
+_Milliseconds = Annotated[float, msgspec.Meta(gt=0, le=31_536_000_000)]  # up to a year
 _Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+_Rate = Annotated[float, msgspec.Meta(gt=0, le=1)]  # a rate that must stay below this
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 _PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -41,7 +47,7 @@ class StageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One lifecycle stage: where its skills live and how long a version may wait in it."""
 
     path: str  # path template; its last component contains {name}
-    sla_hours: _Positive | None = None
+    sla_hours: _Hours | None = None
     label: str | None = None  # the stage's name in messages (seed 000 says "staging")
 
     def __post_init__(self) -> None:
@@ -74,20 +80,27 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     evidence: Literal["evals", "executions"] = "executions"
     min_pattern_fidelity: _Fraction = 0.90
     min_outcome_quality: _Fraction = 0.85
-    max_false_positive_rate: _Fraction = 0.05
+    # Strictly below: 0 could never pass (0.001 allows none in fewer than 1,000 runs).
+    max_false_positive_rate: _Rate = 0.05
     max_critical_false_negatives: _Count = 0
     require_all_benchmark_cases: bool = True
-    min_executions: _Count = 0
+    min_executions: _Count = 100
     critical_failure_window: _PositiveCount = 100
     # Seed 002 §3.1: a version still short of min_executions this long after entering the
     # transition's source stage is demoted by `skillstage demote-check`.
-    min_executions_within_days: _Positive = 7
-    max_mean_execution_time_ms: _Positive | None = None
-    forbid_regression: bool = False
+    min_executions_within_days: _Days = 7
+    max_mean_execution_time_ms: _Milliseconds | None = None
+    forbid_regression: bool = True
     # Below this many executions on either side, a comparison says "insufficient data".
     min_comparison_sample: _PositiveCount = 10
     # Significance level of the regression test (seed 002: "no worse than prototype baseline").
     regression_p_value: _Fraction = 0.05
+    # How much worse, besides significantly, a metric must be to be a regression: a mean score
+    # lower by more than this, a rate higher by more than this, a mean time more than this many
+    # times the baseline's (benchmark runs time a fresh process; live runs may be timed apart).
+    regression_score_margin: _Fraction = 0.02
+    regression_rate_margin: _Fraction = 0.02
+    regression_time_ratio: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 1.5
 
 
 class TransitionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -109,7 +122,7 @@ class ValidationPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     max_total_bytes: _PositiveCount = 50 * MiB
     max_body_lines: _PositiveCount = 500
     allowed_extra_fields: list[str] = msgspec.field(default_factory=list)
-    test_timeout_seconds: _Positive = 30
+    test_timeout_seconds: _Seconds = 30
     test_failure: Literal["error", "warning"] = "error"
 
 
@@ -130,21 +143,29 @@ POLICY_GATES = ["metrics", "approval"]
 BUILTIN_GATE_NAMES = [*STATIC_GATES, *POLICY_GATES]
 
 
+# Seed 002 §2: a version leaving the first stage has only its benchmark runs to show; later
+# transitions read live executions. A transition out of the first stage takes these defaults for
+# the thresholds it does not set, every other one those of `Thresholds`.
+FIRST_TRANSITION_THRESHOLDS: dict[str, Any] = {
+    "evidence": "evals",
+    "min_executions": 0,
+    "forbid_regression": False,
+}
+
+
 def _default_transitions() -> list[TransitionConfig]:
     return [
         TransitionConfig(
             from_stage="prototype",
             to_stage="staged",
             gates=list(STATIC_GATES),
-            thresholds=Thresholds(
-                evidence="evals", min_executions=0, require_all_benchmark_cases=True
-            ),
+            thresholds=Thresholds(**FIRST_TRANSITION_THRESHOLDS),
         ),
         TransitionConfig(
             from_stage="staged",
             to_stage="production",
             gates=list(STATIC_GATES),
-            thresholds=Thresholds(min_executions=100, forbid_regression=True),
+            thresholds=Thresholds(),
         ),
     ]
 
@@ -157,9 +178,10 @@ class HooksConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     post_promote: str | None = None
     post_rollback: str | None = None
     reindex: str | None = None  # after every state change
-    timeout_seconds: _Positive = 60
-    retries: _Count = 3  # seed 001: 3 retries
-    retry_base_seconds: _NonNegative = 1  # seed 001: exponential backoff from 1 s
+    timeout_seconds: _Seconds = 60
+    retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3  # seed 001: 3 retries
+    # seed 001: exponential backoff from 1 s
+    retry_base_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1
 
 
 NotificationEvent = Literal["promoted", "rolled_back", "gate_failed", "sla_breach"]
@@ -184,7 +206,7 @@ class GitConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seed 000's "Promote with Git Commit"."""
 
     commit: bool = False  # commit every promotion and rollback without --git-commit
-    timeout_seconds: _Positive = 30
+    timeout_seconds: _Seconds = 30
 
 
 class CommandGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -192,7 +214,7 @@ class CommandGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     gates plug in this way)."""
 
     command: str
-    timeout_seconds: _Positive = 300
+    timeout_seconds: _Seconds = 300
 
 
 class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -202,11 +224,11 @@ class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Lines decoded and checkpointed together (seed 002 §5.4's --batch-size); a transaction
     # groups batches up to 100,000 records.
     batch_size: _PositiveCount = 1000
-    lag_alert_hours: _Positive = 1.0  # seed 002 §7: alert if ingestion falls behind > 1 hour
-    eval_timeout_seconds: _Positive = 30  # per benchmark case run through execute.sh
+    lag_alert_hours: _Hours = 1.0  # seed 002 §7: alert if ingestion falls behind > 1 hour
+    eval_timeout_seconds: _Seconds = 30  # per benchmark case run through execute.sh
     # How far after now a record may be dated (writers' clocks drift); later ones are refused
     # by `metrics record` and quarantined by ingestion.
-    max_clock_skew_minutes: _Positive = 10
+    max_clock_skew_minutes: _Minutes = 10
 
     @property
     def max_clock_skew(self) -> dt.timedelta:
@@ -238,31 +260,61 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if not self.stages:
-            raise ValueError("at least one stage is required under [stages]")
+            raise ValueError("stages: at least one stage is required under [stages]")
         # Two stages on one folder would each see the other's skills as their own.
         by_path: dict[str, str] = {}
         for stage, settings in self.stages.items():
             where = os.path.normpath(settings.path)
             if where in by_path:
                 raise ValueError(
-                    f"stages {by_path[where]!r} and {stage!r} have the same path "
+                    f"stages: {by_path[where]!r} and {stage!r} have the same path "
                     f"{settings.path!r}: each stage needs a folder of its own"
                 )
             by_path[where] = stage
-        for index, transition in enumerate(self.transitions):
+        for name in self.gates:
+            if name in BUILTIN_GATE_NAMES:
+                raise ValueError(
+                    f"gates: [gates.{name}] has the name of a built-in gate, which would run "
+                    f"instead of its command: give the command gate another name"
+                )
+        stages = list(self.stages)
+        defaults = " (the default ones)" if self.transitions == _default_transitions() else ""
+        seen: set[tuple[str, str]] = set()
+        for number, transition in enumerate(self.transitions, 1):
+            which = (
+                f"transition {number}{defaults}, {transition.from_stage} → {transition.to_stage},"
+            )
             for gate in transition.gates:
                 if gate not in BUILTIN_GATE_NAMES and gate not in self.gates:
                     raise ValueError(
-                        f"transitions[{index}] names gate {gate!r}, which is neither built in "
+                        f"transitions: {which} names gate {gate!r}, which is neither built in "
                         f"({', '.join(BUILTIN_GATE_NAMES)}) nor a command gate under "
                         f"[gates.{gate}]"
                     )
             for end in (transition.from_stage, transition.to_stage):
                 if end not in self.stages:
                     raise ValueError(
-                        f"transitions[{index}] names stage {end!r}, which is not under [stages] "
-                        f"(stages: {', '.join(self.stages)})"
+                        f"transitions: {which} names stage {end!r}, which is not under [stages] "
+                        f"(stages: {', '.join(self.stages)}); "
+                        + (
+                            "write [[transitions]] between your stages"
+                            if defaults
+                            else f"add [stages.{end}] or name one of these"
+                        )
                     )
+            # The stages' order is the lifecycle's: rollback and demotion go to the stage
+            # before, so a transition must go forward in it.
+            if stages.index(transition.to_stage) <= stages.index(transition.from_stage):
+                raise ValueError(
+                    f"transitions: {which} does not go forward: [stages] are listed in lifecycle "
+                    f"order ({' → '.join(stages)}), and rollback and demotion go back to the "
+                    f"stage listed before; list the stages in the order skills move through them"
+                )
+            if (transition.from_stage, transition.to_stage) in seen:
+                raise ValueError(
+                    f"transitions: {which} is given twice; keep one, with all its gates"
+                )
+            seen.add((transition.from_stage, transition.to_stage))
 
 
 @dataclass(frozen=True)
@@ -410,6 +462,26 @@ def _error_from_validation(
     )
 
 
+def _first_transition_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with FIRST_TRANSITION_THRESHOLDS filled in where a transition out of the first
+    stage leaves them out (anything malformed is left for the conversion to report)."""
+    transitions, stages = data.get("transitions"), data.get("stages", _default_stages())
+    if not isinstance(transitions, list) or not isinstance(stages, dict) or not stages:
+        return data
+    first = next(iter(stages))
+    filled = []
+    for transition in transitions:
+        if isinstance(transition, dict) and transition.get("from") == first:
+            given = transition.get("thresholds", {})
+            if isinstance(given, dict):
+                transition = {
+                    **transition,
+                    "thresholds": {**FIRST_TRANSITION_THRESHOLDS, **given},
+                }
+        filled.append(transition)
+    return {**data, "transitions": filled}
+
+
 def parse_config(data: dict[str, Any], source: Path, prefix: str = "") -> Config:
     """Validate a decoded TOML table into a `Config`, or raise a `ConfigError` naming the key.
 
@@ -418,7 +490,7 @@ def parse_config(data: dict[str, Any], source: Path, prefix: str = "") -> Config
     is never read as a string.
     """
     try:
-        return msgspec.convert(data, Config, strict=False)
+        return msgspec.convert(_first_transition_defaults(data), Config, strict=False)
     except msgspec.ValidationError as exc:
         raise _error_from_validation(exc, data, source, prefix) from None
 
@@ -550,6 +622,9 @@ min_executions_within_days = 7      # demote-check: fewer executions after this 
 forbid_regression = true            # no worse than the prototype baseline
 min_comparison_sample = 10
 regression_p_value = 0.05
+regression_score_margin = 0.02      # worse only if lower by more than this (and significant)
+regression_rate_margin = 0.02       # worse only if higher by more than this (and significant)
+regression_time_ratio = 1.5         # worse only if slower than this many times (and significant)
 # max_mean_execution_time_ms = 2000 # unset: no limit; a skill's own limit is
 #                                   # metadata.max_execution_time_ms in its SKILL.md
 

@@ -342,6 +342,7 @@ def test_out_of_bounds_records_and_empty_breadcrumb_logs_are_refused(
         ("--time-ms", "inf", "Expected `float` <= 31622400000.0"),
         ("--time-ms", "1e308", "Expected `float` <= 31622400000.0"),
         ("--timestamp", "2099-01-01T00:00:00+0000", "is in the future (after "),
+        ("--timestamp", "0001-01-01T00:00:00+0530", "is before 1970: check the writer's clock"),
     ]:
         refused = run_cli("metrics", "record", "--skill", NAME, option, value, "--json")
         assert refused.returncode == 2, refused.stderr
@@ -357,17 +358,23 @@ def test_out_of_bounds_records_and_empty_breadcrumb_logs_are_refused(
     (project.metrics_inbox / f"{NAME}_executions.jsonl").write_text(
         line % ("huge", now, ', "patterns_followed": 100000000000000000000000')
         + line % ("future", "2099-01-01T00:00:00Z", "")
+        + line % ("year-one", "0001-01-01T00:00:00+05:30", "")
+        + line % ("year-one-utc", "0001-01-01T00:00:00Z", "")
         + line % ("other-content", now, f', "digest": "{"f" * 64}"')
         + line % ("good", now, f', "digest": "{digest}"')
     )
     counts = json.loads(ok(run_cli("metrics", "ingest", "--json")).stdout)
-    assert (counts["read"], counts["inserted"], counts["quarantined"]) == (4, 2, 2)
+    assert (counts["read"], counts["inserted"], counts["quarantined"]) == (6, 2, 4)
     reasons = [
         q["reason"] for q in json.loads(ok(run_cli("metrics", "quarantine", "--json")).stdout)
     ]
-    assert len(reasons) == 2
-    assert "Expected `int` <= 1000000" in reasons[1]
-    assert "timestamp 2099-01-01T00:00:00+00:00 is in the future (after " in reasons[0]
+    assert len(reasons) == 4
+    assert "Expected `int` <= 1000000" in reasons[3]
+    assert "timestamp 2099-01-01T00:00:00+00:00 is in the future (after " in reasons[2]
+    assert reasons[:2] == [
+        "timestamp 0001-01-01T00:00:00+00:00 is before 1970: check the writer's clock",
+        "timestamp 0001-01-01T00:00:00+05:30 is before 1970: check the writer's clock",
+    ]
 
     # A breadcrumb log is scored and recorded; an empty one records nothing.
     log = tmp_path / "run.jsonl"
@@ -378,7 +385,7 @@ def test_out_of_bounds_records_and_empty_breadcrumb_logs_are_refused(
     empty = run_cli("metrics", "score", str(log), "--skill", NAME)
     assert empty.returncode == 2 and "the breadcrumb log holds no events" in empty.stderr
     lines = (project.metrics_inbox / f"{NAME}_executions.jsonl").read_text().splitlines()
-    assert len(lines) == 5  # the four written above and the scored run
+    assert len(lines) == 7  # the six written above and the scored run
 
 
 def test_messages_say_what_to_give(run_cli: Run, tmp_path: Path) -> None:

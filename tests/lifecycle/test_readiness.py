@@ -836,6 +836,43 @@ def test_a_newer_prototype_does_not_become_the_staged_versions_baseline(
 # -- demotion ------------------------------------------------------------------------------------
 
 
+def test_demote_check_counts_only_the_executions_within_the_seven_days(
+    project: Project, opened: Store
+) -> None:
+    project = configure(project)
+    spam_filter(project, STAGING)
+    api.list_skills(project, stage="staged")
+    (live,) = opened.current_assignments(name=NAME)
+    digest = read_skill(project.root / STAGING / NAME).digest
+    # 100 executions, but on day 9: the version did not reach them within 7 days, whenever
+    # the check runs.
+    record(project, digest, [1.0] * 100, start=live.entered_at + dt.timedelta(days=9))
+    (late,) = demote.check(project, opened, now=live.entered_at + dt.timedelta(days=10)).demotions
+    assert late.rules == [
+        "unable to reach 100 executions within 7 days "
+        f"(0/100 by {live.entered_at + dt.timedelta(days=7):%Y-%m-%d %H:%M} UTC, "
+        "100 after 10.0 days)"
+    ]
+
+
+def test_demote_check_with_no_minimum_of_executions_judges_fidelity_over_all(
+    project: Project, opened: Store
+) -> None:
+    config = project.root / "skillstage.toml"
+    project = configure(project)
+    config.write_text(
+        config.read_text().replace("min_executions = 100", "min_executions = 0"), encoding="utf-8"
+    )
+    project = load_config_file(config)
+    spam_filter(project, STAGING)
+    api.list_skills(project, stage="staged")
+    (live,) = opened.current_assignments(name=NAME)
+    digest = read_skill(project.root / STAGING / NAME).digest
+    record(project, digest, [0.5, 0.7], start=live.entered_at + dt.timedelta(seconds=1))
+    (poor,) = demote.check(project, opened).demotions
+    assert poor.rules == ["pattern fidelity never reached 0.9 (best 0.600 over 2 executions)"]
+
+
 def test_demote_check_lists_a_version_short_of_executions_after_seven_days(
     project: Project, opened: Store
 ) -> None:

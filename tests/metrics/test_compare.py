@@ -20,6 +20,7 @@ from skillstage.metrics.compare import (
     RANK_BISERIAL,
     TWO_PROPORTION_Z,
     Comparison,
+    Margins,
     MetricComparison,
     Sample,
     compare_samples,
@@ -287,6 +288,27 @@ def test_each_side_constant_but_different_is_tested() -> None:
     assert fidelity.worse
 
 
+def test_a_significant_difference_within_its_margin_is_not_worse() -> None:
+    # Every difference here is significant, and too small to matter by the default margins.
+    baseline = make_sample(2000, fidelity=[1.0] * 2000, time_ms=[4.69] * 2000)
+    candidate = make_sample(2000, fidelity=[0.99] * 2000, time_ms=[5.0] * 2000, exceptions=30)
+    by_default = compare_samples(baseline, candidate)
+    for name in ("pattern_fidelity", "execution_time_ms", "exception_rate"):
+        found = metric(by_default, name)
+        assert found.p_value is not None and found.p_value < 0.05, name
+        assert not found.worse, name
+    assert by_default.regressions == []
+    # With no margins the same differences are regressions; just beyond them, too.
+    strict = compare_samples(baseline, candidate, margins=Margins(0, 1, 0))
+    assert [m.metric for m in strict.regressions] == [
+        "pattern_fidelity",
+        "execution_time_ms",
+        "exception_rate",
+    ]
+    beyond = Margins(score=0.0099, time_ratio=1.06, rate=0.0149)
+    assert len(compare_samples(baseline, candidate, margins=beyond).regressions) == 3
+
+
 @pytest.mark.parametrize(
     ("n_a", "n_b", "seed"),
     [(50, 50, 31), (12, 9, 32), (6, 7, 33), (30, 80, 34)],  # (6, 7) uses the exact method
@@ -315,7 +337,7 @@ def test_to_dict_is_json_serialisable_and_rounded() -> None:
     b = make_sample(
         30,
         fidelity=[None] * 30,  # no values: b, difference and p_value must be None, not NaN
-        time_ms=normal(42, 30, 123.456789, 5.0, 0.0, math.inf),
+        time_ms=normal(42, 30, 173.456789, 5.0, 0.0, math.inf),
         exceptions=7,
     )
     comparison = compare_samples(a, b)
@@ -329,7 +351,7 @@ def test_to_dict_is_json_serialisable_and_rounded() -> None:
     assert (loaded["count_a"], loaded["count_b"]) == (30, 30)
     # B recorded no fidelity where A did: short of data, whatever else it shows.
     assert (loaded["insufficient"], loaded["unmeasured"]) == (True, ["pattern_fidelity"])
-    # B is slower than A's constant 100 ms, and raises more exceptions.
+    # B is slower than A's constant 100 ms (past the 1.5x margin), and raises more exceptions.
     assert loaded["regressions"] == ["execution_time_ms", "exception_rate"]
     assert [m["metric"] for m in loaded["metrics"]] == [
         "pattern_fidelity",

@@ -1045,3 +1045,21 @@ def test_a_json_array_over_the_size_read_whole_is_reported_unreadable(
     ((where, why),) = result.unreadable
     assert where == str(inbox / "s_fidelity.json")
     assert "write one record per line" in why
+
+
+def test_record_execution_without_an_inbox_takes_the_projects_clock_skew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "skillstage.toml").write_text("[metrics]\nmax_clock_skew_minutes = 60\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SKILLSTAGE_CONFIG", raising=False)
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+
+    skillstage.record_execution("s", timestamp=ahead)
+
+    with pytest.raises(UsageError, match="is in the future"):
+        skillstage.record_execution("s", timestamp=ahead + dt.timedelta(minutes=40))
+    with pytest.raises(UsageError, match="is in the future"):  # an inbox given: 10 minutes
+        skillstage.record_execution("s", inbox=tmp_path / "elsewhere", timestamp=ahead)
+    (line,) = (tmp_path / ".skillstage" / "metrics" / "s_executions.jsonl").read_text().splitlines()
+    assert dt.datetime.fromisoformat(json.loads(line)["timestamp"]) == ahead

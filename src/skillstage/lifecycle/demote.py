@@ -45,7 +45,7 @@ def _best_window(values: list[float | None], size: int) -> float | None:
     present = [v for v in values if v is not None]
     if not present:
         return None
-    if len(present) <= size:
+    if size < 1 or len(present) <= size:
         return sum(present) / len(present)
     total = sum(present[:size])
     best = total
@@ -77,15 +77,32 @@ def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> 
                 summary = summarise(rows)
                 rules = []
                 days = (now - live.entered_at).total_seconds() / 86400
-                if (
-                    days >= thresholds.min_executions_within_days
-                    and summary.count < thresholds.min_executions
-                ):
+                within = thresholds.min_executions_within_days
+                if days >= within and summary.count < thresholds.min_executions:
                     rules.append(
                         f"unable to reach {thresholds.min_executions} executions within "
-                        f"{thresholds.min_executions_within_days:g} days "
+                        f"{within:g} days "
                         f"({summary.count}/{thresholds.min_executions} after {days:.1f} days)"
                     )
+                elif days >= within:
+                    # Reached by now, but was it within the days? (Whether a version is demoted
+                    # must not depend on the day the check runs.)
+                    deadline = live.entered_at + dt.timedelta(days=within)
+                    in_time = store_metrics.execution_rows(
+                        tx,
+                        live.skill_id,
+                        digest=live.digest,
+                        since=live.entered_at,
+                        until=deadline,
+                        in_use=True,
+                    ).count
+                    if in_time < thresholds.min_executions:
+                        rules.append(
+                            f"unable to reach {thresholds.min_executions} executions within "
+                            f"{within:g} days ({in_time}/{thresholds.min_executions} by "
+                            f"{deadline:%Y-%m-%d %H:%M} UTC, {summary.count} after "
+                            f"{days:.1f} days)"
+                        )
                 judged = summary.count >= thresholds.min_executions or (
                     days >= thresholds.min_executions_within_days
                     and summary.count >= thresholds.min_comparison_sample

@@ -21,7 +21,7 @@ from typing import Any
 from skillstage.config import Project, Thresholds, TransitionConfig
 from skillstage.errors import UsageError
 from skillstage.lifecycle.gates import GateContext, GateResult
-from skillstage.metrics.compare import Comparison, compare_samples
+from skillstage.metrics.compare import Comparison, Margins, compare_samples
 from skillstage.metrics.summary import MetricsSummary, as_sample, summarise
 from skillstage.skill.model import SkillVersion
 from skillstage.store import Store, Transaction
@@ -358,6 +358,11 @@ def regression(
         as_sample(candidate_rows),
         min_sample=thresholds.min_comparison_sample,
         alpha=thresholds.regression_p_value,
+        margins=Margins(
+            thresholds.regression_score_margin,
+            thresholds.regression_time_ratio,
+            thresholds.regression_rate_margin,
+        ),
     )
     worse = comparison.regressions
     if comparison.insufficient:
@@ -385,7 +390,7 @@ def regression(
     return Criterion(
         f"no regression against the {first} baseline",
         ", ".join(f"{m.metric} p={m.p_value:.3g}" for m in worse) or "none worse",
-        f"no metric worse at p < {thresholds.regression_p_value:g}",
+        f"no metric worse at p < {thresholds.regression_p_value:g} and beyond its margin",
         not worse,
         "significantly worse: " + ", ".join(m.metric for m in worse),
     )

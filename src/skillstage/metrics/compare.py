@@ -10,9 +10,11 @@ Side A is the baseline, side B the candidate. Each metric is compared with a tes
   two-sided pooled two-proportion z-test. Its effect size is Cohen's h, positive when B's rate is
   higher.
 
-A metric is a regression (`worse`) when its p-value is below `alpha` and the effect points the bad
-way for its kind. A side with fewer than `min_sample` values gets its figures reported but no
-test: a p-value from three executions would only invite overconfident promotions.
+A metric is a regression (`worse`) when its p-value is below `alpha`, the effect points the bad
+way for its kind, and the difference is larger than its `Margins`: over hundreds of executions the
+tests find differences too small to matter (a mean time of 5.0 ms against 4.7 ms). A side with
+fewer than `min_sample` values gets its figures reported but no test: a p-value from three
+executions would only invite overconfident promotions.
 
 Pure functions, no database access. The tests are computed here, as scipy's "auto" method
 computes them; scipy is imported only for the exact test of two small tie-free samples, because
@@ -66,6 +68,23 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Margins:
+    """How much worse than the baseline a metric must be, besides significantly, to be worse."""
+
+    score: float = 0.02  # a mean score lower by more than this
+    time_ratio: float = 1.5  # a mean time more than this many times the baseline's
+    rate: float = 0.02  # a rate higher by more than this
+
+    def exceeded(self, kind: str, a: float, b: float) -> bool:
+        """Whether B's figure is beyond the margin from A's, the bad way for `kind`."""
+        if kind == SCORE:
+            return a - b > self.score
+        if kind == TIME:
+            return b > a * self.time_ratio
+        return b - a > self.rate
+
+
+@dataclass(frozen=True)
 class MetricComparison:
     """One metric of A against B: the figures of each side, the test and its verdict."""
 
@@ -83,7 +102,7 @@ class MetricComparison:
         str  # RANK_BISERIAL (positive: B tends larger) or COHEN_H (positive: B higher)
     )
     insufficient_data: bool  # n_a or n_b below min_sample
-    worse: bool  # B significantly worse than A
+    worse: bool  # B significantly worse than A, and by more than the margin
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict, floats rounded to 6 significant digits."""
@@ -148,13 +167,19 @@ class Comparison:
 
 
 def compare_samples(
-    a: Sample, b: Sample, *, min_sample: int = 10, alpha: float = 0.05
+    a: Sample,
+    b: Sample,
+    *,
+    min_sample: int = 10,
+    alpha: float = 0.05,
+    margins: Margins = Margins(),
 ) -> Comparison:
     """Compare baseline `a` with candidate `b` on every metric.
 
     Scores and execution time use the two-sided Mann-Whitney U test, rates a pooled two-proportion
     z-test. A metric with fewer than `min_sample` values on either side is reported with its
-    figures but `insufficient_data=True`, no p-value, no effect size and never `worse`.
+    figures but `insufficient_data=True`, no p-value, no effect size and never `worse`. A
+    difference within `margins` is never `worse` either.
     """
     if min_sample < 1:
         # Both tests need at least one value per side.
@@ -174,11 +199,13 @@ def compare_samples(
         ("critical_rate", a.critical, b.critical),
     ]
     metrics = [
-        _compare_continuous(name, kind, values_a, values_b, min_sample=min_sample, alpha=alpha)
+        _compare_continuous(
+            name, kind, values_a, values_b, min_sample=min_sample, alpha=alpha, margins=margins
+        )
         for name, kind, values_a, values_b in continuous
     ]
     metrics += [
-        _compare_rate(name, flags_a, flags_b, min_sample=min_sample, alpha=alpha)
+        _compare_rate(name, flags_a, flags_b, min_sample=min_sample, alpha=alpha, margins=margins)
         for name, flags_a, flags_b in rates
     ]
     return Comparison(
@@ -198,6 +225,7 @@ def _compare_continuous(
     *,
     min_sample: int,
     alpha: float,
+    margins: Margins,
 ) -> MetricComparison:
     values_a = _present(raw_a)
     values_b = _present(raw_b)
@@ -216,6 +244,8 @@ def _compare_continuous(
         # The direction comes from the rank-biserial correlation, not the means: the test is about
         # which side tends to be larger, and a few outliers can pull the means the other way.
         worse = effect < 0 if kind == SCORE else effect > 0
+        assert mean_a is not None and mean_b is not None  # (a p-value needs values)
+        worse = worse and margins.exceeded(kind, mean_a, mean_b)
 
     return MetricComparison(
         metric=metric,
@@ -291,6 +321,7 @@ def _compare_rate(
     *,
     min_sample: int,
     alpha: float,
+    margins: Margins,
 ) -> MetricComparison:
     n_a, n_b = len(flags_a), len(flags_b)
     hits_a, hits_b = sum(1 for f in flags_a if f), sum(1 for f in flags_b if f)
@@ -305,6 +336,9 @@ def _compare_rate(
         p_value, effect = _two_proportion_z(hits_a, n_a, hits_b, n_b)
 
     worse = p_value is not None and difference is not None and p_value < alpha and difference > 0
+    if worse:
+        assert rate_a is not None and rate_b is not None
+        worse = margins.exceeded(RATE, rate_a, rate_b)
     return MetricComparison(
         metric=metric,
         kind=RATE,

@@ -41,10 +41,12 @@ import msgspec
 
 from skillstage.metrics.record import (
     BENCHMARK_SOURCE,
+    EARLIEST,
     INBOX_FILE,
     MAX_CLOCK_SKEW,
     ExecutionRecord,
     future_problem,
+    past_problem,
     record_problem,
     skill_from_file_name,
 )
@@ -306,6 +308,8 @@ class _Rows:
                 stamp = stamp.astimezone(_UTC)
         elif stamp > self._latest:
             return future_problem(stamp, self._latest)
+        elif stamp < EARLIEST:
+            return past_problem(stamp)
         # A digest given is what ran, whatever the version says (content edited in place
         # without a new version): the execution is that content's.
         digest = record.digest

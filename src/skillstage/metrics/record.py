@@ -132,7 +132,19 @@ def record_problem(
         return f"skill {skill!r} is not a skill name (1-64 of a-z, 0-9 and single hyphens)"
     if record.timestamp.tzinfo is None or record.timestamp.utcoffset() is None:
         return "timestamp has no time zone: write it in UTC with a Z (2026-12-01T10:00:00Z)"
+    if record.timestamp < EARLIEST:
+        return past_problem(record.timestamp)
     return future_problem(record.timestamp, latest) if record.timestamp > latest else None
+
+
+# No execution of a skill happened before this; a record dated earlier has a broken clock (year 1
+# with a positive offset is not even a UTC time Python can hold).
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def past_problem(stamp: dt.datetime) -> str:
+    """Why `stamp`, before EARLIEST, cannot be taken."""
+    return f"timestamp {stamp.isoformat()} is before 1970: check the writer's clock"
 
 
 def future_problem(stamp: dt.datetime, latest: dt.datetime) -> str:
