@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from skillstage import api
-from skillstage.errors import UsageError
 from tests.skilltree import write_skill
 
 
@@ -32,9 +29,17 @@ def test_a_skill_given_twice_is_checked_once(tmp_path: Path) -> None:
     assert len(api.validate([skill, tmp_path, skill]).skills) == 1
 
 
-def test_an_empty_project_has_nothing_to_validate(tmp_path: Path) -> None:
+def test_a_new_project_with_no_skills_yet_validates_clean(tmp_path: Path) -> None:
+    """CI on a new repository: --all, the stage folders and the project root find no skill, and
+    none of them is taken for a skill missing its SKILL.md."""
     api.init(tmp_path)
     from skillstage.config import load_config_file
 
-    with pytest.raises(UsageError, match="no skills found"):
-        api.validate([], project=load_config_file(tmp_path / "skillstage.toml"), all_stages=True)
+    project = load_config_file(tmp_path / "skillstage.toml")
+    for paths in ([], [tmp_path / ".claude" / "skills"], [tmp_path]):
+        report = api.validate(paths, project=project, all_stages=not paths)
+        assert (report.skills, report.ok) == ([], True)
+    # Outside the stage folders, an empty directory is still a skill missing its SKILL.md.
+    (tmp_path / "f1").mkdir()
+    (lonely,) = api.validate([tmp_path / "f1"], project=project).skills
+    assert "SKILL_MD_MISSING" in {f.id for f in lonely.findings}

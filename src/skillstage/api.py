@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from skillstage.arguments import checked
 from skillstage.config import (
     CONFIG_FILENAME,
     DEFAULT_CONFIG_TOML,
@@ -96,6 +97,7 @@ def _expected_names(project: Project | None) -> dict[Path, str]:
     return {entry.path: entry.name for entry in stage_directories(project)}
 
 
+@checked
 def validate(
     paths: Sequence[Path],
     *,
@@ -136,7 +138,7 @@ def validate(
     def work() -> Iterator[_CheckArgs]:
         # A generator, so that worker processes check the first skills while the tree is still
         # being searched for the rest.
-        for target in _targets(paths, project if all_stages else None):
+        for target in _targets(paths, project, all_stages=all_stages):
             if target not in seen:
                 seen.add(target)
                 yield (target, policy, spec_only, expected.get(target))
@@ -146,8 +148,6 @@ def validate(
         reports.append(report)
         if progress is not None:
             progress(len(reports), None)
-    if not reports:
-        raise UsageError("nothing to validate: no skills found", hint="pass PATH... or --all")
     if not spec_only:
         known = _project_dependency_graph(project, exclude=seen)
         known.update({r.name: r.dependencies for r in reports if r.name})
@@ -167,9 +167,16 @@ PARALLEL_FROM = 200
 _CheckArgs = tuple[Path, ValidationPolicy, bool, str | None]
 
 
-def _targets(paths: Sequence[Path], project: Project | None) -> Iterator[Path]:
-    """Skill directories under each path (a path with none below it is taken as a skill missing
-    its SKILL.md), then, with a project, every directory in its stage folders."""
+def _targets(paths: Sequence[Path], project: Project | None, *, all_stages: bool) -> Iterator[Path]:
+    """Skill directories under each path, then, with `all_stages`, every directory in the
+    project's stage folders. A path with no skill below it is taken as a skill missing its
+    SKILL.md, unless it is or holds one of the project's stage folders (a tree with no skills
+    yet: `.claude/skills` of a new project)."""
+    stage_roots = (
+        [project.stage_root(stage).resolve() for stage in project.config.stages]
+        if project is not None
+        else []
+    )
     for path in paths:
         # Resolved once here: directories found below a real path are real paths themselves.
         root = path.resolve()
@@ -177,9 +184,9 @@ def _targets(paths: Sequence[Path], project: Project | None) -> Iterator[Path]:
         for directory in iter_skill_dirs(root):
             found = True
             yield directory
-        if not found:
+        if not found and not any(r == root or r.is_relative_to(root) for r in stage_roots):
             yield root
-    if project is not None:
+    if all_stages and project is not None:
         for entry in stage_directories(project):
             yield entry.path.resolve()
 
@@ -249,6 +256,7 @@ class InitResult:
     database_url: str
 
 
+@checked
 def init(root: Path, *, force: bool = False) -> InitResult:
     """Create a project: a commented `skillstage.toml`, `.skillstage/`, the stage folders and the
     database. An existing config is kept (and used) unless `force`."""
@@ -300,6 +308,7 @@ class UpgradeResult:
     to_revision: str
 
 
+@checked
 def db_upgrade(project: Project) -> UpgradeResult:
     """Bring the store's schema up to date (Alembic migrations)."""
     from skillstage.store import upgrade_schema
@@ -356,6 +365,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@checked
 def list_skills(
     project: Project, *, stage: str | None = None, now: dt.datetime | None = None
 ) -> SkillListing:
@@ -473,6 +483,7 @@ def default_actor() -> str:
     return os.environ.get("USER") or os.environ.get("LOGNAME") or "skillstage"
 
 
+@checked
 def promote(
     project: Project,
     refs: Sequence[str],
@@ -568,6 +579,7 @@ def _promote_one(
     return promoter.promote(project, store, ref, to=to, actor=actor, **options)
 
 
+@checked
 def rollback(
     project: Project,
     name: str,
@@ -599,6 +611,7 @@ def rollback(
         )
 
 
+@checked
 def history(project: Project, name: str | None = None, *, limit: int = 50) -> list[Event]:
     """Promotions, rollbacks, forced gates, registrations: newest first."""
     from skillstage.store import Store
@@ -618,6 +631,7 @@ def history(project: Project, name: str | None = None, *, limit: int = 50) -> li
 # -- execution metrics ---------------------------------------------------------------------------
 
 
+@checked
 def record_execution(project: Project, skill: str, **fields: Any) -> ExecutionRecord:
     """Append one execution record to the project's metrics inbox (seed 002 §5.2)."""
     from skillstage.metrics.record import record_execution as append
@@ -637,6 +651,7 @@ def _inbox(project: Project, inbox: Path | None) -> Path:
     return inbox or project.metrics_inbox
 
 
+@checked
 def ingest_metrics(
     project: Project,
     *,
@@ -658,6 +673,7 @@ def ingest_metrics(
         return ingest(opened, where, batch_size=size, progress=progress, max_clock_skew=skew)
 
 
+@checked
 def metrics_lag(project: Project, *, inbox: Path | None = None) -> LagReport:
     """How far ingestion is behind: the age of the oldest record not yet ingested."""
     from skillstage.metrics.ingest import lag
@@ -671,6 +687,7 @@ def metrics_lag(project: Project, *, inbox: Path | None = None) -> LagReport:
 # -- readiness, comparisons, sign-off, evals (seed 002) ------------------------------------------
 
 
+@checked
 def readiness(
     project: Project, name: str, *, to_stage: str | None = None, from_stage: str | None = None
 ) -> Readiness:
@@ -703,11 +720,18 @@ def readiness(
     )
 
 
+@checked
 def skill_metrics(
-    project: Project, name: str, *, timeframe: str = "7d", version: str | None = None
+    project: Project,
+    name: str,
+    *,
+    timeframe: str = "7d",
+    version: str | None = None,
+    include_benchmark: bool = False,
 ) -> MetricsSummary:
-    """Count, means, rates and execution-time percentiles of a skill's executions in the
-    timeframe (`7d`, `24h`, `last_7_days`, `all`), optionally of one version, digest or stage."""
+    """Count, means, rates and execution-time percentiles of a skill's executions in use in the
+    timeframe (`7d`, `24h`, `last_7_days`, `all`), optionally of one version, digest or stage;
+    with `include_benchmark`, its benchmark runs (`skillstage eval`) too."""
     from skillstage.lifecycle.readiness import ingest_on_demand, resolve_side
     from skillstage.metrics.summary import parse_timeframe, summarise
     from skillstage.store import Store
@@ -729,11 +753,12 @@ def skill_metrics(
                 if side.since is not None:
                     since = max(since, side.since) if since else side.since
             rows = store_metrics.execution_rows(
-                tx, skill_id, digest=digest, since=since, until=until
+                tx, skill_id, digest=digest, since=since, until=until, in_use=not include_benchmark
             )
     return summarise(rows)
 
 
+@checked
 def compare_versions(project: Project, name: str, ref_a: str, ref_b: str) -> VersionComparison:
     """Compare two versions (versions, digests or stages) of a skill metric by metric."""
     from skillstage.lifecycle import readiness as policy
@@ -746,6 +771,7 @@ def compare_versions(project: Project, name: str, ref_a: str, ref_b: str) -> Ver
         return policy.compare_versions(project, store, name, ref_a, ref_b, min_sample=minimum)
 
 
+@checked
 def approve(
     project: Project,
     name: str,
@@ -777,6 +803,7 @@ def approve(
         )
 
 
+@checked
 def signoff_template(
     project: Project,
     name: str,
@@ -853,6 +880,7 @@ class EvalOutcome:
         }
 
 
+@checked
 def run_eval(project: Project, name: str, *, version: str | None = None) -> EvalOutcome:
     """Run every benchmark case of a skill version through its execute.sh, grade it, record each
     case as an execution, and keep the results (store and a JSON file)."""
@@ -930,6 +958,7 @@ class ScoredLog:
         return dict(self.__dict__)
 
 
+@checked
 def score_log(project: Project, log: Path, name: str, *, version: str | None = None) -> ScoredLog:
     """Score a breadcrumb log (JSONL) against the skill's patterns.yaml and record the
     execution (seed 002's pattern fidelity scoring)."""
@@ -974,6 +1003,7 @@ def score_log(project: Project, log: Path, name: str, *, version: str | None = N
     )
 
 
+@checked
 def demote_check(project: Project, *, apply: bool = False, actor: str | None = None) -> DemoteCheck:
     """Seed 002 §3.1: staged versions that broke a demotion rule; `apply` demotes them."""
     from skillstage.lifecycle import demote

@@ -12,6 +12,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a gate, check or SLA failed
 EXIT_USAGE = 2  # bad usage or configuration
 EXIT_UNEXPECTED = 3
+# The store cannot be used (unreachable, not a database) or another process holds a skill's lock
+# too long: nothing was checked, so not 1; a cron job retries or fixes the environment.
+EXIT_UNAVAILABLE = 4
 
 
 class SkillstageError(Exception):
@@ -86,7 +89,15 @@ class SkillReadError(SkillstageError):
 class StoreError(SkillstageError):
     """The state store cannot be opened or used."""
 
+    exit_code = EXIT_UNAVAILABLE
     code = "STORE"
+
+
+class StoreURLError(StoreError):
+    """The store's URL (config `database`, or SKILLSTAGE_DATABASE_URL) is not one we can use."""
+
+    exit_code = EXIT_USAGE
+    code = "STORE_URL"
 
 
 class SchemaOutdatedError(StoreError):
@@ -105,6 +116,7 @@ class ConflictError(SkillstageError):
 class LockError(SkillstageError):
     """Another process holds a skill's lock for longer than we wait."""
 
+    exit_code = EXIT_UNAVAILABLE
     code = "LOCKED"
 
     @classmethod

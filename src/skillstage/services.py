@@ -22,6 +22,7 @@ from pathlib import Path
 
 from skillstage import api
 from skillstage.api import ListedSkill
+from skillstage.arguments import checked
 from skillstage.config import Project, load_config_file, load_project
 from skillstage.lifecycle import sla
 from skillstage.lifecycle.promote import PromotionResult
@@ -42,6 +43,7 @@ __all__ = [
 ProjectLike = Project | str | os.PathLike[str]
 
 
+@checked
 def as_project(project: ProjectLike) -> Project:
     """A `Project` as is; a directory: the project at or above it; a file: that config file
     (`skillstage.toml`, or `pyproject.toml` with `[tool.skillstage]`)."""
@@ -56,9 +58,11 @@ def as_project(project: ProjectLike) -> Project:
 class PromotionService:
     """Seed 000's `SkillPromotionService`: promote, list staged skills, find stale ones."""
 
+    @checked
     def __init__(self, project: ProjectLike) -> None:
         self.project = as_project(project)
 
+    @checked
     def promote(
         self,
         path: str | os.PathLike[str],
@@ -82,6 +86,7 @@ class PromotionService:
         )
         return result
 
+    @checked
     def list_staged_skills(
         self, stage: str | None = None, *, now: dt.datetime | None = None
     ) -> list[ListedSkill]:
@@ -92,10 +97,11 @@ class PromotionService:
             if stage is not None
             else [n for n, s in self.project.config.stages.items() if s.sla_hours is not None]
         )
-        listing = api.list_skills(self.project, now=now)
+        listing = api.list_skills(self.project, stage=stage, now=now)
         waiting = [skill for skill in listing.skills if skill.stage in stages]
         return sorted(waiting, key=lambda skill: skill.entered_at)
 
+    @checked
     def check_staleness(self, *, now: dt.datetime | None = None) -> list[StaleSkill]:
         """The skills over their stage's SLA with no active override (`skillstage sla check`):
         each has `name`, `age_hours` and `sla_breach_hours`."""
@@ -105,6 +111,7 @@ class PromotionService:
 class SLAEnforcer:
     """Seed 000's `PromotionSLAEnforcer` (`skillstage sla enforce`)."""
 
+    @checked
     def __init__(
         self,
         project: ProjectLike,
@@ -121,6 +128,7 @@ class SLAEnforcer:
         self.enable_auto_deploy = enable_auto_deploy
         self.actor = actor
 
+    @checked
     def enforce_sla(
         self, *, dry_run: bool = False, now: dt.datetime | None = None
     ) -> EnforcementResult:
@@ -148,21 +156,37 @@ class Registry:
         comparison = registry.compare_skill_versions("spam-filter", "prototype", "staged")
     """
 
+    @checked
     def __init__(self, project: ProjectLike) -> None:
         self.project = as_project(project)
 
+    @checked
     def check_promotion_readiness(
         self, skill_name: str, from_state: str | None = None, to_state: str | None = None
     ) -> Readiness:
         """Every gate of the move, with actual values, requirements and what is missing."""
         return api.readiness(self.project, skill_name, from_stage=from_state, to_stage=to_state)
 
+    @checked
     def get_skill_metrics(
-        self, skill_name: str, timeframe: str = "7d", version: str | None = None
+        self,
+        skill_name: str,
+        timeframe: str = "7d",
+        version: str | None = None,
+        *,
+        include_benchmark: bool = False,
     ) -> MetricsSummary:
-        """Count, means, rates and execution-time p50/p95/p99/max over the timeframe."""
-        return api.skill_metrics(self.project, skill_name, timeframe=timeframe, version=version)
+        """Count, means, rates and execution-time p50/p95/p99/max over the timeframe, of the
+        executions in use (with `include_benchmark`, `skillstage eval`'s runs too)."""
+        return api.skill_metrics(
+            self.project,
+            skill_name,
+            timeframe=timeframe,
+            version=version,
+            include_benchmark=include_benchmark,
+        )
 
+    @checked
     def compare_skill_versions(
         self, skill_name: str, version_a: str, version_b: str
     ) -> VersionComparison:

@@ -245,3 +245,17 @@ def test_output_into_a_pipe_whose_reader_went_away_exits_141_quietly(
         os.close(writer)
     assert process.returncode == 141
     assert process.stderr == ""
+
+
+def test_a_store_that_cannot_be_used_exits_4_and_a_bad_store_url_2(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    assert run_cli("init").returncode == 0
+    unsupported = run_cli("list", env={"SKILLSTAGE_DATABASE_URL": "mysql://x"})
+    assert unsupported.returncode == 2
+    assert "unsupported database 'mysql'" in unsupported.stderr
+    (tmp_path / ".skillstage" / "state.db").write_text("garbage\n")
+    for command in (["sla", "check"], ["metrics", "lag"], ["list", "--json"]):
+        broken = run_cli(*command)
+        assert broken.returncode == 4, command
+        assert "cannot open the store" in broken.stderr and "Traceback" not in broken.stderr

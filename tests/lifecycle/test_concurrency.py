@@ -61,7 +61,7 @@ REFUSALS: dict[str, tuple[str, int, str, str]] = {
     # The version staged this round has not been promoted (so archived) yet.
     "not archived yet": ("rollback", 1, "stderr", r"error: \w+ [\d.]+ is not in the archive"),
     # Only with a short --lock-timeout (not in the races: LOCK_TIMEOUT is long).
-    "locked": ("any", 1, "stderr", LOCK_ERROR),
+    "locked": ("any", 4, "stderr", LOCK_ERROR),
 }
 
 

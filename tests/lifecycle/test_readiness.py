@@ -19,6 +19,7 @@ from skillstage.errors import ConflictError, UsageError
 from skillstage.lifecycle import demote
 from skillstage.lifecycle.gates import GateResult
 from skillstage.lifecycle.signoff import ApprovalError, SignOffResult, approve, read_checklist
+from skillstage.services import Registry
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 from tests.skilltree import write_skill
@@ -723,7 +724,9 @@ def test_skill_metrics_of_a_stage_are_its_versions_stay_there(project: Project) 
     record(project, digest, [0.5] * 90, start=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
 
     def measured(version: str, timeframe: str = "all") -> tuple[int, float | None]:
-        summary = api.skill_metrics(project, NAME, timeframe=timeframe, version=version)
+        summary = api.skill_metrics(
+            project, NAME, timeframe=timeframe, version=version, include_benchmark=True
+        )
         return summary.count, summary.pattern_fidelity
 
     count, fidelity = measured("prototype")
@@ -731,6 +734,9 @@ def test_skill_metrics_of_a_stage_are_its_versions_stay_there(project: Project) 
     assert measured("staged") == (90, pytest.approx(0.5))
     assert measured("1.0.0")[0] == 130
     assert measured("1.0.0", "7d")[0] == 100  # the prototype runs of ten days ago are out
+    # By default, the executions in use only: not the ten benchmark runs.
+    in_use = Registry(project).get_skill_metrics(NAME, "all", "1.0.0")
+    assert (in_use.count, in_use.pattern_fidelity) == (120, pytest.approx((24 + 45) / 120))
     with pytest.raises(UsageError, match="timeframe"):
         api.skill_metrics(project, NAME, timeframe="99999999999d")
 

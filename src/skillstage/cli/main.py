@@ -96,7 +96,8 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
     (prototype → staged → production by default), and how long it has been there.
 
     Exit codes: 0 ok; 1 a check, gate or SLA failed; 2 usage or configuration error;
-    3 unexpected error; 141 the output's reader went away (`| head`).
+    3 unexpected error; 4 the store cannot be used or a skill stayed locked (nothing was
+    checked: retry, or fix the environment); 141 the output's reader went away (`| head`).
     """
     ctx.obj = CliContext(config_path=config_path)
 

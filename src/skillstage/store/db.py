@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from skillstage.errors import StoreError
+from skillstage.errors import StoreError, StoreURLError
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 POSTGRES_CONNECT_TIMEOUT_S: Final = 10
@@ -85,7 +85,7 @@ def parse_url(url: str) -> StoreURL:
     """Parse and normalise a store URL, or raise a `StoreError` saying what is wrong with it."""
     match = _SCHEME.match(url.strip()) if isinstance(url, str) else None
     if match is None:
-        raise StoreError(f"not a database URL: {url!r}", hint=URL_HINT)
+        raise StoreURLError(f"not a database URL: {url!r}", hint=URL_HINT)
     backend, _, driver = match["scheme"].partition("+")
     rest = match["rest"]
     if backend in ("postgresql", "postgres") and driver in ("", "psycopg"):
@@ -93,7 +93,7 @@ def parse_url(url: str) -> StoreURL:
         return StoreURL(f"postgresql+psycopg://{rest}", "postgresql")
     if backend == "sqlite" and driver in ("", "pysqlite"):
         if "?" in rest:
-            raise StoreError(
+            raise StoreURLError(
                 f"options in a SQLite store URL are not supported: {url}",
                 hint="use sqlite:///path/to/state.db",
             )
@@ -101,7 +101,7 @@ def parse_url(url: str) -> StoreURL:
         if database in ("", ":memory:"):
             return StoreURL("sqlite://", "sqlite", None)
         return StoreURL(f"sqlite:///{database}", "sqlite", database)
-    raise StoreError(
+    raise StoreURLError(
         f"unsupported database {match['scheme']!r} in {_hide_password(url)}", hint=URL_HINT
     )
 
