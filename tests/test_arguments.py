@@ -77,6 +77,11 @@ CALLS: list[tuple[str, Callable[[Project], Any], str]] = [
         "history(): too many positional arguments",
     ),
     (
+        "a path for a name, with the stage it must be in",
+        lambda p: api.readiness(p, "../staging/x", from_stage="prototype"),
+        "'../staging/x' is not a skill name",
+    ),
+    (
         "an unknown stage",
         lambda p: PromotionService(p).list_staged_skills("nope"),
         "unknown stage 'nope'",

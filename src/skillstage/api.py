@@ -701,6 +701,11 @@ def readiness(
     if from_stage is not None:
         if from_stage not in project.config.stages:
             raise UsageError(f"unknown stage {from_stage!r}")
+        if Path(name).name != name or name in (".", ".."):
+            # (`../staging/x` would name a skill of another stage)
+            raise UsageError(
+                f"{name!r} is not a skill name", hint="with --from, give the skill's name alone"
+            )
         path = project.stage_path(from_stage, name)
         if not path.is_dir():
             raise UsageError(f"{name} is not in {from_stage} ({path})")

@@ -185,8 +185,10 @@ def test_test_timeout_option_and_skill_md_path(run_cli: Run, tmp_path: Path) -> 
     assert "TESTS_TIMEOUT: test.sh did not finish within 0.5 s" in result.stdout
 
 
-def test_terminal_output_is_a_table_with_fixes(tmp_path: Path) -> None:
-    """On a terminal (a real pseudo-terminal here) findings are a numbered table, fixes below."""
+@pytest.mark.parametrize("columns", ["160", "50"])
+def test_terminal_output_is_a_table_with_fixes(columns: str, tmp_path: Path) -> None:
+    """On a terminal (a real pseudo-terminal here) findings are a numbered table, fixes below;
+    on one too narrow for the table, lines that cut nothing."""
     import os
     import pty
     import subprocess
@@ -201,7 +203,7 @@ def test_terminal_output_is_a_table_with_fixes(tmp_path: Path) -> None:
         stdin=follower,
         stdout=follower,
         stderr=follower,
-        env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+        env={**os.environ, "COLUMNS": columns, "TERM": "xterm"},
     )
     os.close(follower)
     output = b""
@@ -216,8 +218,11 @@ def test_terminal_output_is_a_table_with_fixes(tmp_path: Path) -> None:
     assert process.wait(timeout=60) == 1
     text = output.decode(errors="replace")
     assert "EXECUTE_NOT_EXECUTABLE" in text
-    assert "How to fix" in text
     assert "chmod +x a/execute.sh" in text
+    if columns == "50":
+        assert "a/execute.sh: error: EXECUTE_NOT_EXECUTABLE: execute.sh is not executable" in text
+    else:
+        assert "How to fix" in text
 
 
 @pytest.mark.parametrize("command", [["validate", "a"], ["--help"], ["validate", "a", "--json"]])

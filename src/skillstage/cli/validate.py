@@ -162,6 +162,7 @@ def _indent(text: str, spaces: int) -> str:
 
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_MESSAGE_WIDTH = 30  # the least a message column is given in the table
 
 
 def _render_table(report: ValidationReport) -> None:
@@ -169,6 +170,18 @@ def _render_table(report: ValidationReport) -> None:
     hints and test output do not squeeze the table."""
     console = Console()
     rows = [(skill, finding) for skill in report.skills for finding in skill.findings]
+    # Columns that are never cut, and room for the message beside them: on a terminal narrower
+    # than that the table would cut or drop columns, so the findings are lines, as when piped.
+    fixed = [
+        len(str(len(rows))),
+        max((len(skill.name or skill.path.name) for skill, _ in rows), default=0),
+        len("severity"),
+        max((len(finding.id) for _, finding in rows), default=0),
+        max((len(_where(skill, finding)) for skill, finding in rows), default=0),
+    ]
+    if rows and console.width < sum(fixed) + 2 * len(fixed) + _MESSAGE_WIDTH:
+        _render_plain(report)
+        return
     if rows:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("#", justify="right", style="dim")
@@ -196,7 +209,10 @@ def _render_table(report: ValidationReport) -> None:
             for number, finding in fixes:
                 if finding.hint:
                     hint = finding.hint.replace("\n", "\n" + " " * 6)
-                    console.print(f"{number:>4}. {hint}", markup=False, highlight=False)
+                    # Not wrapped by rich: a command in a hint must copy and paste whole.
+                    console.print(
+                        f"{number:>4}. {hint}", markup=False, highlight=False, soft_wrap=True
+                    )
                 if finding.detail:
                     console.print(_indent(finding.detail, 6), markup=False, highlight=False)
     style = "green" if report.ok else "red"
