@@ -264,3 +264,22 @@ def test_a_store_that_cannot_be_used_exits_4_and_a_bad_store_url_2(
         broken = run_cli(*command)
         assert broken.returncode == 4, command
         assert "cannot open the store" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_a_stage_may_be_named_by_its_label_and_a_bad_version_gets_a_close_one(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    assert run_cli("init").returncode == 0
+    staging = tmp_path / ".claude" / "skills" / "staging"
+    write_skill(staging, "auth")
+    listed = run_cli("list", "--stage", "staging", "--json")  # the label of `staged`
+    assert listed.returncode == 0, listed.stderr
+    assert [s["name"] for s in json.loads(listed.stdout)["skills"]] == ["auth"]
+    status = run_cli("status", "auth", "--to", "production", "--from", "staging", "--json")
+    assert json.loads(status.stdout)["to_stage"] == "production", status.stderr
+    unknown = run_cli("list", "--stage", "nope")
+    assert unknown.returncode == 2 and "stages: prototype, staged, production" in unknown.stderr
+
+    write_skill(staging, "logs", extra={"version": "v3.1"})
+    refused = run_cli("status", "logs")
+    assert "write e.g. 'version: 3.1.0'" in refused.stdout + refused.stderr

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from skillstage.config import Project, find_config_file, load_config_file, load_project
+from skillstage.errors import SkillstageError
 
 
 @dataclass
@@ -31,6 +32,29 @@ class CliContext:
             return self.project()
         found = find_config_file(Path.cwd())
         return load_config_file(found) if found is not None else None
+
+
+class StageName(click.ParamType):
+    """A stage, by its name or its label (`staging` for `staged`: the word messages use)."""
+
+    name = "stage"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        context = ctx.find_object(CliContext) if ctx is not None else None
+        if context is None or not isinstance(value, str):
+            return value
+        try:
+            stages = context.project().config.stages
+        except SkillstageError:
+            return value  # no project: the command says so
+        if value in stages:
+            return value
+        by_label = [name for name, stage in stages.items() if stage.label == value]
+        # An unknown name is left for the command, which says so and lists the stages.
+        return by_label[0] if len(by_label) == 1 else value
+
+
+STAGE = StageName()
 
 
 def is_terminal() -> bool:

@@ -9,11 +9,11 @@ import click
 
 from skillstage import api
 from skillstage.api import ListedSkill
-from skillstage.cli.context import CliContext, echo_json, is_terminal, rule
+from skillstage.cli.context import STAGE, CliContext, echo_json, is_terminal, rule
 
 
 @click.command("list")
-@click.option("--stage", help="Only this stage (e.g. staged).")
+@click.option("--stage", type=STAGE, help="Only this stage (e.g. staged).")
 @click.option("--json", "as_json", is_flag=True, help="Print the skills as JSON.")
 @click.pass_obj
 def list_skills(obj: CliContext, stage: str | None, as_json: bool) -> int:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from skillstage import api
-from skillstage.cli.context import CliContext, echo_json, rule
+from skillstage.cli.context import STAGE, CliContext, echo_json, rule
 from skillstage.config import Project
 from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
 from skillstage.lifecycle.promote import PromotionResult
@@ -80,10 +80,13 @@ _lock_timeout_option = click.option(
 
 @click.command()
 @click.argument("refs", nargs=-1, metavar="NAME|PATH...")
-@click.option("--to", "to_stage", metavar="STAGE", help="Target stage (default: the next one).")
+@click.option(
+    "--to", "to_stage", type=STAGE, metavar="STAGE", help="Target stage (default: the next one)."
+)
 @click.option(
     "--all-ready",
     "all_ready_from",
+    type=STAGE,
     metavar="STAGE",
     is_flag=False,
     flag_value="staged",
@@ -211,7 +214,9 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
 @click.option("--to", "to_version", metavar="VERSION", help="The version to restore.")
 @click.option("--reason", required=True, help="Why (required): recorded with the failed version.")
 @click.option("--trigger-metric", metavar="METRIC", help='What triggered it, e.g. "fidelity=0.83".')
-@click.option("--stage", help="The stage to roll back in (default: the last, production).")
+@click.option(
+    "--stage", type=STAGE, help="The stage to roll back in (default: the last, production)."
+)
 @click.option("--yes", "--auto", "yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--git-commit", is_flag=True, help="Commit the restored paths.")
 @click.option("--by", "actor", metavar="ACTOR", help="Who rolls back (default: $USER).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from skillstage import api
-from skillstage.cli.context import CliContext, echo_json, is_terminal
+from skillstage.cli.context import STAGE, CliContext, echo_json, is_terminal
 from skillstage.errors import EXIT_FAILED, EXIT_OK
 
 _MARKS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "warn": ("WARN", "yellow")}
@@ -18,8 +18,19 @@ def _mark(status: str) -> str:
 
 @click.command()
 @click.argument("name")
-@click.option("--target", "to_stage", help="The stage to check readiness for (default: the next).")
-@click.option("--from", "from_stage", help="The stage whose copy to check (default: where it is).")
+@click.option(
+    "--target",
+    "--to",
+    "to_stage",
+    type=STAGE,
+    help="The stage to check readiness for (default: the next).",
+)
+@click.option(
+    "--from",
+    "from_stage",
+    type=STAGE,
+    help="The stage whose copy to check (default: where it is).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the readiness as JSON.")
 @click.pass_obj
 def status(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from skillstage import api
-from skillstage.cli.context import CliContext, echo_json
+from skillstage.cli.context import STAGE, CliContext, echo_json
 from skillstage.errors import EXIT_OK
 
 
@@ -18,7 +18,7 @@ def signoff() -> None:
 
 @signoff.command("template")
 @click.argument("name")
-@click.option("--to", "to_stage", required=True, help="The stage the sign-off is for.")
+@click.option("--to", "to_stage", type=STAGE, required=True, help="The stage the sign-off is for.")
 @click.option("--by", "approver", help="The approver (default: your login name).")
 @click.option("--ticket", help="The approval ticket (default: APPROVAL_<today>_XXX).")
 @click.option("--json", "as_json", is_flag=True, help="Print the checklist as JSON instead.")
@@ -49,7 +49,9 @@ def template(
 
 @click.command()
 @click.argument("name")
-@click.option("--to", "to_stage", required=True, help="The stage the skill would move into.")
+@click.option(
+    "--to", "to_stage", type=STAGE, required=True, help="The stage the skill would move into."
+)
 @click.option("--ticket", required=True, help="The approval ticket, e.g. APPROVAL_20251020_001.")
 @click.option(
     "--decision",

@@ -34,6 +34,7 @@ from skillstage.skill.model import (
     SPEC_FIELDS,
     Frontmatter,
     FrontmatterTypeError,
+    suggest_version,
 )
 from skillstage.skill.secrets import find_secrets
 
@@ -507,7 +508,7 @@ class _Checker:
             "schema",
             file="SKILL.md",
             line=line,
-            hint=f"write e.g. 'version: {_suggest_version(value)}' "
+            hint=f"write e.g. 'version: {suggest_version(value)}' "
             "(1.0.0, 2.3.1, 10.0.0 are valid; v1.0.0, 1.0 and 1.0.0.0 are not)",
         )
 
@@ -705,14 +706,6 @@ def _yaml_text(value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
-
-
-def _suggest_version(value: Any) -> str:
-    text = str(value).strip().lstrip("vV")
-    parts = [p for p in re.split(r"[.\-+]", text) if p.isdigit()][:3]
-    while len(parts) < 3:
-        parts.append("0")
-    return ".".join(str(int(p)) for p in parts)
 
 
 def _create_script_hint(path: str, test: bool = False) -> str:

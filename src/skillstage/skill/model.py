@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +194,12 @@ class SkillVersion:
         data = {key: getattr(frontmatter, name) for name, key in _FIELDS}
         data.update(frontmatter.extra)
         return {key: _jsonable(value) for key, value in data.items() if value is not None}
+
+
+def suggest_version(value: Any) -> str:
+    """A semantic version close to what was written: `v3.1` → `3.1.0`."""
+    text = str(value).strip().lstrip("vV")
+    parts = [p for p in re.split(r"[.\-+]", text) if p.isdigit()][:3]
+    while len(parts) < 3:
+        parts.append("0")
+    return ".".join(str(int(p)) for p in parts)

@@ -14,7 +14,12 @@ from skillstage.config import Project, ValidationPolicy
 from skillstage.errors import SkillReadError
 from skillstage.skill.files import SkillFile, scan_skill_files
 from skillstage.skill.frontmatter import MAX_SKILL_MD_BYTES, parse_skill_md
-from skillstage.skill.model import Frontmatter, FrontmatterTypeError, SkillVersion
+from skillstage.skill.model import (
+    Frontmatter,
+    FrontmatterTypeError,
+    SkillVersion,
+    suggest_version,
+)
 
 SKILL_MD_NAMES = ("SKILL.md", "skill.md")
 # Directories that never hold skills and can be huge.
@@ -85,7 +90,9 @@ def read_skill(directory: Path, policy: ValidationPolicy | None = None) -> Skill
             if version is None
             else f"version {version!r} is not semantic versioning MAJOR.MINOR.PATCH",
             path=directory / skill_md,
-            hint="add 'version: 1.0.0'",
+            hint="add 'version: 1.0.0'"
+            if version is None
+            else f"write e.g. 'version: {suggest_version(version)}'",
             code="VERSION_MISSING" if version is None else "VERSION_NOT_SEMVER",
         )
     return SkillVersion(
