@@ -505,7 +505,7 @@ def promote(
 ) -> list[PromotionResult]:
     """Promote each skill (a name or a path) independently; with `all_ready_from`, every skill in
     that stage whose gates pass. One result per skill, in order."""
-    from skillstage.lifecycle.promote import PromotionResult
+    from skillstage.lifecycle.promote import PromotionResult, side_effect_warnings
     from skillstage.store import Store
 
     names = list(refs)
@@ -549,6 +549,11 @@ def promote(
                 # Each skill is promoted independently: one refusal (a lock held elsewhere, a
                 # skill moved meanwhile) must not hide what happened to the others.
                 results.append(PromotionResult(success=False, skill_name=ref, error=str(exc)))
+    warnings = side_effect_warnings(
+        project, deploy=deploy, notify_event="promoted" if notify else None
+    )
+    for result in results:
+        result.warnings += warnings
     return results
 
 

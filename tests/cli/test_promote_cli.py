@@ -28,6 +28,17 @@ def test_promote_without_a_terminal_needs_yes(run_cli: Run, tmp_path: Path) -> N
     assert "  Location:    .claude/skills/auth-v2" in done.stdout
 
 
+def test_deploy_and_notify_with_nothing_configured_say_so(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    write_skill(tmp_path / STAGING, "auth-v2")
+    done = run_cli("promote", "auth-v2", "--yes", "--deploy", "--notify", "--json")
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert [w.split(":")[0] for w in result["warnings"]] == ["--deploy", "--notify"]
+    assert "[hooks] deploy is not set, so nothing is deployed" in done.stderr
+    assert "[notifications] urls is empty, so none is sent" in done.stderr
+
+
 def test_promote_json_and_exit_code_on_failure(run_cli: Run, tmp_path: Path) -> None:
     run_cli("init")
     bad = write_skill(tmp_path / STAGING, "bad")

@@ -34,7 +34,7 @@ class CliContext:
         return load_config_file(found) if found is not None else None
 
 
-class StageName(click.ParamType):
+class StageName(click.ParamType[str]):
     """A stage, by its name or its label (`staging` for `staged`: the word messages use)."""
 
     name = "stage"

@@ -164,6 +164,8 @@ def promote(
         notify=notify,
         git_commit=git_commit,
     )
+    for warning in dict.fromkeys(w for result in results for w in result.warnings):
+        click.echo(click.style("⚠ ", fg="yellow") + warning, err=True)
     if as_json:
         echo_json([result.to_dict() for result in results])
     else:

@@ -42,6 +42,32 @@ class PromotionError(SkillstageError):
     code = "PROMOTION_FAILED"
 
 
+def side_effect_warnings(
+    project: Project, *, deploy: bool = False, notify_event: str | None = None
+) -> list[str]:
+    """Why a side effect asked for (`--deploy`, `--notify` of an event) will not happen: the
+    configuration has nothing for it. Said, not silently skipped."""
+    source = project.source or "skillstage.toml"
+    found = []
+    if deploy and not project.config.hooks.deploy:
+        found.append(
+            f"--deploy: [hooks] deploy is not set, so nothing is deployed; set the command in "
+            f"{source}"
+        )
+    notifications = project.config.notifications
+    if notify_event is not None and notify_event not in notifications.events:
+        found.append(
+            f"--notify: {notify_event} is not in [notifications] events, so none is sent; "
+            f'add "{notify_event}" to events in {source}'
+        )
+    elif notify_event is not None and not notifications.urls:
+        found.append(
+            "--notify: [notifications] urls is empty, so none is sent; add an Apprise URL "
+            f"(slack://…, mailto://…, json://host/path) in {source}"
+        )
+    return found
+
+
 @dataclass
 class PromotionResult:
     """The outcome of one promotion (seed 000's result object) or rollback."""
@@ -64,6 +90,7 @@ class PromotionResult:
     event_id: int | None = None
     previous_version: str | None = None  # rollback: the version taken out
     deliveries: list[dict[str, Any]] = field(default_factory=list)  # hooks and notifications
+    warnings: list[str] = field(default_factory=list)  # e.g. --deploy with no deploy hook
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +111,7 @@ class PromotionResult:
             "at": self.at.isoformat() if self.at else None,
             "previous_version": self.previous_version,
             "deliveries": self.deliveries,
+            "warnings": self.warnings,
         }
 
 

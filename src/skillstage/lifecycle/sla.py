@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from skillstage import api
 from skillstage.config import Project
 from skillstage.errors import SkillReadError, SkillstageError
+from skillstage.lifecycle.promote import side_effect_warnings
 from skillstage.skill.model import Frontmatter
 from skillstage.skill.read import read_skill
 
@@ -470,21 +471,6 @@ def _record_breach(
         detail.notifications = [d.to_dict() for d in deliver(project, store, ids=ids)]
 
 
-def _notification_warnings(project: Project) -> list[str]:
-    config = project.config.notifications
-    if BREACH_EVENT not in config.events:
-        return [
-            f"--notify: {BREACH_EVENT} is not in [notifications] events, so none is sent; "
-            f'add "{BREACH_EVENT}" to events in {project.source or "skillstage.toml"}'
-        ]
-    if not config.urls:
-        return [
-            "--notify: [notifications] urls is empty, so none is sent; add an Apprise URL "
-            f"(slack://…, mailto://…, json://host/path) in {project.source or 'skillstage.toml'}"
-        ]
-    return []
-
-
 def enforce(
     project: Project,
     *,
@@ -512,7 +498,7 @@ def enforce(
     report = check(project, now=now)
     result = EnforcementResult(now, dry_run, exempt=report.exempt)
     if notify:
-        result.warnings += _notification_warnings(project)
+        result.warnings += side_effect_warnings(project, notify_event=BREACH_EVENT)
     with Store.open(project.database_url) as store:
         for stale in report.breaches:
             if auto_promote:
