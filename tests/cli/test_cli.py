@@ -185,25 +185,21 @@ def test_test_timeout_option_and_skill_md_path(run_cli: Run, tmp_path: Path) -> 
     assert "TESTS_TIMEOUT: test.sh did not finish within 0.5 s" in result.stdout
 
 
-@pytest.mark.parametrize("columns", ["160", "50"])
-def test_terminal_output_is_a_table_with_fixes(columns: str, tmp_path: Path) -> None:
-    """On a terminal (a real pseudo-terminal here) findings are a numbered table, fixes below;
-    on one too narrow for the table, lines that cut nothing."""
+def _on_a_terminal(cwd: Path, *args: str, **env: str) -> tuple[int, str]:
+    """Run skillstage on a real pseudo-terminal: its exit status and everything it showed."""
     import os
     import pty
     import subprocess
     import sys
 
-    skill = write_skill(tmp_path, "a")
-    (skill / "execute.sh").chmod(0o644)
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "skillstage", "validate", "a"],
-        cwd=tmp_path,
+        [sys.executable, "-m", "skillstage", *args],
+        cwd=cwd,
         stdin=follower,
         stdout=follower,
         stderr=follower,
-        env={**os.environ, "COLUMNS": columns, "TERM": "xterm"},
+        env={**os.environ, "TERM": "xterm", **env},
     )
     os.close(follower)
     output = b""
@@ -215,14 +211,40 @@ def test_terminal_output_is_a_table_with_fixes(columns: str, tmp_path: Path) -> 
         if not chunk:
             break
         output += chunk
-    assert process.wait(timeout=60) == 1
-    text = output.decode(errors="replace")
+    return process.wait(timeout=60), output.decode(errors="replace")
+
+
+@pytest.mark.parametrize("columns", ["160", "50"])
+def test_terminal_output_is_a_table_with_fixes(columns: str, tmp_path: Path) -> None:
+    """On a terminal findings are a numbered table, fixes below; on one too narrow for the
+    table, lines that cut nothing."""
+    skill = write_skill(tmp_path, "a")
+    (skill / "execute.sh").chmod(0o644)
+    code, text = _on_a_terminal(tmp_path, "validate", "a", COLUMNS=columns)
+    assert code == 1
     assert "EXECUTE_NOT_EXECUTABLE" in text
     assert "chmod +x a/execute.sh" in text
     if columns == "50":
         assert "a/execute.sh: error: EXECUTE_NOT_EXECUTABLE: execute.sh is not executable" in text
     else:
         assert "How to fix" in text
+
+
+def test_no_color_keeps_a_terminal_free_of_colours(run_cli: Run, tmp_path: Path) -> None:
+    assert run_cli("init").returncode == 0
+    write_skill(tmp_path / ".claude" / "skills" / "staging", "auth")
+    for args in (["status", "auth"], ["promote", "nope", "--yes"]):
+        _, coloured = _on_a_terminal(tmp_path, *args)
+        assert "\x1b[" in coloured, args
+        _, plain = _on_a_terminal(tmp_path, *args, NO_COLOR="1")
+        assert "\x1b[" not in plain, args
+        assert plain.replace("\r", "") == _strip_ansi(coloured).replace("\r", "")
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 @pytest.mark.parametrize("command", [["validate", "a"], ["--help"], ["validate", "a", "--json"]])

@@ -100,6 +100,8 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
     checked: retry, or fix the environment); 141 the output's reader went away (`| head`).
     """
     ctx.obj = CliContext(config_path=config_path)
+    if os.environ.get("NO_COLOR"):  # https://no-color.org (rich reads it by itself)
+        ctx.color = False
 
 
 def _write_crash_log() -> Path:
@@ -143,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             echo_json({"error": {**usage, "hint": None, "exit_code": EXIT_USAGE}})
         code = EXIT_USAGE
     except SkillstageError as exc:
-        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+        colour = False if os.environ.get("NO_COLOR") else None
+        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True, color=colour)
         if _wants_json(args):
             # A script reading stdout gets the failure as JSON too, not an empty stream.
             echo_json({"error": exc.to_dict()})
