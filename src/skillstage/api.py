@@ -978,8 +978,11 @@ def score_log(project: Project, log: Path, name: str, *, version: str | None = N
     skill = _skill_copy(project, name, version)
     patterns = load_patterns(skill.path)
     if not patterns:
+        missing = not (skill.path / "patterns.yaml").exists()
         raise UsageError(
-            f"{skill.name} declares no expected patterns",
+            f"{skill.name} has no patterns.yaml"
+            if missing
+            else f"{skill.name} declares no expected patterns",
             path=skill.path / "patterns.yaml",
             hint="list them in patterns.yaml beside SKILL.md (id, description, regex or keywords)",
         )

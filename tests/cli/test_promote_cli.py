@@ -58,6 +58,9 @@ def test_dry_run_force_and_history(run_cli: Run, tmp_path: Path) -> None:
     run_cli("init")
     bad = write_skill(tmp_path / STAGING, "hotfix")
     (bad / "execute.sh").chmod(0o644)
+    failing = run_cli("promote", "hotfix", "--dry-run")
+    assert failing.returncode == 1
+    assert "✗ Dry run: would not promote: gates failed: structure" in failing.stdout
     dry = run_cli("promote", "hotfix", "--dry-run", "--force", "--reason", "INC-7")
     assert dry.returncode == 0 and "Dry run" in dry.stdout
     assert (tmp_path / STAGING / "hotfix").is_dir()

@@ -253,7 +253,9 @@ def test_the_seed_002_flow_from_prototype_to_production(run_cli: Run, tmp_path: 
     assert any(
         line.endswith("approval  spam-filter 1.0.0  prototype → staged  by alice") for line in lines
     )
-    assert any(line.endswith("1.0.0  (refused)  prototype → staged  by alice") for line in lines)
+    assert any(
+        line.endswith("1.0.0  (not approved)  prototype → staged  by alice") for line in lines
+    )
     assert "    reason: REJECTED: more cases" in lines
 
 
@@ -400,3 +402,23 @@ def test_messages_say_what_to_give(run_cli: Run, tmp_path: Path) -> None:
     last = run_cli("status", NAME)
     assert last.returncode == 2
     assert "in a stage it can be promoted from: it is only in production" in last.stderr
+    digest = run_cli("metrics", "record", "--skill", NAME, "--digest", "abc")
+    assert digest.returncode == 2
+    assert "digest must be the 64 lowercase hex digits of a sha256 content digest" in digest.stderr
+    unknown = run_cli("compare", "nosuch", "1.0.0", "1.0.1")
+    assert unknown.returncode == 2 and "`skillstage list` registers the skills" in unknown.stderr
+    (tmp_path / "bad.yaml").write_text("human_review:\n  production_readiness: [\n")
+    broken = run_cli(
+        "approve", NAME, "--to", "production", "--ticket", "APPROVAL_20261202_001",
+        "--decision", "approved", "--checklist", "bad.yaml",
+    )  # fmt: skip
+    assert broken.returncode == 2
+    assert "bad.yaml:3: the checklist is not valid YAML: expected the node content" in (
+        broken.stderr
+    )
+    assert "<unicode string>" not in broken.stderr
+    (project.root / PRODUCTION / NAME / "patterns.yaml").unlink()
+    log = tmp_path / "run.jsonl"
+    log.write_text('{"event": "decided"}\n')
+    unscored = run_cli("metrics", "score", str(log), "--skill", NAME)
+    assert unscored.returncode == 2 and f"{NAME} has no patterns.yaml" in unscored.stderr

@@ -55,6 +55,15 @@ def test_skill_md_missing(tmp_path: Path) -> None:
     assert found.hint is not None and "name: skill-name" in found.hint
 
 
+def test_a_directory_named_skill_md_is_not_called_missing(tmp_path: Path) -> None:
+    (tmp_path / "skill-name" / "SKILL.md").mkdir(parents=True)
+    found = finding(check(tmp_path / "skill-name"), "SKILL_MD_MISSING")
+    assert found.message == "SKILL.md is a directory, not a file"
+    assert found.hint is not None and found.hint.startswith(
+        f"move the directory {tmp_path / 'skill-name' / 'SKILL.md'} away, then: create "
+    )
+
+
 def test_execute_sh_missing(tmp_path: Path) -> None:
     found = finding(check(write_skill(tmp_path, "a", execute=False)), "REQUIRED_FILE_MISSING")
     assert found.message == "Missing required file: execute.sh"

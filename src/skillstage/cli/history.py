@@ -53,7 +53,8 @@ def history(obj: CliContext, name: str | None, limit: int, as_json: bool) -> int
         return 0
     for e in events:
         move = f"{e.from_stage or '-'} → {e.to_stage or '-'}"
-        version = (e.version or "") + ("" if e.success else "  (refused)")
+        outcome = "not approved" if e.kind == "approval" else "refused"
+        version = (e.version or "") + ("" if e.success else f"  ({outcome})")
         click.echo(
             f"{e.at:%Y-%m-%d %H:%M:%S}  {e.kind:<9} {e.name} {version}  {move}  by {e.actor}"
         )

@@ -180,7 +180,8 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
         click.echo(f"ℹ Validating skill: {result.skill_name}")
         _show_gates(result)
     if not result.success:
-        click.echo(click.style("✗ ", fg="red") + f"Promotion failed: {result.error}")
+        failed = "Dry run: would not promote" if result.dry_run else "Promotion failed"
+        click.echo(click.style("✗ ", fg="red") + f"{failed}: {result.error}")
         return
     if result.dry_run:
         click.echo(f"✓ Dry run: {result.skill_name} {result.version} would move")

@@ -598,7 +598,10 @@ def compare_versions(
     with store.reading() as tx:
         skill_id = tx.skill_id(name)
         if skill_id is None:
-            raise UsageError(f"no skill named {name!r} in the store")
+            raise UsageError(
+                f"no skill named {name!r} in the store",
+                hint="`skillstage list` registers the skills on disk and shows them",
+            )
         a = resolve_side(project, tx, skill_id, name, ref_a)
         b = resolve_side(project, tx, skill_id, name, ref_b)
         rows_a, rows_b = sample_rows(tx, skill_id, a), sample_rows(tx, skill_id, b)

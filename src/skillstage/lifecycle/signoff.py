@@ -123,7 +123,14 @@ def read_checklist(path: Path) -> FilledChecklist:
     except UnicodeDecodeError:
         raise UsageError("the checklist is not UTF-8 text", path=path) from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"the checklist is not valid YAML: {exc}", path=path) from None
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise UsageError(
+            f"the checklist is not valid YAML: {problem}",
+            path=path,
+            line=mark.line + 1 if mark is not None else None,
+            hint="answer each item with YES or NO, keeping the template's indentation",
+        ) from None
     if not isinstance(data, dict):
         raise UsageError("the checklist must be a YAML mapping", path=path)
     stated = {

@@ -113,7 +113,13 @@ def _validated(fields: Mapping[str, Any], latest: dt.datetime) -> ExecutionRecor
         if record.tags is not None:
             _ENCODER.encode(record.tags)  # only what JSON can hold
     except (msgspec.ValidationError, msgspec.EncodeError, TypeError) as exc:
-        raise UsageError(f"not a valid execution record: {exc}") from None
+        message = str(exc)
+        if message.endswith("`$.digest`"):
+            message = (
+                "digest must be the 64 lowercase hex digits of a sha256 content digest (as "
+                "`skillstage list --json` shows); leave it out to take the version's"
+            )
+        raise UsageError(f"not a valid execution record: {message}") from None
     problem = record_problem(record, latest=latest)
     if problem:
         raise UsageError(f"not a valid execution record: {problem}")

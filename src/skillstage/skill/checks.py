@@ -757,13 +757,19 @@ def check_skill(
 
     skill_md = "SKILL.md" if "SKILL.md" in names else "skill.md" if "skill.md" in names else None
     if skill_md is None:
+        not_a_file = (directory / "SKILL.md").is_dir()
         checker.add(
             "SKILL_MD_MISSING",
             "error",
-            "Missing required file: SKILL.md",
+            "SKILL.md is a directory, not a file"
+            if not_a_file
+            else "Missing required file: SKILL.md",
             "content",
             file="SKILL.md",
-            hint=_skill_md_hint(directory),
+            hint=f"move the directory {directory / 'SKILL.md'} away, then: "
+            + _skill_md_hint(directory)
+            if not_a_file
+            else _skill_md_hint(directory),
         )
         return report
     if skill_md == "skill.md":
