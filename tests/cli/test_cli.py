@@ -305,3 +305,20 @@ def test_a_stage_may_be_named_by_its_label_and_a_bad_version_gets_a_close_one(
     write_skill(staging, "logs", extra={"version": "v3.1"})
     refused = run_cli("status", "logs")
     assert "write e.g. 'version: 3.1.0'" in refused.stdout + refused.stderr
+
+
+def test_init_print_json_gives_the_defaults_and_test_timeout_alone_warns(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    printed = run_cli("init", "--print", "--json")
+    assert printed.returncode == 0
+    defaults = json.loads(printed.stdout)
+    assert defaults["stages"]["staged"]["sla_hours"] == 48
+    assert [(t["from"], t["to"]) for t in defaults["transitions"]] == [
+        ("prototype", "staged"),
+        ("staged", "production"),
+    ]
+    write_skill(tmp_path, "a")
+    alone = run_cli("validate", "a", "--test-timeout", "1")
+    assert alone.returncode == 0
+    assert "--test-timeout has no effect without --run-tests" in alone.stderr

@@ -5,16 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import msgspec
 
 from skillstage import api
 from skillstage.cli.context import echo_json
-from skillstage.config import DEFAULT_CONFIG_TOML
+from skillstage.config import DEFAULT_CONFIG_TOML, Config
 
 
 @click.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
 @click.option("--force", is_flag=True, help="Overwrite an existing skillstage.toml.")
-@click.option("--print", "print_only", is_flag=True, help="Print the default config and stop.")
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the default config (TOML, or JSON with --json) and stop.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(directory: Path, force: bool, print_only: bool, as_json: bool) -> int:
     """Create a skillstage project in DIRECTORY (default: here).
@@ -25,7 +31,10 @@ def init(directory: Path, force: bool, print_only: bool, as_json: bool) -> int:
     kept unless --force.
     """
     if print_only:
-        click.echo(DEFAULT_CONFIG_TOML, nl=False)
+        if as_json:  # the defaults as a script reads them, keys as in the file
+            echo_json(msgspec.to_builtins(Config()))
+        else:
+            click.echo(DEFAULT_CONFIG_TOML, nl=False)
         return 0
     result = api.init(directory, force=force)
     if as_json:

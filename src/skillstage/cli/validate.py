@@ -64,6 +64,7 @@ def validate(
 
     \b
     Rules (each finding has an id, a severity, a file and line, and a fix hint):
+      parse         SKILL.md is UTF-8 and opens with frontmatter: a YAML mapping
       content       SKILL.md and execute.sh present, scripts executable, test.sh recommended
       schema        name, version (strict MAJOR.MINOR.PATCH), description; field types
       spec          Agent Skills spec: name, description, compatibility, metadata, links
@@ -74,6 +75,8 @@ def validate(
     Exit 0 when no errors, 1 when any error, 2 on a usage or configuration error.
     """
     project = obj.optional_project()
+    if test_timeout is not None and not run_tests:
+        click.echo("⚠ --test-timeout has no effect without --run-tests", err=True)
     with _progress_bar(enabled=is_terminal() and not as_json) as progress:
         report = api.validate(
             list(paths),
