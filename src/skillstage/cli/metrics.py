@@ -213,8 +213,8 @@ def lag(obj: CliContext, inbox: Path | None, as_json: bool) -> int:
 
     A record's age is its timestamp's; each file is read up to its first pending record (writers
     append in time order), so a record written late with an old timestamp counts only once it is
-    first in line. Exits 1 when it is older than metrics.lag_alert_hours (seed 002 §7: 1 hour), or when an
-    inbox file cannot be read, for cron.
+    first in line. Exits 1 when it is older than metrics.lag_alert_hours (seed 002 §7: 1 hour),
+    or when an inbox file cannot be read, for cron.
     """
     report = api.metrics_lag(obj.project(), inbox=inbox)
     if as_json:
