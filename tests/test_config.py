@@ -168,6 +168,14 @@ def with_transition(**transition: Any) -> dict[str, Any]:
             "bad value for 'hooks.timeout_seconds': must be at most 86400",
         ),
         (
+            {"approvals": {"approvers": ["alice", " "]}},
+            "bad value for 'approvals.approvers': ' ' is not a name (blank, or spaces around it)",
+        ),
+        (
+            {"approvals": {"approvers": ["alice", "bob", "alice"]}},
+            "bad value for 'approvals.approvers': alice listed twice",
+        ),
+        (
             {"hooks": {"retries": 60}},
             "bad value for 'hooks.retries': must be at most 20",
         ),

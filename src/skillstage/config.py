@@ -241,6 +241,14 @@ class ApprovalsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     approvers: list[str] = msgspec.field(default_factory=list)
     allow_self_approval: bool = False  # True lets a skill's author approve it
 
+    def __post_init__(self) -> None:
+        for name in self.approvers:
+            if not name.strip() or name != name.strip():
+                raise ValueError(f"approvers: {name!r} is not a name (blank, or spaces around it)")
+        twice = sorted({name for name in self.approvers if self.approvers.count(name) > 1})
+        if twice:
+            raise ValueError(f"approvers: {', '.join(twice)} listed twice")
+
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""

@@ -258,6 +258,9 @@ def test_the_author_cannot_approve_their_own_skill(project: Project) -> None:
     with pytest.raises(UsageError, match="no skill named"):
         api.history(project, NAME)  # nothing refused was recorded, not even the skill
     assert "no sign-off of spam-filter 1.0.0" in gate(project, "approval").message
+    assert not any("no approvers" in d for d in gate(project, "approval").details)
+    nobody = configure(project, approvers=())
+    assert gate(nobody, "approval").details[0].startswith("no approvers are configured: add")
 
     allowed = configure(project, allow_self_approval=True)
     sign_off(allowed, "carol")

@@ -11,7 +11,7 @@ from skillstage.errors import EXIT_FAILED, EXIT_OK
 
 @click.command("demote-check")
 @click.option("--apply", "apply_now", is_flag=True, help="Demote them (atomic, audited).")
-@click.option("--by", "actor", help="Who demotes (default: your login name).")
+@click.option("--by", "actor", metavar="ACTOR", help="Who demotes (default: $USER).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.pass_obj
 def demote_check(obj: CliContext, apply_now: bool, actor: str | None, as_json: bool) -> int:

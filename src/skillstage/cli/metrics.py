@@ -45,6 +45,7 @@ def _ids(value: str | None) -> list[str] | None:
 @click.option(
     "--timestamp",
     type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]),
+    metavar="ISO-8601",
     help="When it ran, with a zone (e.g. 2026-12-01T10:00:00+00:00; default: now).",
 )
 @click.option("--fidelity", type=click.FloatRange(0, 1), help="Pattern fidelity, 0-1.")

@@ -19,7 +19,7 @@ def signoff() -> None:
 @signoff.command("template")
 @click.argument("name")
 @click.option("--to", "to_stage", type=STAGE, required=True, help="The stage the sign-off is for.")
-@click.option("--by", "approver", help="The approver (default: your login name).")
+@click.option("--by", "approver", metavar="ACTOR", help="The approver (default: $USER).")
 @click.option("--ticket", help="The approval ticket (default: APPROVAL_<today>_XXX).")
 @click.option("--json", "as_json", is_flag=True, help="Print the checklist as JSON instead.")
 @click.pass_obj
@@ -66,7 +66,7 @@ def template(
     help="The filled-in checklist from `skillstage signoff template` (required to approve).",
 )
 @click.option("--notes", help="Comments on the decision, concerns, or required changes.")
-@click.option("--by", "approver", help="Who decides (default: your login name).")
+@click.option("--by", "approver", metavar="ACTOR", help="Who decides (default: $USER).")
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded sign-off as JSON.")
 @click.pass_obj
 def approve(

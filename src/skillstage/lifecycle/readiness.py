@@ -446,12 +446,18 @@ class ApprovalGate:
             "--decision approved --checklist FILE"
         )
         if signoff is None:
+            nobody = not context.project.config.approvals.approvers
             return GateResult(
                 self.name,
                 "fail",
                 f"no sign-off of {skill.name} {skill.version} ({skill.digest[:12]}) for "
                 f"{context.from_stage} → {context.to_stage}",
                 [
+                    "no approvers are configured: add [approvals] approvers = [...] to "
+                    "skillstage.toml first"
+                ]
+                * nobody
+                + [
                     f"`skillstage signoff template {skill.name} --to {context.to_stage}`,"
                     f" then `{how}`"
                 ],
@@ -501,7 +507,10 @@ def signoff_problem(project: Project, author: str | None, approver: str) -> str 
     if not approvers:
         return "no approvers are configured: add [approvals] approvers = [...] to skillstage.toml"
     if approver not in approvers:
-        return f"{approver} is not an approver (approvers: {', '.join(approvers)})"
+        return (
+            f"{approver} is not an approver (approvers: {', '.join(approvers)}); "
+            "name the approver with --by"
+        )
     if (
         not project.config.approvals.allow_self_approval
         and author
