@@ -1063,3 +1063,24 @@ def test_record_execution_without_an_inbox_takes_the_projects_clock_skew(
         skillstage.record_execution("s", inbox=tmp_path / "elsewhere", timestamp=ahead)
     (line,) = (tmp_path / ".skillstage" / "metrics" / "s_executions.jsonl").read_text().splitlines()
     assert dt.datetime.fromisoformat(json.loads(line)["timestamp"]) == ahead
+
+
+def test_a_json_array_rewritten_in_another_order_loses_no_element(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "s_fidelity.json"
+    # Long enough that the rewrite keeps the first bytes a short head hash would look at.
+    padding = "x" * 400
+    first = {"execution_id": "r-0", "timestamp": STAMP, "tags": {"note": padding}}
+    records = [first, {"execution_id": "r-1", "timestamp": STAMP}]
+    _write_array(path, records)
+    assert _counted(ingest(store, inbox)) == (2, 2, 0, 0)
+    # The writer puts the new record second: skipping the two elements taken would skip it.
+    _write_array(path, [first, {"execution_id": "r-new", "timestamp": STAMP}, records[1]])
+    assert _counted(ingest(store, inbox)) == (3, 1, 2, 0)
+    assert _ids(store) == ["r-0", "r-1", "r-new"]
+    # Nothing new since: nothing read, and the file is not waiting for anything.
+    result = ingest(store, inbox)
+    assert (_counted(result), result.waiting) == ((0, 0, 0, 0), [])

@@ -15,8 +15,11 @@ leaves either the batch and its checkpoint or neither; the next run goes on from
   reason, and the batch goes on.
 - A `.json` file holding one JSON array of records (seed 002's `<skill>_fidelity.json` written
   whole by its writer) is read whole, up to MAX_ARRAY_BYTES, each time it changed: its checkpoint
-  counts the elements taken, and an element's position stands for its line number. An array
-  that ends part-way (its writer mid-write) waits for the next run, like an incomplete line.
+  counts the elements taken, and an element's position stands for its line number. They are
+  skipped only while the file still begins with what was read (its head hash covers all of it
+  but the closing bracket): a writer that rewrites in another order has it read again, and
+  duplicates skipped by id. An array that ends part-way (its writer mid-write) waits for the
+  next run, like an incomplete line.
 
 Memory is bounded: files are read in 1 MiB chunks, a line longer than `MAX_LINE_BYTES` is
 quarantined without being held, and at most about `WRITE_RECORDS` records (two batches if they
@@ -153,12 +156,22 @@ def _start(store: Store, file: InboxFile, handle: Any, result: IngestResult) -> 
     return found.offset, found.line
 
 
+@dataclass
+class _Reading:
+    """The complete records of a file not yet taken: (text, the bytes it takes) each, or (why,
+    bytes) for one that cannot be read. For a JSON array file, `kept` is what a writer that only
+    appends keeps of it (all but the closing bracket): the checkpoint's head hash covers it, so
+    that the elements taken are skipped only while they are unchanged."""
+
+    records: Iterator[tuple[bytes | str, int]]
+    kept: bytes | None = None
+
+
 def _records(
     file: InboxFile, handle: Any, offset: int, line: int, unreadable: list[tuple[str, str]]
-) -> Iterator[tuple[bytes | str, int]]:
-    """(record text, the bytes it takes) for each complete record not yet taken: the lines of
-    JSONL from `offset`, or the elements of a JSON array file after the first `line`. A record
-    that cannot be read comes as (why, bytes) instead."""
+) -> _Reading:
+    """The records of JSONL from `offset`, or the elements of a JSON array file after the first
+    `line` (see `_Reading`)."""
     if file.format == "json" and os.pread(handle.fileno(), HEAD_BYTES, 0).lstrip()[:1] == b"[":
         size = os.fstat(handle.fileno()).st_size
         if size > MAX_ARRAY_BYTES:
@@ -169,14 +182,14 @@ def _records(
                     " write one record per line (JSONL) instead",
                 )
             )
-            return iter(())
+            return _Reading(iter(()))
         handle.seek(0)
         data = handle.read(size)
         try:
             elements = _ARRAY.decode(data)
         except msgspec.DecodeError as exc:
             if "truncated" in str(exc):
-                return iter(())  # its writer is mid-write: next time
+                return _Reading(iter(()))  # its writer is mid-write: next time
             # Not one array after all (JSONL whose first line is broken): line by line.
         else:
             # The bytes read go with the last element: the checkpoint moves past the file only
@@ -184,8 +197,8 @@ def _records(
             taken = [(bytes(element), 0) for element in elements[line:]]
             if taken:
                 taken[-1] = (taken[-1][0], size - offset)
-            return iter(taken)
-    return _complete_lines(handle, offset)
+            return _Reading(iter(taken), data.rstrip()[:-1].rstrip())
+    return _Reading(_complete_lines(handle, offset))
 
 
 def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes | str, int]]:
@@ -402,7 +415,10 @@ def _batches(
             )
 
         rows.refresh()
-        for text, length in _records(file, handle, offset, line, result.unreadable):
+        reading = _records(file, handle, offset, line, result.unreadable)
+        if reading.kept is not None:
+            head = reading.kept
+        for text, length in reading.records:
             consumed += length
             count += 1
             line += 1
@@ -433,7 +449,8 @@ def _batches(
             yield cut()
             if progress is not None:
                 progress(consumed)
-        if os.fstat(handle.fileno()).st_size > offset:
+        # (A whole array read is never waiting, even with nothing new in it.)
+        if reading.kept is None and os.fstat(handle.fileno()).st_size > offset:
             result.waiting.append(str(file.path))
 
 
@@ -459,7 +476,7 @@ def _write(tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime
     # last one per file is saved (each statement lets the reading thread take the GIL, and the
     # writer waits up to 5 ms to get it back).
     for batch in last.values():
-        head_length = min(HEAD_BYTES, batch.offset, len(batch.head))
+        head_length = min(batch.offset, len(batch.head))  # (HEAD_BYTES at most, but arrays)
         store_executions.save_checkpoint(
             tx,
             device=batch.device,
@@ -679,7 +696,7 @@ def lag(
             if status.st_size <= offset:
                 continue
             oldest = None
-            for text, _length in _records(file, handle, offset, line, unreadable):
+            for text, _length in _records(file, handle, offset, line, unreadable).records:
                 if isinstance(text, str) or not text.strip():
                     continue
                 try:
