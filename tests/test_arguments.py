@@ -82,6 +82,11 @@ CALLS: list[tuple[str, Callable[[Project], Any], str]] = [
         "'../staging/x' is not a skill name",
     ),
     (
+        "a decision that is none",
+        lambda p: api.approve(p, "s", to_stage="staged", ticket="T", decision="yes"),
+        "decision 'yes' is not one of approved, rejected, needs_iteration",
+    ),
+    (
         "an unknown stage",
         lambda p: PromotionService(p).list_staged_skills("nope"),
         "unknown stage 'nope'",

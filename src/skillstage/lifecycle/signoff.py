@@ -202,10 +202,10 @@ def approve(
     """Record a sign-off of the copy of `name` that would move into `to_stage`: `checklist`, the
     answers; `stated`, what the filled-in form says it is for (`FilledChecklist.stated`), which
     must be this sign-off (skill, version, digest, move, ticket, approver, decision)."""
-    decision = decision.strip().upper()
+    given, decision = decision, decision.strip().upper()
     if decision not in DECISIONS:
         raise UsageError(
-            f"decision {decision!r} is not one of {', '.join(d.lower() for d in DECISIONS)}"
+            f"decision {given!r} is not one of {', '.join(d.lower() for d in DECISIONS)}"
         )
     _check_ticket(ticket)
     from_stage, skill = candidate(project, name, to_stage)
