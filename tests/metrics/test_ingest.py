@@ -1006,7 +1006,7 @@ def test_a_json_array_file_is_read_whole_and_then_only_its_new_elements(
     assert lag(store, inbox).files == []
 
 
-def test_a_json_array_cut_short_by_its_writer_waits_and_a_broken_one_is_read_by_line(
+def test_a_json_array_cut_short_by_its_writer_waits_and_a_broken_one_is_left_whole(
     store: Store, tmp_path: Path
 ) -> None:
     inbox = tmp_path / "inbox"
@@ -1022,9 +1022,17 @@ def test_a_json_array_cut_short_by_its_writer_waits_and_a_broken_one_is_read_by_
     assert [f.oldest for f in pending.files] == [None]
     _append(inbox / "s_outcomes.json", whole[-20:])
     assert _counted(ingest(store, inbox)) == (2, 2, 0, 0)
-    # A .json file of JSON lines whose first line is broken is not an array: line by line.
-    _append(inbox / "t_outcomes.json", "[not json\n" + _line("t-1"))
-    assert _counted(ingest(store, inbox)) == (2, 1, 0, 1)
+    # An array that is not JSON (Python's json.dump writes NaN) is left whole, reported, until
+    # it is fixed: read line by line, its fragments would be quarantined.
+    broken = inbox / "t_outcomes.json"
+    broken.write_text('[\n  {"execution_id": "t-1", "timestamp": "' + STAMP + '",\n')
+    _append(broken, '   "pattern_fidelity": NaN},\n  {"execution_id": "t-2"}\n]')
+    result = ingest(store, inbox)
+    assert (_counted(result), result.waiting) == ((0, 0, 0, 0), [])
+    ((where, why),) = result.unreadable
+    assert where == str(broken) and why.startswith("not a valid JSON array (JSON is malformed")
+    broken.write_text(json.dumps([{"execution_id": f"t-{n}", "timestamp": STAMP} for n in (1, 2)]))
+    assert _counted(ingest(store, inbox)) == (2, 2, 0, 0)
     # A .jsonl file is never read as an array.
     _append(inbox / "u_executions.jsonl", json.dumps([{"execution_id": "u-1"}]) + "\n")
     assert _counted(ingest(store, inbox)) == (1, 0, 0, 1)
@@ -1084,3 +1092,26 @@ def test_a_json_array_rewritten_in_another_order_loses_no_element(
     # Nothing new since: nothing read, and the file is not waiting for anything.
     result = ingest(store, inbox)
     assert (_counted(result), result.waiting) == ((0, 0, 0, 0), [])
+
+
+def test_a_json_array_killed_mid_ingestion_then_rewritten_loses_nothing(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "load_fidelity.json"
+    _write_array(path, [{"execution_id": f"old-{n}", "timestamp": STAMP} for n in range(4000)])
+    before, code = _kill_while_ingesting(
+        store, store_url, inbox, pause=0.05, target=1500, delay=0.3
+    )
+    assert code == -signal.SIGKILL and 0 < before < 4000
+    (saved,) = checkpoints(store)
+    assert saved.line == before  # elements taken, the offset still where the batch started
+    # Rewritten in place (one inode) with other records: the elements taken are not these.
+    _write_array(path, [{"execution_id": f"new-{n}", "timestamp": STAMP} for n in range(4000)])
+
+    result = ingest(store, inbox)
+
+    assert str(path) in result.restarted
+    assert _counted(result) == (4000, 4000, 0, 0)
+    assert sum(1 for i in _ids(store) if i.startswith("new-")) == 4000

@@ -137,9 +137,10 @@ class _Batch:
     bad: list[tuple[str, int, str, str]]
     offset: int  # after this batch
     line: int  # lines consumed after this batch
-    head: bytes
+    head: bytes  # the file's first bytes; of a JSON array, all it keeps (`_Reading.kept`)
     lines: int  # lines in this batch
     provisional: list[int]  # indexes of the rows that carry a provisional skill id
+    array: bool = False  # a JSON array file: its checkpoint hashes the whole `head`
 
 
 def _start(store: Store, file: InboxFile, handle: Any, result: IngestResult) -> tuple[int, int]:
@@ -165,6 +166,9 @@ class _Reading:
 
     records: Iterator[tuple[bytes | str, int]]
     kept: bytes | None = None
+    # Whether bytes left unread after the records wait for more (an incomplete line, an array
+    # cut short); not those of an array read whole, or left whole because it is broken.
+    may_wait: bool = True
 
 
 def _records(
@@ -182,22 +186,30 @@ def _records(
                     " write one record per line (JSONL) instead",
                 )
             )
-            return _Reading(iter(()))
+            return _Reading(iter(()), may_wait=False)
         handle.seek(0)
         data = handle.read(size)
         try:
             elements = _ARRAY.decode(data)
         except msgspec.DecodeError as exc:
-            if "truncated" in str(exc):
-                return _Reading(iter(()))  # its writer is mid-write: next time
-            # Not one array after all (JSONL whose first line is broken): line by line.
-        else:
-            # The bytes read go with the last element: the checkpoint moves past the file only
-            # once every element is stored.
-            taken = [(bytes(element), 0) for element in elements[line:]]
-            if taken:
-                taken[-1] = (taken[-1][0], size - offset)
-            return _Reading(iter(taken), data.rstrip()[:-1].rstrip())
+            if "truncated" not in str(exc):
+                # Read line by line, its fragments would be quarantined and its checkpoint
+                # would count lines where it counts elements: left whole until it is fixed.
+                unreadable.append(
+                    (
+                        str(file.path),
+                        f"not a valid JSON array ({exc}; NaN and Infinity are not JSON): fix "
+                        "its writer, or write one record per line (JSONL)",
+                    )
+                )
+                return _Reading(iter(()), may_wait=False)
+            return _Reading(iter(()))  # its writer is mid-write: next time
+        # The bytes read go with the last element: the checkpoint moves past the file only once
+        # every element is stored.
+        taken = [(bytes(element), 0) for element in elements[line:]]
+        if taken:
+            taken[-1] = (taken[-1][0], size - offset)
+        return _Reading(iter(taken), data.rstrip()[:-1].rstrip(), may_wait=False)
     return _Reading(_complete_lines(handle, offset))
 
 
@@ -412,6 +424,7 @@ def _batches(
                 head,
                 count,
                 provisional,
+                reading.kept is not None,
             )
 
         rows.refresh()
@@ -449,8 +462,7 @@ def _batches(
             yield cut()
             if progress is not None:
                 progress(consumed)
-        # (A whole array read is never waiting, even with nothing new in it.)
-        if reading.kept is None and os.fstat(handle.fileno()).st_size > offset:
+        if reading.may_wait and os.fstat(handle.fileno()).st_size > offset:
             result.waiting.append(str(file.path))
 
 
@@ -476,7 +488,9 @@ def _write(tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime
     # last one per file is saved (each statement lets the reading thread take the GIL, and the
     # writer waits up to 5 ms to get it back).
     for batch in last.values():
-        head_length = min(batch.offset, len(batch.head))  # (HEAD_BYTES at most, but arrays)
+        # An array's batches before its last keep the offset they started at (the bytes read go
+        # with the last element), but must still tell the elements they took from other ones.
+        head_length = len(batch.head) if batch.array else min(batch.offset, len(batch.head))
         store_executions.save_checkpoint(
             tx,
             device=batch.device,
