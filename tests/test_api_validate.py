@@ -39,6 +39,12 @@ def test_a_new_project_with_no_skills_yet_validates_clean(tmp_path: Path) -> Non
     for paths in ([], [tmp_path / ".claude" / "skills"], [tmp_path]):
         report = api.validate(paths, project=project, all_stages=not paths)
         assert (report.skills, report.ok) == ([], True)
+    # A directory in a stage folder is a skill, with its SKILL.md or not.
+    (tmp_path / ".claude" / "skills" / "prototype" / "foo").mkdir()
+    for paths in ([tmp_path / ".claude" / "skills" / "prototype"], [tmp_path]):
+        (broken,) = api.validate(paths, project=project).skills
+        assert broken.name is None or broken.path.name == "foo"
+        assert not broken.ok and "SKILL_MD_MISSING" in {f.id for f in broken.findings}
     # Outside the stage folders, an empty directory is still a skill missing its SKILL.md.
     (tmp_path / "f1").mkdir()
     (lonely,) = api.validate([tmp_path / "f1"], project=project).skills

@@ -184,7 +184,14 @@ def _targets(paths: Sequence[Path], project: Project | None, *, all_stages: bool
         for directory in iter_skill_dirs(root):
             found = True
             yield directory
-        if not found and not any(r == root or r.is_relative_to(root) for r in stage_roots):
+        if any(r == root or r.is_relative_to(root) for r in stage_roots):
+            # A stage folder's directories are its skills, SKILL.md or not (one without it is a
+            # skill missing its SKILL.md, as `--all` reports it).
+            assert project is not None
+            for entry in stage_directories(project):
+                if entry.path.resolve().is_relative_to(root):
+                    yield entry.path.resolve()
+        elif not found:
             yield root
     if all_stages and project is not None:
         for entry in stage_directories(project):
