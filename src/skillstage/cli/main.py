@@ -127,12 +127,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = cli.main(args=args, prog_name="skillstage", standalone_mode=False)
+        code = _run(args)
         sys.stdout.flush()  # here, where a closed pipe can be told apart
     except (_OutputClosed, BrokenPipeError):
-        # Whatever is still buffered goes nowhere, quietly (else Python complains at exit).
+        # (also when it was an error's JSON that found the pipe closed) Whatever is still
+        # buffered goes nowhere, quietly: else Python complains at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_OUTPUT_CLOSED
+    sys.exit(code)
+
+
+def _run(args: list[str]) -> int:
+    """Run the command; its exit code, its failures printed (on stdout too, as JSON, when it
+    was asked for JSON)."""
+    try:
+        code = cli.main(args=args, prog_name="skillstage", standalone_mode=False)
+    except _OutputClosed:
+        raise
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:
@@ -178,4 +189,4 @@ def main(argv: Sequence[str] | None = None) -> None:
                 }
             )
         code = EXIT_UNEXPECTED
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
