@@ -113,3 +113,29 @@ def test_text_is_taken_for_a_path(project: Project, tmp_path: Path) -> None:
         api.metrics_lag(project, inbox="nowhere")  # type: ignore[arg-type]
     report = api.validate([str(tmp_path / ".claude" / "skills" / "staging")], project=project)  # type: ignore[list-item]
     assert report.skills == []
+
+
+def test_what_a_caller_may_pass_for_paths_numbers_and_flags() -> None:
+    from fractions import Fraction
+    from pathlib import PurePosixPath
+
+    from skillstage.arguments import checked
+
+    @checked
+    def take(path: Path, count: int, share: float, flag: bool = False) -> tuple[Any, ...]:
+        return path, count, share, flag
+
+    assert take(PurePosixPath("a"), 3, Fraction(1, 2), 1) == (Path("a"), 3, 0.5, True)
+    assert take("b", count=0, share=2) == (Path("b"), 0, 2.0, False)
+    for bad, message in [
+        (lambda: take("", 1, 1.0), "path must be a path (str or Path), not str ''"),
+        (lambda: take("a", True, 1.0), "count must be int, not bool True"),
+        (lambda: take("a", 1, "1"), "share must be float, not str '1'"),
+        (lambda: take("a", 1, 1.0, 2), "flag must be bool, not int 2"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            bad()
+        assert (
+            caught.value.message
+            == f"test_what_a_caller_may_pass_for_paths_numbers_and_flags.<locals>.take(): {message}"
+        )

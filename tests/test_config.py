@@ -270,3 +270,21 @@ def test_a_transition_written_by_hand_gets_seed_002_defaults_for_what_it_leaves_
     )
     assert second.min_pattern_fidelity == 0.8
     assert first == Config().transitions[0].thresholds
+
+
+def test_the_default_transitions_take_the_first_stages_defaults_from_the_files_stages() -> None:
+    """Written out or left to the defaults, a transition gets the same thresholds."""
+    stages = {"sandbox": {"path": "b/{name}"}, **STAGES}
+    by_default = parse_config({"stages": stages}, SOURCE)
+    written = parse_config(
+        {
+            "stages": stages,
+            "transitions": [
+                {"from": t.from_stage, "to": t.to_stage, "gates": t.gates}
+                for t in Config().transitions
+            ],
+        },
+        SOURCE,
+    )
+    assert by_default.transitions == written.transitions
+    assert by_default.transitions[0].thresholds.evidence == "executions"  # sandbox is first

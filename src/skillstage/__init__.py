@@ -30,9 +30,8 @@ def record_execution(
     from skillstage.metrics.record import record_execution as append
 
     if inbox is None:
+        from skillstage.api import record_execution as record
         from skillstage.config import load_project
 
-        project = load_project()
-        fields.setdefault("max_clock_skew", project.config.metrics.max_clock_skew)
-        return append(project.metrics_inbox, skill=skill, **fields)
+        return record(load_project(), skill, **fields)
     return append(Path(inbox), skill=skill, **fields)

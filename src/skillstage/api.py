@@ -22,6 +22,7 @@ from skillstage.config import (
     CONFIG_FILENAME,
     DEFAULT_CONFIG_TOML,
     Project,
+    Thresholds,
     ValidationPolicy,
     load_config_file,
 )
@@ -645,15 +646,12 @@ def history(project: Project, name: str | None = None, *, limit: int = 50) -> li
 
 @checked
 def record_execution(project: Project, skill: str, **fields: Any) -> ExecutionRecord:
-    """Append one execution record to the project's metrics inbox (seed 002 §5.2)."""
+    """Append one execution record to the project's metrics inbox (seed 002 §5.2), dated no
+    later than now plus the project's `metrics.max_clock_skew_minutes` (or `max_clock_skew`)."""
     from skillstage.metrics.record import record_execution as append
 
-    return append(
-        project.metrics_inbox,
-        skill=skill,
-        max_clock_skew=project.config.metrics.max_clock_skew,
-        **fields,
-    )
+    fields.setdefault("max_clock_skew", project.config.metrics.max_clock_skew)
+    return append(project.metrics_inbox, skill=skill, **fields)
 
 
 def _inbox(project: Project, inbox: Path | None) -> Path:
@@ -781,11 +779,13 @@ def compare_versions(project: Project, name: str, ref_a: str, ref_b: str) -> Ver
     from skillstage.lifecycle import readiness as policy
     from skillstage.store import Store
 
-    minimum = max(
-        (t.thresholds.min_comparison_sample for t in project.config.transitions), default=10
+    # Judged as the regression check judges: with the thresholds of the transition that has one.
+    thresholds = next(
+        (t.thresholds for t in project.config.transitions if t.thresholds.forbid_regression),
+        Thresholds(),
     )
     with Store.open(project.database_url) as store:
-        return policy.compare_versions(project, store, name, ref_a, ref_b, min_sample=minimum)
+        return policy.compare_versions(project, store, name, ref_a, ref_b, thresholds=thresholds)
 
 
 @checked

@@ -5,7 +5,8 @@
 AttributeError or a store error that blames the database. `@checked` reads a function's
 annotations once, on its first call, and then checks each call's arguments in a microsecond or
 two: a `str` is taken for a `Path` (and for each item of a sequence of paths), an `int` for a
-`float`; a datetime must carry its time zone; anything else that does not match is a
+`float` (any `numbers.Integral` or `Real`: numpy's too), 0 or 1 for a `bool`; a datetime must
+carry its time zone; anything else that does not match is a
 `UsageError` naming the function, the argument and what it must be.
 
 Only the shapes the API uses are understood (classes, `X | None`, `Literal`, sequences and lists);
@@ -18,6 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
+import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -107,11 +110,13 @@ def _checker(annotation: Any) -> _Check | None:
     if annotation is Path:
 
         def path(value: Any) -> Any:
-            if isinstance(value, str) and value:
-                return Path(value)
-            if not isinstance(value, Path):
+            if isinstance(value, Path):
+                return value
+            if isinstance(value, str) and not value:
                 raise _Mismatch
-            return value
+            if isinstance(value, str | os.PathLike):
+                return Path(os.fspath(value))
+            raise _Mismatch
 
         return path
     if annotation is dt.datetime:
@@ -125,19 +130,29 @@ def _checker(annotation: Any) -> _Check | None:
     if annotation is float:
 
         def number(value: Any) -> Any:
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise _Mismatch
-            return value
+            return float(value)
 
         return number
     if annotation is int:
 
         def integer(value: Any) -> Any:
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise _Mismatch
-            return value
+            return int(value)
 
         return integer
+    if annotation is bool:
+
+        def flag(value: Any) -> Any:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, numbers.Integral) and value in (0, 1):
+                return bool(value)
+            raise _Mismatch
+
+        return flag
 
     def instance(value: Any) -> Any:
         if not isinstance(value, annotation):

@@ -13,12 +13,15 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import msgspec.inspect
 
 from skillstage.errors import ConfigError
+
+if TYPE_CHECKING:
+    from skillstage.metrics.compare import Margins
 
 CONFIG_FILENAME = "skillstage.toml"
 DATABASE_ENV = "SKILLSTAGE_DATABASE_URL"
@@ -101,6 +104,22 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     regression_score_margin: _Fraction = 0.02
     regression_rate_margin: _Fraction = 0.02
     regression_time_ratio: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 1.5
+
+    @property
+    def margins(self) -> Margins:
+        from skillstage.metrics.compare import Margins  # (not on every command's start)
+
+        return Margins(
+            self.regression_score_margin, self.regression_time_ratio, self.regression_rate_margin
+        )
+
+    def comparing(self) -> dict[str, Any]:
+        """The keyword arguments of `compare_samples` these thresholds ask for."""
+        return {
+            "min_sample": self.min_comparison_sample,
+            "alpha": self.regression_p_value,
+            "margins": self.margins,
+        }
 
 
 class TransitionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -286,7 +305,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     f"instead of its command: give the command gate another name"
                 )
         stages = list(self.stages)
-        defaults = " (the default ones)" if self.transitions == _default_transitions() else ""
+        moves = [(t.from_stage, t.to_stage, t.gates) for t in self.transitions]
+        given = moves != [(t.from_stage, t.to_stage, t.gates) for t in _default_transitions()]
+        defaults = "" if given else " (the default ones)"
         seen: set[tuple[str, str]] = set()
         for number, transition in enumerate(self.transitions, 1):
             which = (
@@ -472,8 +493,16 @@ def _error_from_validation(
 
 def _first_transition_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """`data` with FIRST_TRANSITION_THRESHOLDS filled in where a transition out of the first
-    stage leaves them out (anything malformed is left for the conversion to report)."""
-    transitions, stages = data.get("transitions"), data.get("stages", _default_stages())
+    stage leaves them out, the default transitions included: the first stage is the file's (anything
+    malformed is left for the conversion to report)."""
+    stages = data.get("stages", _default_stages())
+    transitions = data.get(
+        "transitions",
+        [
+            {"from": t.from_stage, "to": t.to_stage, "gates": t.gates}
+            for t in _default_transitions()
+        ],
+    )
     if not isinstance(transitions, list) or not isinstance(stages, dict) or not stages:
         return data
     first = next(iter(stages))

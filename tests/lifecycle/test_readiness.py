@@ -699,6 +699,20 @@ def test_regression_against_the_prototype_baseline(project: Project, opened: Sto
     (found,) = demote.check(project, opened).demotions
     assert "regression against the baseline: significantly worse: pattern_fidelity" in found.rules
 
+    # `compare` judges as the gate does, with the configured margin: a drop of 0.3 within 0.5.
+    config = project.root / "skillstage.toml"
+    config.write_text(
+        config.read_text().replace(
+            "regression_score_margin = 0.02", "regression_score_margin = 0.5"
+        ),
+        encoding="utf-8",
+    )
+    lenient = load_config_file(config)
+    assert api.compare_versions(lenient, NAME, "prototype", "staged").comparison.regressions == []
+    assert criterion(gate(lenient, "metrics"), "no regression against the prototype baseline")[
+        "passed"
+    ]
+
 
 def test_a_metric_the_candidate_did_not_record_is_no_proof_of_no_regression(
     project: Project,

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 import skillstage
+import skillstage.api
+import skillstage.config
 import skillstage.store.db
 from skillstage.errors import UsageError
 from skillstage.metrics.ingest import MAX_LINE_BYTES, IngestResult, ingest, lag
@@ -1071,6 +1073,12 @@ def test_record_execution_without_an_inbox_takes_the_projects_clock_skew(
         skillstage.record_execution("s", inbox=tmp_path / "elsewhere", timestamp=ahead)
     (line,) = (tmp_path / ".skillstage" / "metrics" / "s_executions.jsonl").read_text().splitlines()
     assert dt.datetime.fromisoformat(json.loads(line)["timestamp"]) == ahead
+    # The project's API takes a skew of its own too.
+    project = skillstage.config.load_project(start=tmp_path)
+    later = ahead + dt.timedelta(minutes=40)
+    skillstage.api.record_execution(
+        project, "s", timestamp=later, max_clock_skew=dt.timedelta(hours=2)
+    )
 
 
 def test_a_json_array_rewritten_in_another_order_loses_no_element(

@@ -21,7 +21,7 @@ from typing import Any
 from skillstage.config import Project, Thresholds, TransitionConfig
 from skillstage.errors import UsageError
 from skillstage.lifecycle.gates import GateContext, GateResult
-from skillstage.metrics.compare import Comparison, Margins, compare_samples
+from skillstage.metrics.compare import Comparison, compare_samples
 from skillstage.metrics.summary import MetricsSummary, as_sample, summarise
 from skillstage.skill.model import SkillVersion
 from skillstage.store import Store, Transaction
@@ -356,13 +356,7 @@ def regression(
     comparison = compare_samples(
         as_sample(sample_rows(tx, skill_id, baseline)),
         as_sample(candidate_rows),
-        min_sample=thresholds.min_comparison_sample,
-        alpha=thresholds.regression_p_value,
-        margins=Margins(
-            thresholds.regression_score_margin,
-            thresholds.regression_time_ratio,
-            thresholds.regression_rate_margin,
-        ),
+        **thresholds.comparing(),
     )
     worse = comparison.regressions
     if comparison.insufficient:
@@ -600,9 +594,10 @@ class VersionComparison:
 
 
 def compare_versions(
-    project: Project, store: Store, name: str, ref_a: str, ref_b: str, *, min_sample: int = 10
+    project: Project, store: Store, name: str, ref_a: str, ref_b: str, *, thresholds: Thresholds
 ) -> VersionComparison:
-    """Compare two versions of a skill metric by metric (seed 002's A/B comparison)."""
+    """Compare two versions of a skill metric by metric (seed 002's A/B comparison), with the
+    sample size, significance level and margins of `thresholds`."""
     ingest_on_demand(project, store)
     with store.reading() as tx:
         skill_id = tx.skill_id(name)
@@ -620,7 +615,7 @@ def compare_versions(
         b,
         summarise(rows_a),
         summarise(rows_b),
-        compare_samples(as_sample(rows_a), as_sample(rows_b), min_sample=min_sample),
+        compare_samples(as_sample(rows_a), as_sample(rows_b), **thresholds.comparing()),
     )
 
 
