@@ -17,6 +17,16 @@ from skillstage.metrics.patterns import (
     score_execution,
 )
 
+# Six levels of nine aliases each: 9**6 (531,441) values once expanded, from 300 bytes.
+ALIAS_BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{name}: &{name} [{', '.join([f'*{below}'] * 9)}]\n"
+        for below, name in zip("abcde", "bcdef", strict=True)
+    )
+    + "patterns: [{id: *f}]\n"
+)
+
 
 def skill_with_patterns(tmp_path: Path, text: str) -> Path:
     skill = tmp_path / "spam-filter"
@@ -114,6 +124,12 @@ def test_empty_patterns_file_is_no_patterns(tmp_path: Path) -> None:
         ("- id: d\n  regex: x\n", 1, ["(id 'd')", "has no description"]),
         ("- id: 7\n  description: A\n  regex: x\n", 1, ["entry 1", "non-empty string"]),
         ("skill: spam-filter\n", 1, ["without a patterns: key"]),
+        (
+            "- id: a\n  id: b\n  description: A\n  regex: x\n",
+            2,
+            ["key 'id' appears twice (first on line 1)"],
+        ),
+        (ALIAS_BOMB, 6, ["patterns.yaml expands to more than 100,000 values through YAML aliases"]),
         ("patterns: {id: a}\n", 1, ["not a list"]),
     ],
 )
@@ -224,6 +240,27 @@ def test_unordered_patterns_ignore_order() -> None:
     patterns = [*ordered(), Pattern(id="log", description="Log", regex="log")]
     score = score_execution(["log", "fetch", "check", "decide"], patterns)
     assert score.fidelity == 1.0
+
+
+def test_a_regex_that_backtracks_catastrophically_is_an_error_not_a_hang() -> None:
+    import time
+
+    pattern = Pattern(id="redos", description="d", regex=r"^(a|aa)+$")
+    started = time.monotonic()
+    with pytest.raises(PatternsError, match="'redos': its regex took over 1 s on one event"):
+        score_execution(["a" * 60 + "!"], [pattern])
+    assert time.monotonic() - started < 10
+    # The classic (a+)+ is matched without backtracking by the regex engine.
+    nested = Pattern(id="nested", description="d", regex=r"^(a+)+$")
+    assert score_execution(["a" * 40 + "!"], [nested]).missed == ["nested"]
+
+
+def test_breadcrumbs_nested_or_sized_past_reading_are_a_clear_error(tmp_path: Path) -> None:
+    for line in ("[" * 5000 + "]" * 5000, "1" * 5000):
+        log = tmp_path / "run.jsonl"
+        log.write_text(line + "\n")
+        with pytest.raises(BreadcrumbLogError, match="not a JSON line that can be read"):
+            read_breadcrumbs(log)
 
 
 def test_pattern_needs_exactly_one_rule() -> None:

@@ -207,6 +207,12 @@ def load_cases(skill_dir: Path | str) -> EvalSuite:
             line=exc.lineno,
             hint="fix the JSON syntax",
         ) from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, 1,000 nested arrays
+        raise EvalsError(
+            f"evals.json cannot be read: {_unreadable_json(exc)}",
+            path=path,
+            hint="keep numbers under 4,300 digits and nesting shallow",
+        ) from None
     negatives: Any = DEFAULT_NEGATIVE_DECISIONS
     if isinstance(data, dict):
         if "evals" not in data:
@@ -421,11 +427,15 @@ def _json_object(stdout: str) -> dict[str, Any] | None:
     for candidate in candidates:
         try:
             data = json.loads(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or JSON nested or sized past reading
             continue
         if isinstance(data, dict):
             return data
     return None
+
+
+def _unreadable_json(exc: ValueError | RecursionError) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _summary(suite: EvalSuite, results: list[CaseResult]) -> EvalSummary:

@@ -21,17 +21,21 @@ after the first matching event of every pattern with a lower order counts as mis
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import regex as regex_module
 import yaml
 
-from skillstage.errors import EXIT_USAGE, SkillstageError
+from skillstage.errors import EXIT_USAGE, SkillReadError, SkillstageError
+from skillstage.skill.frontmatter import check_node_graph
 
 PATTERNS_FILE = "patterns.yaml"
+# A regex is Python's syntax, run by the `regex` module, which can stop a match: one that backtracks
+# catastrophically on an event ((a|aa)+ against 60 letters) is an error, not a hang.
+MATCH_SECONDS = 1.0
 
 _ENTRY_KEYS = ("id", "description", "regex", "keywords", "order")
 # The C loader when PyYAML was built with libyaml; the pure-Python one otherwise.
@@ -62,14 +66,16 @@ class Pattern:
     regex: str | None = None
     keywords: tuple[str, ...] | None = None
     order: int | None = None
-    _compiled: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _compiled: regex_module.Pattern[str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
     _folded: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.regex is None) == (self.keywords is None):
             raise ValueError(f"pattern {self.id!r}: give exactly one of regex and keywords")
         if self.regex is not None:
-            object.__setattr__(self, "_compiled", re.compile(self.regex))
+            object.__setattr__(self, "_compiled", regex_module.compile(self.regex))
         else:
             assert self.keywords is not None
             keywords = tuple(self.keywords)
@@ -81,7 +87,16 @@ class Pattern:
     def matches(self, text: str) -> bool:
         """Whether an event's text satisfies this pattern's rule."""
         if self._compiled is not None:
-            return self._compiled.search(text) is not None
+            try:
+                return self._compiled.search(text, timeout=MATCH_SECONDS) is not None
+            except TimeoutError:
+                raise PatternsError(
+                    f"pattern {self.id!r}: its regex took over {MATCH_SECONDS:g} s on one event "
+                    f"of {len(text):,} characters: it backtracks catastrophically",
+                    path=PATTERNS_FILE,
+                    hint="simplify the regex: no quantified group that can match the same text "
+                    "two ways, e.g. (a|aa)+ or (a+)+",
+                ) from None
         folded = text.casefold()
         return all(word in folded for word in self._folded)
 
@@ -186,6 +201,14 @@ def read_breadcrumbs(path: Path | str) -> list[Any]:
                 line=number,
                 hint='write one JSON object (or JSON string) a line, e.g. {"event": "checked"}',
             ) from None
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise BreadcrumbLogError(
+                f"not a JSON line that can be read: {why}",
+                path=path,
+                line=number,
+                hint='write one JSON object (or JSON string) a line, e.g. {"event": "checked"}',
+            ) from None
         if not isinstance(event, dict | str):
             raise BreadcrumbLogError(
                 f"event is a JSON {_json_kind(event)}, not an object or a string",
@@ -244,6 +267,11 @@ def _parse_yaml(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
     loader = _LOADER(text)
     try:
         node: yaml.Node | None = loader.get_single_node()
+        if node is not None:
+            try:  # no alias bombs, recursion, deep nesting or duplicate keys
+                check_node_graph(node, path, what=PATTERNS_FILE, first_line=1)
+            except SkillReadError as exc:
+                raise PatternsError(exc.message, path=path, line=exc.line, hint=exc.hint) from None
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -327,26 +355,26 @@ def _pattern(entry: Any, number: int, path: Path, line: int | None) -> Pattern:
             "has no description" if description is None else "description must be a string",
             "add description: <what the skill should do>",
         )
-    regex = entry.get("regex")
+    rule = entry.get("regex")
     keywords = entry.get("keywords")
-    if regex is None and keywords is None:
+    if rule is None and keywords is None:
         raise fail("has no match rule", 'add regex: "<python regex>" or keywords: [word, ...]')
-    if regex is not None and keywords is not None:
+    if rule is not None and keywords is not None:
         raise fail("has both regex and keywords", "keep one of them: a pattern has one rule")
     order = entry.get("order")
     if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
         raise fail(f"order must be an integer, not {order!r}", "write order: 1, order: 2, ...")
-    if regex is not None:
-        if not isinstance(regex, str) or not regex:
+    if rule is not None:
+        if not isinstance(rule, str) or not rule:
             raise fail("regex must be a non-empty string", 'write regex: "<python regex>"')
         try:
-            re.compile(regex)
-        except re.error as exc:
+            regex_module.compile(rule)
+        except regex_module.error as exc:
             raise fail(
-                f"invalid regex {regex!r}: {exc.msg} at position {exc.pos}",
+                f"invalid regex {rule!r}: {exc}",
                 "fix the regex (Python syntax; quote it in single quotes to keep backslashes)",
             ) from None
-        return Pattern(id=identifier, description=description, regex=regex, order=order)
+        return Pattern(id=identifier, description=description, regex=rule, order=order)
     if not isinstance(keywords, list) or not keywords:
         raise fail("keywords must be a non-empty list", "write keywords: [word, ...]")
     if not all(isinstance(word, str) and word for word in keywords):

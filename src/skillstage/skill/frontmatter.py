@@ -126,8 +126,8 @@ def split_frontmatter(text: str, path: Path) -> tuple[str, str, int]:
     )
 
 
-def _node_line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + _FIRST_FRONTMATTER_LINE
+def _node_line(node: yaml.Node, first_line: int = _FIRST_FRONTMATTER_LINE) -> int:
+    return int(node.start_mark.line) + first_line
 
 
 def _children(node: yaml.Node) -> Iterator[yaml.Node]:
@@ -139,13 +139,13 @@ def _children(node: yaml.Node) -> Iterator[yaml.Node]:
             yield value
 
 
-def _check_mapping_keys(node: yaml.MappingNode, path: Path) -> None:
+def _check_mapping_keys(node: yaml.MappingNode, path: Path, first_line: int) -> None:
     seen: dict[tuple[str, str], int] = {}
     for key, _ in node.value:
         if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
             continue
         ident = (key.tag, key.value)
-        line = _node_line(key)
+        line = _node_line(key, first_line)
         if ident in seen:
             raise _error(
                 "FRONTMATTER_DUPLICATE_KEY",
@@ -157,8 +157,15 @@ def _check_mapping_keys(node: yaml.MappingNode, path: Path) -> None:
         seen[ident] = line
 
 
-def check_node_graph(root: yaml.Node, path: Path) -> None:
-    """Refuse alias bombs, recursive aliases, deep nesting and duplicate keys before constructing.
+def check_node_graph(
+    root: yaml.Node,
+    path: Path,
+    *,
+    what: str = "the frontmatter",
+    first_line: int = _FIRST_FRONTMATTER_LINE,
+) -> None:
+    """Refuse alias bombs, recursive aliases, deep nesting and duplicate keys before constructing
+    (`what`: the document, in messages; `first_line`: the file's line of its first line).
 
     The composed graph shares aliased nodes, so it stays small; what explodes is any later walk of
     the constructed objects. Count the size the document would have with every alias expanded.
@@ -176,11 +183,11 @@ def check_node_graph(root: yaml.Node, path: Path) -> None:
             if total > MAX_EXPANDED_NODES:
                 raise _error(
                     "FRONTMATTER_ALIAS_BOMB",
-                    f"the frontmatter expands to more than {MAX_EXPANDED_NODES:,} values through "
+                    f"{what} expands to more than {MAX_EXPANDED_NODES:,} values through "
                     "YAML aliases",
                     path,
-                    _node_line(node),
-                    "remove the anchors (&) and aliases (*); frontmatter needs neither",
+                    _node_line(node, first_line),
+                    f"remove the anchors (&) and aliases (*); {what} needs neither",
                 )
             expanded[ident] = total
             continue
@@ -189,21 +196,21 @@ def check_node_graph(root: yaml.Node, path: Path) -> None:
         if ident in on_path:
             raise _error(
                 "FRONTMATTER_ALIAS_BOMB",
-                "the frontmatter contains an alias that refers to itself",
+                f"{what} contains an alias that refers to itself",
                 path,
-                _node_line(node),
+                _node_line(node, first_line),
                 "remove the recursive anchor (&) and alias (*)",
             )
         if depth > MAX_DEPTH:
             raise _error(
                 "FRONTMATTER_TOO_DEEP",
-                f"the frontmatter nests deeper than {MAX_DEPTH} levels",
+                f"{what} nests deeper than {MAX_DEPTH} levels",
                 path,
-                _node_line(node),
+                _node_line(node, first_line),
                 "flatten the structure",
             )
         if isinstance(node, yaml.MappingNode):
-            _check_mapping_keys(node, path)
+            _check_mapping_keys(node, path, first_line)
         on_path.add(ident)
         stack.append((node, depth, True))
         for child in _children(node):

@@ -106,6 +106,20 @@ def _utc(at: dt.datetime | None) -> dt.datetime:
     return at.astimezone(dt.UTC)
 
 
+def _refuse_other_content(record: VersionRecord, digest: str, path: str) -> None:
+    """A version maps to one digest forever."""
+    if record.digest != digest:
+        raise ConflictError(
+            f"{record.name} {record.version} is already registered with digest "
+            f"{record.short_digest}, but this copy has digest {digest[:12]}: the same version "
+            "with other content",
+            path=path,
+            hint="a version's content never changes; bump the version in SKILL.md's "
+            "frontmatter for the changed content",
+            code="VERSION_DIGEST_CONFLICT",
+        )
+
+
 def _version_record(
     row: Sequence[Any], name: str, dialect: Dialect, *, is_new: bool
 ) -> VersionRecord:
@@ -251,6 +265,12 @@ class Transaction:
         )
         return _version_record(row, name, self.dialect, is_new=False) if row else None
 
+    def check_registration(self, skill: ReadSkill) -> None:
+        """What `register` would refuse, without registering: another digest under the version."""
+        record = self.find_version(skill.name, skill.version)
+        if record is not None:
+            _refuse_other_content(record, skill.digest, str(skill.path))
+
     def register(self, skill: ReadSkill, *, at: dt.datetime | None = None) -> VersionRecord:
         """`ensure_version` for a skill read from disk, where it was read."""
         return self.ensure_version(
@@ -302,15 +322,7 @@ class Transaction:
             row = self._version_row(skill_id, version)
             assert row is not None
         record = _version_record(row, name, self.dialect, is_new=is_new)
-        if record.digest != digest:
-            raise ConflictError(
-                f"{name} {version} is already registered with digest {record.short_digest}, "
-                f"but this copy has digest {digest[:12]}: the same version with other content",
-                path=path,
-                hint="a version's content never changes; bump the version in SKILL.md's "
-                "frontmatter for the changed content",
-                code="VERSION_DIGEST_CONFLICT",
-            )
+        _refuse_other_content(record, digest, path)
         return record
 
     # -- stages ---------------------------------------------------------------------------------
