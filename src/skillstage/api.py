@@ -903,18 +903,24 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
     case as an execution, and keep the results (store and a JSON file)."""
     import json
 
-    from skillstage.metrics.evals import run_evals
+    from skillstage.metrics.evals import prepare_evals
     from skillstage.metrics.record import append_records
     from skillstage.store import Store
     from skillstage.store import metrics as store_metrics
 
     skill = _skill_copy(project, name, version)
+    # Everything checked before anything is registered or run: a fix the messages ask for
+    # (chmod +x, evals.json) must not meet "already registered with another digest".
+    benchmark = prepare_evals(skill.path, timeout=project.config.metrics.eval_timeout_seconds)
     with Store.open(project.database_url) as store:
-        # Registered first (its stay in its stage counts from its first benchmark run): content
-        # changed under a registered version is refused before any case runs or is recorded.
+        with store.reading() as tx:
+            tx.check_registration(skill)  # content changed under a registered version: refused
+        started = dt.datetime.now(dt.UTC)
+        run = benchmark.run()
+        _unchanged_by(skill, project, "the benchmark run")
         with store.atomic() as tx:
-            registered = tx.register(skill, at=dt.datetime.now(dt.UTC))
-        run = run_evals(skill.path, timeout=project.config.metrics.eval_timeout_seconds)
+            # (its stay in its stage counts from its first benchmark run)
+            registered = tx.register(skill, at=started)
         now = dt.datetime.now(dt.UTC)
         records = _eval_records(skill, run, now)
         append_records(project.metrics_inbox, records)
@@ -933,6 +939,36 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
                 at=now,
             )
     return EvalOutcome(skill.name, skill.version, skill.digest, run, path)
+
+
+def _unchanged_by(skill: SkillVersion, project: Project, what: str) -> None:
+    """Refuse to record what ran if it changed the skill's files (a script writing a log beside
+    itself): the results would be filed under content that is no longer there."""
+    try:
+        after = read_skill(skill.path, project.config.validation)
+    except SkillReadError as exc:
+        changed = f"it can no longer be read ({exc.message})"
+    else:
+        if after.digest == skill.digest:
+            return
+        before, now = {f.path for f in skill.files}, {f.path for f in after.files}
+        added, removed = sorted(now - before), sorted(before - now)
+        changed = "; ".join(
+            part
+            for part in (
+                f"added {', '.join(added)}" if added else "",
+                f"removed {', '.join(removed)}" if removed else "",
+                "changed the content of its files" if not added and not removed else "",
+            )
+            if part
+        )
+    raise ConflictError(
+        f"{what} changed {skill.name}'s files: {changed}; nothing was recorded",
+        path=skill.path,
+        hint="restore the files, and make execute.sh write elsewhere ($TMPDIR is its own "
+        "scratch directory)",
+        code="SKILL_CHANGED_BY_RUN",
+    )
 
 
 def _eval_records(skill: SkillVersion, run: EvalRun, now: dt.datetime) -> list[ExecutionRecord]:
@@ -1003,6 +1039,11 @@ def score_log(project: Project, log: Path, name: str, *, version: str | None = N
             hint="pass the log the skill's run wrote (one JSON event a line)",
         )
     score = score_execution(breadcrumbs, patterns)
+    from skillstage.store import Store
+
+    # Scored by these patterns: this content's, which a registered version must be.
+    with Store.open(project.database_url) as store, store.atomic() as tx:
+        tx.register(skill, at=dt.datetime.now(dt.UTC))
     record = append(
         project.metrics_inbox,
         skill=skill.name,

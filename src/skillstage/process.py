@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,16 @@ def run(
             hint="check that the file exists, is executable and starts with a valid #! line",
             code="COMMAND_NOT_RUNNABLE",
         ) from None
+    # When the command itself ends: a child it leaves behind may hold its output open longer,
+    # and that wait is not the command's time.
+    ended: list[float] = []
+
+    def watch() -> None:
+        with contextlib.suppress(Exception):
+            process.wait()
+            ended.append(time.monotonic())
+
+    threading.Thread(target=watch, name="skillstage-process-watch", daemon=True).start()
     try:
         stdout, stderr = process.communicate(stdin, timeout=timeout)
         timed_out = False
@@ -93,19 +104,34 @@ def run(
             os.killpg(process.pid, signal.SIGKILL)
         try:
             stdout, stderr = process.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            # A descendant that left the group (setsid) still holds the pipes; stop waiting on it.
+        except subprocess.TimeoutExpired as exc:
+            # A descendant that left the group (setsid) still holds the pipes; stop waiting on
+            # it, keeping what the command printed.
+            stdout, stderr = _text(exc.stdout), _text(exc.stderr)
             process.kill()
             for pipe in (process.stdout, process.stderr):
                 if pipe is not None:
                     pipe.close()
             process.wait()
-            stdout, stderr = "", ""
+    except BaseException:
+        # Interrupted (Ctrl-C): the command runs in its own session, which the terminal's
+        # signal never reaches, so it goes now rather than outliving us.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
     return Completed(
         args=tuple(args),
         returncode=-1 if timed_out else process.returncode,
         stdout=stdout,
         stderr=stderr,
         timed_out=timed_out,
-        seconds=time.monotonic() - started,
+        seconds=(ended[0] if ended and not timed_out else time.monotonic()) - started,
     )
+
+
+def _text(output: str | bytes | None) -> str:
+    """What a timed-out `communicate` had read (bytes, even of a text-mode process)."""
+    if output is None:
+        return ""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output

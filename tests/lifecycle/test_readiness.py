@@ -15,7 +15,7 @@ import pytest
 
 from skillstage import api
 from skillstage.config import DEFAULT_CONFIG_TOML, Project, load_config_file
-from skillstage.errors import ConflictError, UsageError
+from skillstage.errors import ConflictError, SkillstageError, UsageError
 from skillstage.lifecycle import demote
 from skillstage.lifecycle.gates import GateResult
 from skillstage.lifecycle.signoff import ApprovalError, SignOffResult, approve, read_checklist
@@ -819,6 +819,57 @@ def test_eval_of_changed_content_under_a_registered_version_runs_and_records_not
         api.run_eval(project, NAME)
     assert inbox.read_text() == before
     assert sorted((project.state_dir / "evals" / NAME).iterdir()) == results
+
+
+def test_eval_that_changes_its_skill_records_nothing_and_a_fixed_precondition_is_no_conflict(
+    project: Project, opened: Store
+) -> None:
+    project = configure(project)
+    path = spam_filter(project)
+    # Not executable: refused before anything is registered, so the fix is no "conflict".
+    (path / "execute.sh").chmod(0o644)
+    with pytest.raises(SkillstageError, match=r"execute\.sh is not executable"):
+        api.run_eval(project, NAME)
+    assert opened.find_version(NAME, "1.0.0") is None
+    (path / "execute.sh").chmod(0o755)
+    # A script that writes beside itself changes the content it measures: nothing recorded.
+    script = (path / "execute.sh").read_text(encoding="utf-8")
+    (path / "execute.sh").write_text(
+        script.replace("#!/bin/bash\n", "#!/bin/bash\necho run >> run.log\n", 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConflictError, match=r"changed spam-filter.s files: added run\.log"):
+        api.run_eval(project, NAME)
+    assert opened.find_version(NAME, "1.0.0") is None
+    assert not (project.metrics_inbox / f"{NAME}_executions.jsonl").exists()
+    (path / "run.log").unlink()
+    (path / "execute.sh").write_text(script, encoding="utf-8")
+    assert api.run_eval(project, NAME).run.summary.cases_executed == len(CASES)
+
+
+def test_a_skill_whose_name_is_a_path_is_refused(project: Project, tmp_path: Path) -> None:
+    project = configure(project)
+    path = spam_filter(project)
+    text = (path / "SKILL.md").read_text(encoding="utf-8")
+    for name in (str(tmp_path / "elsewhere"), "../../evil"):
+        (path / "SKILL.md").write_text(
+            text.replace(f"name: {NAME}", f"name: {name}", 1), encoding="utf-8"
+        )
+        with pytest.raises(SkillstageError, match="is a path, not a skill name"):
+            api.run_eval(project, NAME)
+    assert not (tmp_path / "elsewhere").exists()
+    assert not list(project.root.parent.glob("evil*"))
+
+
+def test_scoring_content_changed_under_a_registered_version_is_refused(project: Project) -> None:
+    project = configure(project)
+    path = spam_filter(project)
+    api.run_eval(project, NAME)
+    (path / "patterns.yaml").write_text(PATTERNS + "\n# edited\n", encoding="utf-8")
+    log = project.root / "run.jsonl"
+    log.write_text('{"event": "checked_blocklist"}\n')
+    with pytest.raises(ConflictError, match="already registered"):
+        api.score_log(project, log, NAME)
 
 
 @SQLITE_ONLY

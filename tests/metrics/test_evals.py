@@ -23,6 +23,10 @@ case "$SKILLSTAGE_EVAL_CASE" in
   garbage) echo "this is not json"; exit 0 ;;
   silent) exit 0 ;;
   lingering) sleep 30 & echo '{"decision": "allow"}'; exit 0 ;;
+  escaped) setsid sleep 30 & echo '{"decision": "allow"}'; exit 0 ;;
+  scratch) echo x > "$TMPDIR/notes"; echo '{"decision": "allow"}'; exit 0 ;;
+  writer) echo x > run.log; echo '{"decision": "allow"}'; exit 0 ;;
+  pid) echo $$ > "$PID_FILE"; sleep 30; exit 0 ;;
   no-decision) echo '{"verdict": "spam"}'; exit 0 ;;
   chatty) echo "loading model..."; echo '{"decision": "allow"}'; exit 0 ;;
   bad-crumbs) echo '{"decision": "allow", "breadcrumbs": "fetched"}'; exit 0 ;;
@@ -258,6 +262,33 @@ def test_a_background_child_holding_the_output_does_not_make_the_case_a_timeout(
     (outcome,) = run_evals(skill, timeout=1).cases
     assert time.monotonic() - started < 4
     assert (outcome.decision, outcome.correct, outcome.error) == ("allow", True, None)
+
+
+def test_a_child_that_left_the_group_keeps_the_answer_and_the_time_is_the_scripts(
+    tmp_path: Path,
+) -> None:
+    # `setsid sleep 30` escapes the group kill and holds stdout: the answer printed before it
+    # stands, and the case took what the script took, not the wait for the child.
+    skill = make_skill(tmp_path, [case("escaped", "hi", "allow"), case("lingering", "hi", "allow")])
+    escaped, lingering = run_evals(skill, timeout=1).cases
+    assert (escaped.decision, escaped.correct, escaped.error) == ("allow", True, None)
+    assert escaped.execution_time_ms < 900 and lingering.execution_time_ms < 900
+
+
+def test_output_nested_or_sized_past_reading_is_no_answer_and_scratch_is_tmpdir(
+    tmp_path: Path,
+) -> None:
+    import sys
+
+    from skillstage.metrics.evals import _json_object
+
+    depth = sys.getrecursionlimit() * 2  # (past what json reads, whatever the limit here)
+    nested = '{"decision": "allow", "breadcrumbs": ' + "[" * depth + "]" * depth + "}"
+    assert _json_object(nested) is None
+    assert _json_object('{"decision": "allow", "n": ' + "1" * 5000 + "}") is None
+    skill = make_skill(tmp_path, [case("scratch", "hi", "allow")])
+    (scratch,) = run_evals(skill, timeout=5).cases
+    assert scratch.correct and not (skill / "notes").exists()
 
 
 def test_timeout_is_an_exception_within_roughly_the_timeout(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,19 +306,33 @@ def _expected(entry: dict[str, Any]) -> Any:
     return entry.get("expected_decision")
 
 
-def run_evals(
-    skill_dir: Path | str, *, timeout: float, patterns: list[Pattern] | None = None
-) -> EvalRun:
-    """Run every benchmark case of a skill through its execute.sh, one process per case, and
-    score it.
+@dataclass(frozen=True)
+class Benchmark:
+    """A skill's benchmark, checked and ready to run: its cases, execute.sh and patterns."""
 
-    Each case's input goes to execute.sh as JSON on stdin, with SKILLSTAGE_EVAL_CASE=<id> in its
-    environment and the skill directory as its working directory; it must finish within `timeout`
-    seconds and print a JSON object with `decision` and optionally `breadcrumbs` (a list of
-    events). `patterns` defaults to the skill's patterns.yaml (none when it has none); with no
-    patterns, fidelity is None. A case whose script exits non-zero, times out or prints no such
-    object is an exception, not an error of the run.
-    """
+    skill_dir: Path
+    suite: EvalSuite
+    script: Path
+    patterns: list[Pattern]
+    timeout: float
+
+    def run(self) -> EvalRun:
+        """Run every case through execute.sh, one process per case, and score it (see
+        `run_evals`)."""
+        results = [
+            _run_case(self.script, self.suite, case, self.timeout, self.patterns)
+            for case in self.suite.cases
+        ]
+        return EvalRun(
+            skill_dir=self.skill_dir, cases=results, summary=_summary(self.suite, results)
+        )
+
+
+def prepare_evals(
+    skill_dir: Path | str, *, timeout: float, patterns: list[Pattern] | None = None
+) -> Benchmark:
+    """Everything a run needs, checked before any case runs: evals.json, an executable
+    execute.sh, the patterns (default: the skill's patterns.yaml; none when it has none)."""
     skill_dir = Path(skill_dir)
     if not timeout > 0:
         raise EvalsError(
@@ -339,20 +354,38 @@ def run_evals(
         )
     if patterns is None:
         patterns = load_patterns(skill_dir)
-    results = [_run_case(script, suite, case, timeout, patterns) for case in suite.cases]
-    return EvalRun(skill_dir=skill_dir, cases=results, summary=_summary(suite, results))
+    return Benchmark(skill_dir, suite, script, patterns, timeout)
+
+
+def run_evals(
+    skill_dir: Path | str, *, timeout: float, patterns: list[Pattern] | None = None
+) -> EvalRun:
+    """Run every benchmark case of a skill through its execute.sh, one process per case, and
+    score it.
+
+    Each case's input goes to execute.sh as JSON on stdin, with SKILLSTAGE_EVAL_CASE=<id> and a
+    fresh TMPDIR in its environment and the skill directory as its working directory; it must
+    finish within `timeout` seconds and print a JSON object with `decision` and optionally
+    `breadcrumbs` (a list of events). `patterns` defaults to the skill's patterns.yaml (none when
+    it has none); with no patterns, fidelity is None. A case whose script exits non-zero, times
+    out or prints no such object is an exception, not an error of the run.
+    """
+    return prepare_evals(skill_dir, timeout=timeout, patterns=patterns).run()
 
 
 def _run_case(
     script: Path, suite: EvalSuite, case: EvalCase, timeout: float, patterns: Sequence[Pattern]
 ) -> CaseResult:
-    completed = run(
-        [str(script)],
-        cwd=script.parent,
-        timeout=timeout,
-        env=child_environment({CASE_ENV: str(case.id)}),
-        stdin=json.dumps(case.input, ensure_ascii=False),
-    )
+    # Scratch space of its own, so that a script writing files has somewhere to put them other
+    # than the skill directory (whose content is the version being measured).
+    with tempfile.TemporaryDirectory(prefix="skillstage-eval-") as scratch:
+        completed = run(
+            [str(script)],
+            cwd=script.parent,
+            timeout=timeout,
+            env=child_environment({CASE_ENV: str(case.id), "TMPDIR": scratch}),
+            stdin=json.dumps(case.input, ensure_ascii=False),
+        )
     elapsed_ms = completed.seconds * 1000
     expects_negative = suite.is_negative(case.expected)
     output, error = _output(completed, timeout)

@@ -83,6 +83,15 @@ def read_skill(directory: Path, policy: ValidationPolicy | None = None) -> Skill
             hint=f"add 'name: {directory.name}'",
             code="NAME_MISSING",
         )
+    name = unicodedata.normalize("NFKC", meta.name.strip())
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        # The name becomes part of paths (archive, evals, the inbox file): never a path itself.
+        raise SkillReadError(
+            f"name {meta.name!r} is a path, not a skill name",
+            path=directory / skill_md,
+            hint=f"write 'name: {directory.name}' (a-z, 0-9 and hyphens)",
+            code="NAME_INVALID_CHARS",
+        )
     version = meta.effective_version
     if version is None or not semver.Version.is_valid(version):
         raise SkillReadError(
@@ -96,7 +105,7 @@ def read_skill(directory: Path, policy: ValidationPolicy | None = None) -> Skill
             code="VERSION_MISSING" if version is None else "VERSION_NOT_SEMVER",
         )
     return SkillVersion(
-        name=unicodedata.normalize("NFKC", meta.name.strip()),
+        name=name,
         version=version,
         digest=scan.digest,
         path=directory,
