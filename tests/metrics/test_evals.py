@@ -22,6 +22,8 @@ case "$SKILLSTAGE_EVAL_CASE" in
   crash) echo "cannot reach the model" >&2; exit 1 ;;
   garbage) echo "this is not json"; exit 0 ;;
   silent) exit 0 ;;
+  muttering) echo "model not found" >&2; exit 0 ;;
+  killed) kill -9 $$ ;;
   lingering) sleep 30 & echo '{"decision": "allow"}'; exit 0 ;;
   escaped) setsid sleep 30 & echo '{"decision": "allow"}'; exit 0 ;;
   scratch) echo x > "$TMPDIR/notes"; echo '{"decision": "allow"}'; exit 0 ;;
@@ -320,6 +322,8 @@ def test_timeout_is_an_exception_within_roughly_the_timeout(tmp_path: Path) -> N
         ("crash", "exited with 1: cannot reach the model"),
         ("garbage", "printed 'this is not json', not a JSON object with a decision"),
         ("silent", "execute.sh printed nothing, not a JSON object with a decision"),
+        ("muttering", "a decision (on stderr: 'model not found')"),
+        ("killed", "execute.sh was killed by SIGKILL"),
         ("no-decision", "printed no decision"),
         ("bad-crumbs", "breadcrumbs as a JSON string, not a list"),
     ],

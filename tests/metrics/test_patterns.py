@@ -121,6 +121,11 @@ def test_empty_patterns_file_is_no_patterns(tmp_path: Path) -> None:
             ["(id 'typo')", "unknown key(s): oder"],
         ),
         ("- id: k\n  description: A\n  keywords: []\n", 1, ["(id 'k')", "non-empty list"]),
+        (
+            "- id: s\n  description: A\n  keywords: [' ']\n",
+            1,
+            ["(id 's')", "every keyword must be a string with more than spaces"],
+        ),
         ("- id: d\n  regex: x\n", 1, ["(id 'd')", "has no description"]),
         ("- id: 7\n  description: A\n  regex: x\n", 1, ["entry 1", "non-empty string"]),
         ("skill: spam-filter\n", 1, ["without a patterns: key"]),

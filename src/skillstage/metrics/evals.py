@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -428,14 +429,21 @@ def _output(
         return None, f"{EXECUTE_SCRIPT} did not finish within {timeout:g} s and was killed"
     if completed.returncode != 0:
         tail = completed.output_tail(5)
-        return None, f"{EXECUTE_SCRIPT} exited with {completed.returncode}" + (
-            f": {tail}" if tail else ""
+        code = completed.returncode
+        ended = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code < 0 and -code in signal.valid_signals()
+            else f"exited with {code}"
         )
+        return None, f"{EXECUTE_SCRIPT} {ended}" + (f": {tail}" if tail else "")
     data = _json_object(completed.stdout)
     if data is None:
         shown = completed.stdout.strip()[:200]
         printed = f"printed {shown!r}" if shown else "printed nothing"
-        return None, f"{EXECUTE_SCRIPT} {printed}, not a JSON object with a decision"
+        said = completed.stderr.strip()[-200:]
+        return None, f"{EXECUTE_SCRIPT} {printed}, not a JSON object with a decision" + (
+            f" (on stderr: {said!r})" if said and not shown else ""
+        )
     decision = data.get("decision")
     if not isinstance(decision, str) or not decision.strip():
         what = "no decision" if decision is None else f"decision {decision!r}, not a string"

@@ -377,9 +377,9 @@ def _pattern(entry: Any, number: int, path: Path, line: int | None) -> Pattern:
         return Pattern(id=identifier, description=description, regex=rule, order=order)
     if not isinstance(keywords, list) or not keywords:
         raise fail("keywords must be a non-empty list", "write keywords: [word, ...]")
-    if not all(isinstance(word, str) and word for word in keywords):
+    if not all(isinstance(word, str) and word.strip() for word in keywords):
         raise fail(
-            "every keyword must be a non-empty string",
+            "every keyword must be a string with more than spaces",
             "quote keywords that YAML reads as numbers or booleans",
         )
     return Pattern(id=identifier, description=description, keywords=tuple(keywords), order=order)
