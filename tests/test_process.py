@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 _CHILD = """\
 import sys
 from pathlib import Path
@@ -28,7 +30,13 @@ def _alive(pid: int) -> bool:
     return status.exists() and status.read_text().split()[2] != "Z"
 
 
-def test_a_command_interrupted_by_ctrl_c_is_killed_with_its_group(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "exit_status", "said"),
+    [(signal.SIGINT, -signal.SIGINT, "KeyboardInterrupt"), (signal.SIGTERM, 143, "")],
+)
+def test_a_command_interrupted_with_us_is_killed_with_its_group(
+    tmp_path: Path, stop: signal.Signals, exit_status: int, said: str
+) -> None:
     pid_file = tmp_path / "pid"
     runner = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(pid_file)], cwd=tmp_path, stderr=subprocess.PIPE
@@ -39,9 +47,9 @@ def test_a_command_interrupted_by_ctrl_c_is_killed_with_its_group(tmp_path: Path
         time.sleep(0.02)
     command = int(pid_file.read_text())
     assert _alive(command)
-    runner.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches us, and not the command
-    runner.wait(timeout=30)
-    assert runner.stderr is not None and "KeyboardInterrupt" in runner.stderr.read().decode()
+    runner.send_signal(stop)  # as a terminal's Ctrl-C or a `kill` reaches us, not the command
+    assert runner.wait(timeout=30) == exit_status
+    assert runner.stderr is not None and said in runner.stderr.read().decode()
     runner.stderr.close()
     deadline = time.monotonic() + 10
     while _alive(command):

@@ -93,6 +93,10 @@ def run(
             ended.append(time.monotonic())
 
     threading.Thread(target=watch, name="skillstage-process-watch", daemon=True).start()
+    # `kill <our pid>` (SIGTERM) would end us at once and leave the command running: while it
+    # runs, SIGTERM ends us through the cleanup below, with the status a shell expects (143).
+    handling = threading.current_thread() is threading.main_thread()  # (signals: main only)
+    previous = signal.signal(signal.SIGTERM, _terminated) if handling else None
     try:
         stdout, stderr = process.communicate(stdin, timeout=timeout)
         timed_out = False
@@ -114,12 +118,15 @@ def run(
                     pipe.close()
             process.wait()
     except BaseException:
-        # Interrupted (Ctrl-C): the command runs in its own session, which the terminal's
-        # signal never reaches, so it goes now rather than outliving us.
+        # Interrupted (Ctrl-C, SIGTERM): the command runs in its own session, which the
+        # terminal's signal never reaches, so it goes now rather than outliving us.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise
+    finally:
+        if handling:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return Completed(
         args=tuple(args),
         returncode=-1 if timed_out else process.returncode,
@@ -128,6 +135,10 @@ def run(
         timed_out=timed_out,
         seconds=(ended[0] if ended and not timed_out else time.monotonic()) - started,
     )
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _text(output: str | bytes | None) -> str:
