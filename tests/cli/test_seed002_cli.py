@@ -275,6 +275,19 @@ def test_eval_and_status_report_a_missed_critical_case(run_cli: Run, tmp_path: P
     ]
 
 
+def test_eval_shows_what_a_skill_printed_with_its_control_characters_escaped(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    project = seed002_project(run_cli, tmp_path)
+    path = spam_filter(project, cases=CASES[:1])
+    (path / "execute.sh").write_text(
+        '#!/bin/bash\ncat >/dev/null\nprintf \'{"decision": "spam\\\\r  ok  \\\\u001b[2K"}\'\n'
+    )
+    evaluated = run_cli("eval", NAME)
+    assert "got spam\\x0d  ok  \\x1b[2K" in evaluated.stdout, evaluated.stdout
+    assert "\r" not in evaluated.stdout and "\x1b" not in evaluated.stdout
+
+
 def test_demote_check_lists_and_demotes_a_stale_staged_version(
     run_cli: Run, tmp_path: Path
 ) -> None:

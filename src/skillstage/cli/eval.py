@@ -34,10 +34,10 @@ def eval_(obj: CliContext, name: str, version: str | None, as_json: bool) -> int
         click.echo(f"{outcome.name} {outcome.version} ({outcome.digest[:12]})")
         for case in outcome.run.cases:
             verdict = "ok  " if case.correct else "FAIL"
-            extra = f"  error: {case.error}" if case.error else ""
+            extra = f"  error: {_shown(case.error, lines=True)}" if case.error else ""
             click.echo(
-                f"  {verdict} {case.case_id}: expected {case.expected}, "
-                + (f"got {case.decision}" if case.decision is not None else "no decision")
+                f"  {verdict} {_shown(case.case_id)}: expected {_shown(case.expected)}, "
+                + (f"got {_shown(case.decision)}" if case.decision is not None else "no decision")
                 + f"  fidelity {_fraction(case.fidelity)}  {case.execution_time_ms:.0f} ms{extra}"
             )
         click.echo(
@@ -50,3 +50,14 @@ def eval_(obj: CliContext, name: str, version: str | None, as_json: bool) -> int
         )
         click.echo(f"results: {outcome.results_path}")
     return EXIT_OK if summary.pass_rate == 1.0 else EXIT_FAILED
+
+
+# What a skill printed, shown with its control characters escaped: a `\r` or an escape sequence
+# in a decision must not rewrite the line on a terminal ("FAIL" into "ok").
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+_CONTROLS_BUT_NEWLINE = {c: text for c, text in _CONTROLS.items() if c != 10}
+
+
+def _shown(value: object, *, lines: bool = False) -> str:
+    """`value` with control characters escaped (newlines kept with `lines`)."""
+    return str(value).translate(_CONTROLS_BUT_NEWLINE if lines else _CONTROLS)
