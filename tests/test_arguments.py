@@ -132,6 +132,7 @@ def test_what_a_caller_may_pass_for_paths_numbers_and_flags() -> None:
         (lambda: take("a", True, 1.0), "count must be int, not bool True"),
         (lambda: take("a", 1, "1"), "share must be float, not str '1'"),
         (lambda: take("a", 1, 1.0, 2), "flag must be bool, not int 2"),
+        (lambda: take("a", 1, 10**400), "share must be float, not int 1" + "0" * 56 + "..."),
     ]:
         with pytest.raises(UsageError) as caught:
             bad()

@@ -115,7 +115,10 @@ def _checker(annotation: Any) -> _Check | None:
             if isinstance(value, str) and not value:
                 raise _Mismatch
             if isinstance(value, str | os.PathLike):
-                return Path(os.fspath(value))
+                try:
+                    return Path(os.fspath(value))
+                except TypeError:  # a PathLike of bytes
+                    raise _Mismatch from None
             raise _Mismatch
 
         return path
@@ -132,7 +135,10 @@ def _checker(annotation: Any) -> _Check | None:
         def number(value: Any) -> Any:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise _Mismatch
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # 10**400
+                raise _Mismatch from None
 
         return number
     if annotation is int:
@@ -148,7 +154,9 @@ def _checker(annotation: Any) -> _Check | None:
         def flag(value: Any) -> Any:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, numbers.Integral) and value in (0, 1):
+            # 0 or 1, numpy's bools too (neither bool nor Integral)
+            numeric = type(value).__name__ == "bool_" or isinstance(value, numbers.Integral)
+            if numeric and value in (0, 1):
                 return bool(value)
             raise _Mismatch
 

@@ -7,6 +7,7 @@ a test.sh that starts a background server must not outlive its deadline.
 from __future__ import annotations
 
 import contextlib
+import locale
 import os
 import signal
 import subprocess
@@ -95,7 +96,11 @@ def run(
     threading.Thread(target=watch, name="skillstage-process-watch", daemon=True).start()
     # `kill <our pid>` (SIGTERM) would end us at once and leave the command running: while it
     # runs, SIGTERM ends us through the cleanup below, with the status a shell expects (143).
-    handling = threading.current_thread() is threading.main_thread()  # (signals: main only)
+    # (signals: the main thread only; and a handler the host program set is left to it)
+    handling = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
     previous = signal.signal(signal.SIGTERM, _terminated) if handling else None
     try:
         stdout, stderr = process.communicate(stdin, timeout=timeout)
@@ -145,4 +150,8 @@ def _text(output: str | bytes | None) -> str:
     """What a timed-out `communicate` had read (bytes, even of a text-mode process)."""
     if output is None:
         return ""
-    return output.decode(errors="replace") if isinstance(output, bytes) else output
+    if isinstance(output, str):
+        return output
+    # As text mode would have read it: the locale's encoding, universal newlines.
+    text = output.decode(locale.getpreferredencoding(False), errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")

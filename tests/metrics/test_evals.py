@@ -27,6 +27,10 @@ case "$SKILLSTAGE_EVAL_CASE" in
   lingering) sleep 30 & echo '{"decision": "allow"}'; exit 0 ;;
   escaped) setsid sleep 30 & echo '{"decision": "allow"}'; exit 0 ;;
   scratch) echo x > "$TMPDIR/notes"; echo '{"decision": "allow"}'; exit 0 ;;
+  busy) setsid bash -c 'i=0; while [ $SECONDS -lt 2 ]; do i=$((i+1));
+        mkdir -p "$TMPDIR/d$i/e" && : > "$TMPDIR/d$i/e/f"; done' >/dev/null 2>&1 &
+        while [ ! -e "$TMPDIR/d50" ]; do sleep 0.01; done
+        echo '{"decision": "allow"}'; exit 0 ;;
   writer) echo x > run.log; echo '{"decision": "allow"}'; exit 0 ;;
   pid) echo $$ > "$PID_FILE"; sleep 30; exit 0 ;;
   no-decision) echo '{"verdict": "spam"}'; exit 0 ;;
@@ -288,9 +292,10 @@ def test_output_nested_or_sized_past_reading_is_no_answer_and_scratch_is_tmpdir(
     nested = '{"decision": "allow", "breadcrumbs": ' + "[" * depth + "]" * depth + "}"
     assert _json_object(nested) is None
     assert _json_object('{"decision": "allow", "n": ' + "1" * 5000 + "}") is None
-    skill = make_skill(tmp_path, [case("scratch", "hi", "allow")])
-    (scratch,) = run_evals(skill, timeout=5).cases
+    skill = make_skill(tmp_path, [case("scratch", "hi", "allow"), case("busy", "hi", "allow")])
+    scratch, busy = run_evals(skill, timeout=5).cases  # busy: a child still writing in $TMPDIR
     assert scratch.correct and not (skill / "notes").exists()
+    assert busy.correct
 
 
 def test_timeout_is_an_exception_within_roughly_the_timeout(tmp_path: Path) -> None:

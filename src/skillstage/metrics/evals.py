@@ -379,7 +379,10 @@ def _run_case(
 ) -> CaseResult:
     # Scratch space of its own, so that a script writing files has somewhere to put them other
     # than the skill directory (whose content is the version being measured).
-    with tempfile.TemporaryDirectory(prefix="skillstage-eval-") as scratch:
+    # (a child it left running may still be writing there: what cannot be deleted is left)
+    with tempfile.TemporaryDirectory(
+        prefix="skillstage-eval-", ignore_cleanup_errors=True
+    ) as scratch:
         completed = run(
             [str(script)],
             cwd=script.parent,
