@@ -301,16 +301,20 @@ def test_an_orphan_scratch_directory_is_deleted(project: Project) -> None:
     write_skill(scratch.parent, scratch.name)
     archived = project.state_dir / "archive/auth-v2/.skillstage-archiving-1.0.0-x-fedcba987654"
     archived.mkdir()
+    # A killed writer's half-written archive record: a file, not a tree.
+    record = project.state_dir / "archive/auth-v2/.skillstage-writing-1.0.0-x.json-0123456789ab"
+    record.write_text('{"reason": ')
 
     report = run_doctor(project)
     assert {(f.skill, f.stage, f.path) for f in report.findings} == {
         ("auth-v2", None, str(archived)),
+        ("auth-v2", None, str(record)),
         ("auth-v2", "production", str(scratch)),
     }
     assert {f.kind for f in report.findings} == {doc.ORPHAN_SCRATCH}
 
     assert run_doctor(project, repair=True).ok
-    assert not scratch.exists() and not archived.exists()
+    assert not scratch.exists() and not archived.exists() and not record.exists()
     _clean(project)
 
 

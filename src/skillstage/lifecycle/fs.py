@@ -174,7 +174,8 @@ def sweep_retired(retired: Path, *, grace: float | None = None) -> list[Path]:
 
 
 def delete_scratch(path: Path) -> None:
-    """Delete a scratch tree, read-only parts included."""
+    """Delete a scratch tree, read-only parts included (or a scratch file: a killed writer's
+    half-written archive record)."""
 
     def make_writable_and_retry(function, target, _excinfo):  # type: ignore[no-untyped-def]
         os.chmod(os.path.dirname(target), stat.S_IRWXU)
@@ -182,9 +183,10 @@ def delete_scratch(path: Path) -> None:
             os.chmod(target, stat.S_IRWXU)
         function(target)
 
-    if os.path.islink(path):
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
         # (a skill directory that is a symlink: the link goes, never what it points to, and
-        # rmtree's error handler must not make the folder holding it private)
+        # rmtree's error handler must not make the folder holding it private; a file is unlinked:
+        # rmtree refuses it)
         os.unlink(path)
     elif os.path.lexists(path):
         shutil.rmtree(path, onerror=make_writable_and_retry)
