@@ -604,8 +604,10 @@ def rollback(
     actor: str | None = None,
     lock_timeout: float = 60.0,
     git_commit: bool = False,
+    dry_run: bool = False,
 ) -> PromotionResult:
-    """Put the previous good version of a skill back live (seed 002 §3.2)."""
+    """Put the previous good version of a skill back live (seed 002 §3.2); with `dry_run`, say
+    which version would come back, from where, and change nothing."""
     from skillstage.lifecycle import promote as promoter
     from skillstage.store import Store
 
@@ -621,6 +623,7 @@ def rollback(
             trigger_metric=trigger_metric,
             lock_timeout=lock_timeout,
             git_commit=git_commit,
+            dry_run=dry_run,
         )
 
 

@@ -85,6 +85,20 @@ def test_rollback_cli(run_cli: Run, tmp_path: Path) -> None:
         assert run_cli("promote", "auth-v2", "--yes", "--overwrite").returncode == 0
     missing_reason = run_cli("rollback", "auth-v2", "--yes")
     assert missing_reason.returncode == 2 and "--reason" in missing_reason.stderr
+    before = run_cli("history", "auth-v2", "--json").stdout
+    dry = run_cli("rollback", "auth-v2", "--reason", "fidelity", "--dry-run")  # no terminal: ok
+    assert dry.returncode == 0, dry.stderr
+    assert "Dry run: auth-v2 1.1.0 would roll back: 1.0.0 from the archive" in dry.stdout
+    planned = json.loads(
+        run_cli("rollback", "auth-v2", "--reason", "r", "--dry-run", "--json").stdout
+    )
+    assert (planned["dry_run"], planned["version"], planned["previous_version"]) == (
+        True,
+        "1.0.0",
+        "1.1.0",
+    )
+    assert run_cli("history", "auth-v2", "--json").stdout == before  # nothing recorded
+    assert "version: 1.1.0" in (tmp_path / ".claude/skills/auth-v2/SKILL.md").read_text()
     result = run_cli(
         "rollback", "auth-v2", "--reason", "fidelity", "--trigger-metric", "fidelity=0.83", "--yes"
     )

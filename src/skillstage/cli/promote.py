@@ -221,6 +221,7 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
     "--stage", type=STAGE, help="The stage to roll back in (default: the last, production)."
 )
 @click.option("--yes", "--auto", "yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Say which version would come back; change nothing.")
 @click.option("--git-commit", is_flag=True, help="Commit the restored paths.")
 @click.option("--by", "actor", metavar="ACTOR", help="Who rolls back (default: $USER).")
 @_lock_timeout_option
@@ -234,6 +235,7 @@ def rollback(
     trigger_metric: str | None,
     stage: str | None,
     yes: bool,
+    dry_run: bool,
     git_commit: bool,
     actor: str | None,
     lock_timeout: float,
@@ -246,7 +248,7 @@ def rollback(
     skill leaves the stage and returns to the one before it.
     """
     project = obj.project()
-    if _needs_confirmation(yes, False) and not click.confirm(
+    if _needs_confirmation(yes, dry_run) and not click.confirm(
         f"Roll back {name}?", default=False, err=as_json
     ):
         click.echo("Cancelled.", err=as_json)
@@ -261,9 +263,19 @@ def rollback(
         actor=actor,
         lock_timeout=lock_timeout,
         git_commit=git_commit,
+        dry_run=dry_run,
     )
     if as_json:
         echo_json(result.to_dict())
+        return EXIT_OK
+    if result.dry_run:
+        back = (
+            f"{result.version} from the archive"
+            if result.to_stage == result.from_stage
+            else f"to the {result.to_stage} stage"
+        )
+        click.echo(f"✓ Dry run: {name} {result.previous_version} would roll back: {back}")
+        click.echo(f"  To:   {_relative(result.production_path)}")
         return EXIT_OK
     click.echo(
         click.style("✓ ", fg="green")

@@ -633,11 +633,13 @@ def rollback(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     git_commit: bool = False,
     demote: bool = False,
+    dry_run: bool = False,
 ) -> PromotionResult:
     """Put the previous good version of `name` (or `to_version`) back live in its stage (the last
     stage by default), from the archive, with one atomic exchange. With no earlier version, or
     with `demote` (seed 002 §3.1's staged → prototype), the skill leaves the stage and returns to
-    the one before it (seed 002 §3.2)."""
+    the one before it (seed 002 §3.2). With `dry_run`, everything is checked and the result says
+    what would happen; nothing moves and nothing is recorded."""
     if not reason.strip():
         raise UsageError("a rollback needs --reason", hint='e.g. --reason "fidelity dropped"')
     repo = _git_repository(project) if git_commit or project.config.git.commit else None
@@ -720,6 +722,9 @@ def rollback(
             )
             result.to_stage, result.production_path = stage, str(target)
             result.version, result.digest = version, digest
+        if dry_run:
+            result.success = result.dry_run = True
+            return result
         if repo is not None:
             from skillstage.integrations.git import rollback_message
 
