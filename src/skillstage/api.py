@@ -190,8 +190,9 @@ def _targets(paths: Sequence[Path], project: Project | None, *, all_stages: bool
             # skill missing its SKILL.md, as `--all` reports it).
             assert project is not None
             for entry in stage_directories(project):
-                if entry.path.resolve().is_relative_to(root):
-                    yield entry.path.resolve()
+                directory = entry.path.resolve()
+                if directory.is_relative_to(root):
+                    yield directory
         elif not found:
             yield root
     if all_stages and project is not None:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from skillstage import api
 from skillstage.config import Project
 from skillstage.errors import SkillReadError, SkillstageError
-from skillstage.lifecycle.promote import side_effect_warnings
 from skillstage.skill.model import Frontmatter
 from skillstage.skill.read import read_skill
 
@@ -498,6 +497,9 @@ def enforce(
     report = check(project, now=now)
     result = EnforcementResult(now, dry_run, exempt=report.exempt)
     if notify:
+        # (imported here: `sla check`, run by cron, never needs the promoter)
+        from skillstage.lifecycle.promote import side_effect_warnings
+
         result.warnings += side_effect_warnings(project, notify_event=BREACH_EVENT)
     with Store.open(project.database_url) as store:
         for stale in report.breaches:
