@@ -28,6 +28,19 @@ def test_promote_without_a_terminal_needs_yes(run_cli: Run, tmp_path: Path) -> N
     assert "  Location:    .claude/skills/auth-v2" in done.stdout
 
 
+def test_git_commit_outside_a_repository_is_a_setup_error(run_cli: Run, tmp_path: Path) -> None:
+    run_cli("init")
+    write_skill(tmp_path / STAGING, "auth-v2")
+    refused = run_cli("promote", "auth-v2", "--yes", "--git-commit", "--json")
+    assert refused.returncode == 2, refused.stderr
+    error = json.loads(refused.stdout)["error"]
+    assert error["code"] == "GIT_FAILED"
+    assert "is not in a git repository" in error["message"]
+    assert "without --git-commit" in error["hint"]
+    assert (tmp_path / STAGING / "auth-v2").is_dir()  # nothing moved
+    assert not (tmp_path / ".claude/skills/auth-v2").exists()
+
+
 def test_deploy_and_notify_with_nothing_configured_say_so(run_cli: Run, tmp_path: Path) -> None:
     run_cli("init")
     write_skill(tmp_path / STAGING, "auth-v2")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from skillstage.errors import EXIT_FAILED
+from skillstage.errors import EXIT_USAGE
 from skillstage.integrations.git import (
     GitError,
     commit_paths,
@@ -383,7 +383,7 @@ def test_not_a_repository(tmp_path: Path) -> None:
 
     error = caught.value
     assert error.message == f"Git commit failed: {plain} is not in a git repository"
-    assert error.exit_code == EXIT_FAILED
+    assert error.exit_code == EXIT_USAGE
     assert error.code == "GIT_FAILED"
     hint = error.hint or ""
     for solution in (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from skillstage.errors import SkillstageError
+from skillstage.errors import EXIT_USAGE, SkillstageError
 from skillstage.process import Completed, child_environment, run
 
 COMMIT_FAILED = "Git commit failed"
@@ -69,6 +69,13 @@ class GitError(SkillstageError):
     code = "GIT_FAILED"
 
 
+class GitSetupError(GitError):
+    """Git cannot be used here at all: no repository, no git, no identity. Fixed by setting git
+    up (or not asking for a commit), not by retrying: a configuration error."""
+
+    exit_code = EXIT_USAGE
+
+
 def _git_environment() -> dict[str, str]:
     extra = {key: os.environ[key] for key in _GIT_PASSED_THROUGH if key in os.environ}
     extra.update(
@@ -97,7 +104,7 @@ def _git(
     """Run `git -C root args…`; a missing git or a timeout is a GitError headed by `failed`."""
     environment = env if env is not None else _git_environment()
     if shutil.which("git", path=environment.get("PATH")) is None:
-        raise GitError(
+        raise GitSetupError(
             f"{failed}: git is not installed (no `git` on PATH)",
             hint="install git, or run without --git-commit",
         )
@@ -290,7 +297,7 @@ def _require_identity(top: Path, *, timeout: float) -> None:
         completed = _git(top, ["var", ident], timeout=timeout, failed=COMMIT_FAILED)
         if not completed.ok:
             who = "author" if ident == "GIT_AUTHOR_IDENT" else "committer"
-            raise GitError(
+            raise GitSetupError(
                 f"{COMMIT_FAILED}: git does not know who the {who} is "
                 f"(user.name and user.email are not set for {top})",
                 hint=_IDENTITY_HINT,
@@ -386,7 +393,7 @@ def commit_paths(
         raise ValueError("commit_paths needs at least one path")
     top = _toplevel(repo_root, timeout=timeout, failed=COMMIT_FAILED)
     if top is None:
-        raise GitError(
+        raise GitSetupError(
             f"{COMMIT_FAILED}: {repo_root} is not in a git repository",
             hint=_SETUP_HINT,
         )
@@ -460,6 +467,6 @@ def has_uncommitted_changes(repo_root: Path, path: Path, *, timeout: float = 30)
     failed = "cannot check for uncommitted changes"
     top = _toplevel(repo_root, timeout=timeout, failed=failed)
     if top is None:
-        raise GitError(f"{failed}: {repo_root} is not in a git repository", hint=_SETUP_HINT)
+        raise GitSetupError(f"{failed}: {repo_root} is not in a git repository", hint=_SETUP_HINT)
     spec = _pathspec(top, path, failed=failed)
     return bool(_status(top, [spec], timeout=timeout, failed=failed))

@@ -880,11 +880,11 @@ GIT_COMMIT_KIND = "git_commit"
 
 def _git_repository(project: Project) -> Path:
     """The repository a --git-commit goes to; seed 000's "Git commit failed" when there is none."""
-    from skillstage.integrations.git import GitError, repository_root
+    from skillstage.integrations.git import GitSetupError, repository_root
 
     root = repository_root(project.root, timeout=project.config.git.timeout_seconds)
     if root is None:
-        raise GitError(
+        raise GitSetupError(
             f"Git commit failed: {project.root} is not in a git repository",
             hint='git init; git config user.name "Your Name"; git config user.email '
             '"your@email.com" — or promote without --git-commit',
