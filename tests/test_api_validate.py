@@ -49,3 +49,21 @@ def test_a_new_project_with_no_skills_yet_validates_clean(tmp_path: Path) -> Non
     (tmp_path / "f1").mkdir()
     (lonely,) = api.validate([tmp_path / "f1"], project=project).skills
     assert "SKILL_MD_MISSING" in {f.id for f in lonely.findings}
+
+
+def test_findings_come_file_by_file_in_line_order(tmp_path: Path) -> None:
+    skill = tmp_path / "bad"
+    skill.mkdir()
+    (skill / "SKILL.md").write_text(
+        "---\nname: Bad_Name\ndescription: x\nversion: 1.0\nfoo: bar\n---\n# T\n"
+    )
+    (report,) = api.validate([skill]).skills
+    where = [(f.file, f.line) for f in report.findings]
+    in_skill_md = [line for file, line in where if file == "SKILL.md"]
+    assert in_skill_md == sorted(in_skill_md, key=lambda line: line or 0)
+    assert in_skill_md[0] == 2 and in_skill_md[-1] == 5  # the name first, `foo:` last
+    files = [file for file, _ in where]
+    assert files == sorted(files, key=files.index)  # each file's findings together
+    strict = api.validate([skill], strict=True).skills[0]
+    assert [(f.file, f.line) for f in strict.findings] == where
+    assert {f.severity for f in strict.findings} == {"error"}

@@ -28,6 +28,7 @@ from skillstage.config import (
 )
 from skillstage.errors import ConflictError, SkillReadError, SkillstageError, UsageError
 from skillstage.skill.checks import (
+    Finding,
     SkillReport,
     check_dependencies,
     check_skill,
@@ -156,10 +157,20 @@ def validate(
     if run_tests:
         for report in reports:
             run_skill_tests(report, policy)
-    if strict:
-        for report in reports:
-            report.findings = [finding.escalated() for finding in report.findings]
+    for report in reports:
+        report.findings = _in_file_order(report.findings, escalate=strict)
     return ValidationReport(reports, spec_only=spec_only, strict=strict)
+
+
+def _in_file_order(findings: list[Finding], *, escalate: bool) -> list[Finding]:
+    """A skill's findings file by file (in the order the files first come up), each file's by
+    line, those of the file as a whole first: the order an editor walks them in. The checks add
+    them rule by rule."""
+    files: dict[str | None, int] = {}
+    for finding in findings:
+        files.setdefault(finding.file, len(files))
+    ordered = sorted(findings, key=lambda f: (files[f.file], f.line or 0))
+    return [finding.escalated() for finding in ordered] if escalate else ordered
 
 
 # Below this many skills, starting worker processes costs more than it saves.
