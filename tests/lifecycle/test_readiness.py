@@ -195,11 +195,13 @@ def record(
             digest=digest,
             timestamp=start + index * step,
             pattern_fidelity=fidelity,
-            outcome_quality=1.0,
-            # Faster than any benchmark case (a bash process at least), so that execution time
-            # never looks worse than the prototype's.
-            execution_time_ms=1.0,
-            **fields,
+            **{
+                "outcome_quality": 1.0,
+                # Faster than any benchmark case (a bash process at least), so that execution
+                # time never looks worse than the prototype's.
+                "execution_time_ms": 1.0,
+                **fields,
+            },
         )
 
 
@@ -981,3 +983,48 @@ def test_demote_check_lists_a_version_short_of_executions_after_seven_days(
         "cron",
     )
     assert event.reason == "demotion: " + demotion.rules[0]
+
+
+@SQLITE_ONLY
+def test_a_mean_exactly_on_its_threshold_passes(project: Project) -> None:
+    # Summed naively, 100 × 0.85 averages to 0.8499999999999993 and 0.8/1.0 alternating to
+    # 0.8999999999999991: "0.850 (required >= 0.85) FAIL, 0.000 short".
+    project = configure(project)
+    digest = read_skill(spam_filter(project, STAGING)).digest
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    record(project, digest, [0.8, 1.0] * 50, start=start, outcome_quality=0.85)
+    result = gate(project, "metrics")
+    assert result.status == "pass", result.details
+    assert criterion(result, "pattern fidelity")["actual"] == 0.9
+    assert criterion(result, "outcome quality")["actual"] == 0.85
+
+
+def test_demote_check_on_the_thresholds_keeps_the_version(project: Project, opened: Store) -> None:
+    project = configure(project)
+    spam_filter(project, STAGING)
+    api.list_skills(project, stage="staged")
+    (live,) = opened.current_assignments(name=NAME)
+    digest = read_skill(project.root / STAGING / NAME).digest
+    # 100 executions averaging 0.90 exactly (a running float sum made it 0.8999999999999991),
+    # the hundredth on the seventh day's last instant: within the seven days.
+    deadline = live.entered_at + dt.timedelta(days=7)
+    record(project, digest, [0.8, 1.0] * 50, start=deadline - 99 * dt.timedelta(minutes=1))
+    assert demote.check(project, opened, now=deadline + dt.timedelta(days=1)).demotions == []
+
+
+def test_compare_counts_benchmark_runs_only_for_a_stay_in_the_first_stage(
+    project: Project,
+) -> None:
+    project = configure(project)
+    spam_filter(project)
+    api.list_skills(project, stage="prototype", now=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    digest = into_staging(project)  # ten benchmark executions, in prototype
+    api.run_eval(project, NAME)  # ten more, while staged: not executions in use
+    record(project, digest, [1.0] * 12, start=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+    compared = api.compare_versions(project, NAME, "prototype", "staged")
+    assert (compared.summary_a.count, compared.summary_b.count) == (10, 12)
+    assert (compared.a.benchmark, compared.b.benchmark) == (True, False)
+    by_version = api.compare_versions(project, NAME, "prototype", "1.0.0")
+    assert by_version.summary_b.count == 12
+    metrics = api.skill_metrics(project, NAME, version="staged", timeframe="all")
+    assert metrics.count == compared.summary_b.count

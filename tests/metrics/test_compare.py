@@ -23,7 +23,10 @@ from skillstage.metrics.compare import (
     Margins,
     MetricComparison,
     Sample,
+    at_least,
+    below,
     compare_samples,
+    more_than,
 )
 
 
@@ -307,6 +310,59 @@ def test_a_significant_difference_within_its_margin_is_not_worse() -> None:
     ]
     beyond = Margins(score=0.0099, time_ratio=1.06, rate=0.0149)
     assert len(compare_samples(baseline, candidate, margins=beyond).regressions) == 3
+
+
+@pytest.mark.parametrize(
+    ("metric_name", "baseline", "candidate"),
+    [
+        # exactly 0.02 worse, which floats make 0.020000000000000004 or …018; and exactly 1.5x
+        (
+            "false_positive_rate",
+            make_sample(10_000, false_positives=300),
+            make_sample(10_000, false_positives=500),
+        ),
+        ("pattern_fidelity", make_sample(500, fidelity=[0.92] * 500), make_sample(500)),
+        (
+            "outcome_quality",
+            make_sample(500, quality=[0.87] * 500),
+            make_sample(500, quality=[0.85] * 500),
+        ),
+        (
+            "execution_time_ms",
+            make_sample(500, time_ms=[0.2] * 500),
+            make_sample(500, time_ms=[0.3] * 500),
+        ),
+    ],
+)
+def test_a_difference_exactly_at_its_margin_is_not_worse(
+    metric_name: str, baseline: Sample, candidate: Sample
+) -> None:
+    found = metric(compare_samples(baseline, candidate), metric_name)
+    assert found.p_value is not None and found.p_value < 1e-6  # significant: only the margin
+    assert not found.worse
+
+
+def test_thresholds_count_a_figure_on_them_as_on_them() -> None:
+    assert sum([0.85] * 100) / 100 < 0.85  # what plain float arithmetic gives
+    assert at_least(sum([0.85] * 100) / 100, 0.85)
+    assert not at_least(0.8499, 0.85)
+    assert not below(0.05 - 1e-17, 0.05) and below(0.0499, 0.05)
+    assert not more_than(0.05 - 0.03, 0.02) and more_than(0.0201, 0.02)
+
+
+def test_a_few_values_against_many_use_the_normal_approximation() -> None:
+    # scipy's exact distribution for 8 tie-free values against 10,000 took close to a minute.
+    rng = random.Random(7)
+    few = [rng.random() for _ in range(8)]
+    many = [rng.random() for _ in range(10_000)]
+    found = metric(
+        compare_samples(
+            make_sample(8, time_ms=few), make_sample(10_000, time_ms=many), min_sample=8
+        ),
+        "execution_time_ms",
+    )
+    expected = mannwhitneyu(many, few, alternative="two-sided", method="asymptotic")
+    assert found.p_value == pytest.approx(float(expected.pvalue), rel=1e-9)
 
 
 @pytest.mark.parametrize(

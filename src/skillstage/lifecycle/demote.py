@@ -4,11 +4,13 @@ have broken a rule, and moving them back through the promoter (atomic, audited).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from skillstage.config import Project
 from skillstage.lifecycle.readiness import INSUFFICIENT, ingest_on_demand, regression
+from skillstage.metrics.compare import at_least
 from skillstage.metrics.summary import summarise
 from skillstage.store import Store
 from skillstage.store import metrics as store_metrics
@@ -46,13 +48,16 @@ def _best_window(values: list[float | None], size: int) -> float | None:
     if not present:
         return None
     if size < 1 or len(present) <= size:
-        return sum(present) / len(present)
-    total = sum(present[:size])
-    best = total
+        return math.fsum(present) / len(present)
+    # A running sum finds the best window; its mean is then summed exactly (the running sum
+    # drifts in the last bits: a window of mean 0.90 came out as 0.8999999999999991).
+    total = best = sum(present[:size])
+    start = 0
     for index in range(size, len(present)):
         total += present[index] - present[index - size]
-        best = max(best, total)
-    return best / size
+        if total > best:
+            best, start = total, index - size + 1
+    return math.fsum(present[start : start + size]) / size
 
 
 def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> DemoteCheck:
@@ -93,7 +98,9 @@ def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> 
                         live.skill_id,
                         digest=live.digest,
                         since=live.entered_at,
-                        until=deadline,
+                        # `until` is exclusive; within the days includes their last instant
+                        # (times are kept to the microsecond).
+                        until=deadline + dt.timedelta(microseconds=1),
                         in_use=True,
                     ).count
                     if in_time < thresholds.min_executions:
@@ -108,7 +115,7 @@ def check(project: Project, store: Store, *, now: dt.datetime | None = None) -> 
                     and summary.count >= thresholds.min_comparison_sample
                 )
                 best = _best_window(rows.columns["pattern_fidelity"], thresholds.min_executions)
-                if judged and (best is None or best < thresholds.min_pattern_fidelity):
+                if judged and (best is None or not at_least(best, thresholds.min_pattern_fidelity)):
                     rules.append(
                         f"pattern fidelity never reached {thresholds.min_pattern_fidelity:g} "
                         f"(best {'none' if best is None else f'{best:.3f}'} over "

@@ -21,7 +21,7 @@ from typing import Any
 from skillstage.config import Project, Thresholds, TransitionConfig
 from skillstage.errors import UsageError
 from skillstage.lifecycle.gates import GateContext, GateResult
-from skillstage.metrics.compare import Comparison, compare_samples
+from skillstage.metrics.compare import Comparison, at_least, below, compare_samples
 from skillstage.metrics.summary import MetricsSummary, as_sample, summarise
 from skillstage.skill.model import SkillVersion
 from skillstage.store import Store, Transaction
@@ -90,13 +90,13 @@ def _show(value: Any) -> str:
 
 
 def _at_least(name: str, actual: float | None, minimum: float, what: str) -> Criterion:
-    passed = actual is not None and actual >= minimum
+    passed = actual is not None and at_least(actual, minimum)
     missing = f"no {what} recorded" if actual is None else f"{minimum - actual:.3f} short"
     return Criterion(name, actual, f">= {minimum:g}", passed, missing)
 
 
 def _below(name: str, actual: float | None, maximum: float, what: str) -> Criterion:
-    passed = actual is not None and actual < maximum
+    passed = actual is not None and below(actual, maximum)
     missing = f"no {what} recorded" if actual is None else f"must drop below {maximum:g}"
     return Criterion(name, actual, f"< {maximum:g}", passed, missing)
 
@@ -244,8 +244,10 @@ def execution_criteria(
         _at_least(
             "outcome quality", summary.outcome_quality, thresholds.min_outcome_quality, "quality"
         ),
+        # Live records do not say which outcome was expected, so the rate is over every
+        # execution; the benchmark's (`eval_criteria`) is over the cases expecting a negative.
         _below(
-            "false positive rate",
+            "false positives per execution",
             summary.false_positive_rate,
             thresholds.max_false_positive_rate,
             "executions",
@@ -317,6 +319,7 @@ def baseline_side(
         chosen.digest,
         chosen.entered_at,
         chosen.left_at,
+        benchmark=True,
     )
 
 
@@ -351,7 +354,7 @@ def regression(
     candidate_rows = (
         known
         if known is not None and candidate.since == entered
-        else sample_rows(tx, skill_id, candidate, in_use=True)
+        else sample_rows(tx, skill_id, candidate)
     )
     comparison = compare_samples(
         as_sample(sample_rows(tx, skill_id, baseline)),
@@ -519,13 +522,17 @@ def signoff_problem(project: Project, author: str | None, approver: str) -> str 
 
 @dataclass(frozen=True)
 class Side:
-    """What a version reference stands for: a digest's executions, perhaps in a time window."""
+    """What a version reference stands for: a digest's executions, perhaps in a time window.
+
+    Its executions in use only, unless it is a stay in the first stage (`benchmark`): there the
+    benchmark runs of `skillstage eval` are the evidence, and the baseline of later stages."""
 
     label: str
     version: str
     digest: str
     since: dt.datetime | None
     until: dt.datetime | None
+    benchmark: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -534,6 +541,7 @@ class Side:
             "digest": self.digest,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
+            "benchmark_runs": self.benchmark,
         }
 
 
@@ -546,7 +554,12 @@ def resolve_side(project: Project, tx: Transaction, skill_id: int, name: str, re
             raise UsageError(f"{name} has never been in {ref}")
         stay = stays[0]
         return Side(
-            f"{ref} ({stay.version})", stay.version, stay.digest, stay.entered_at, stay.left_at
+            f"{ref} ({stay.version})",
+            stay.version,
+            stay.digest,
+            stay.entered_at,
+            stay.left_at,
+            benchmark=ref == next(iter(project.config.stages)),
         )
     registered = dict(store_metrics.version_by_digest(tx, skill_id, ""))
     if ref in registered:
@@ -567,11 +580,14 @@ def resolve_side(project: Project, tx: Transaction, skill_id: int, name: str, re
     )
 
 
-def sample_rows(
-    tx: Transaction, skill_id: int, side: Side, *, in_use: bool = False
-) -> store_metrics.Rows:
+def sample_rows(tx: Transaction, skill_id: int, side: Side) -> store_metrics.Rows:
     return store_metrics.execution_rows(
-        tx, skill_id, digest=side.digest, since=side.since, until=side.until, in_use=in_use
+        tx,
+        skill_id,
+        digest=side.digest,
+        since=side.since,
+        until=side.until,
+        in_use=not side.benchmark,
     )
 
 

@@ -16,6 +16,7 @@ decision on a case expecting a positive; a critical false negative is one on a c
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import tempfile
@@ -494,7 +495,7 @@ def _summary(suite: EvalSuite, results: list[CaseResult]) -> EvalSummary:
         cases_executed=len(executed),
         pass_rate=correct / total if total else 0.0,
         outcome_quality=correct / len(executed) if executed else 0.0,
-        pattern_fidelity=sum(fidelities) / len(fidelities) if fidelities else None,
+        pattern_fidelity=math.fsum(fidelities) / len(fidelities) if fidelities else None,
         false_positive_rate=false_positives / expecting_negative if expecting_negative else 0.0,
         false_positives=false_positives,
         false_negatives=sum(result.false_negative for result in results),

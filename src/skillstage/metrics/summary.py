@@ -16,7 +16,8 @@ from skillstage.store.metrics import Rows
 
 def _mean(values: list[Any]) -> float | None:
     present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
+    # fsum: the exact sum, rounded once (sum() of 100 times 0.85 over 100 is 0.8499999999999993)
+    return math.fsum(present) / len(present) if present else None
 
 
 def _rate(flags: list[bool]) -> float | None:
