@@ -24,6 +24,7 @@ from skillstage.config import (
     Project,
     Thresholds,
     ValidationPolicy,
+    find_config_file,
     load_config_file,
 )
 from skillstage.errors import ConflictError, SkillReadError, SkillstageError, UsageError
@@ -282,6 +283,15 @@ def init(root: Path, *, force: bool = False) -> InitResult:
     database. An existing config is kept (and used) unless `force`."""
     root = root.resolve()
     config_path = root / CONFIG_FILENAME
+    if not force and not config_path.exists() and root.parent != root:
+        enclosing = find_config_file(root.parent)
+        if enclosing is not None:
+            # (inside a stage folder it would even change a skill's content)
+            raise UsageError(
+                f"{root} is inside the project at {enclosing.parent}",
+                path=enclosing,
+                hint="use that project, or pass --force to start another one inside it",
+            )
     written = False
     created = []
     try:
@@ -296,7 +306,7 @@ def init(root: Path, *, force: bool = False) -> InitResult:
                 directory.mkdir(parents=True)
                 created.append(directory)
     except OSError as exc:
-        raise SkillstageError(
+        raise UsageError(
             f"cannot create the project: {exc.strerror or exc}",
             path=exc.filename or root,
             hint="choose a directory you can write to",
@@ -498,9 +508,26 @@ def list_skills(
 # -- promote, rollback, history -----------------------------------------------------------------
 
 
-def default_actor() -> str:
-    """Who is acting, when not told: the login name, else "skillstage"."""
-    return os.environ.get("USER") or os.environ.get("LOGNAME") or "skillstage"
+def default_actor(given: str | None = None) -> str:
+    """Who is acting: `given`, else the login name, else "skillstage". The audit trail names
+    them, so a blank name is refused, and a login name that is not UTF-8 (which no store can
+    keep) too."""
+    if given is not None:
+        if not given.strip():
+            raise UsageError("who acts (--by) is blank", hint="name them, e.g. --by alice")
+        return given
+    for variable in ("USER", "LOGNAME"):
+        name = os.environ.get(variable)
+        if name:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError(
+                    f"${variable} is not valid UTF-8: {name!r}",
+                    hint="name who acts with --by NAME",
+                ) from None
+            return name
+    return "skillstage"
 
 
 @checked
@@ -537,6 +564,7 @@ def promote(
         raise UsageError("nothing to promote", hint="pass NAME|PATH... or --all-ready")
     if force and not (reason or "").strip():
         raise UsageError("--force needs --reason", hint='e.g. --reason "hotfix for INC-1234"')
+    actor = default_actor(actor)
     several = len(dict.fromkeys(names)) > 1
     results = []
     with Store.open(project.database_url) as store:
@@ -549,7 +577,7 @@ def promote(
                         ref,
                         ready_only=all_ready_from is not None and ref not in refs,
                         to=to,
-                        actor=actor or default_actor(),
+                        actor=actor,
                         dry_run=dry_run,
                         force=force,
                         reason=reason,
@@ -629,7 +657,7 @@ def rollback(
             store,
             name,
             reason=reason,
-            actor=actor or default_actor(),
+            actor=default_actor(actor),
             to_version=to_version,
             stage=stage,
             trigger_metric=trigger_metric,
@@ -736,9 +764,7 @@ def readiness(
             raise UsageError(f"{name} is not in {from_stage} ({path})")
         ref = str(path)
     with Store.open(project.database_url) as store:
-        result = promoter.promote(
-            project, store, ref, to=to_stage, actor=default_actor(), dry_run=True
-        )
+        result = promoter.promote(project, store, ref, to=to_stage, actor="status", dry_run=True)
     return Readiness(
         name=result.skill_name,
         version=result.version,
@@ -828,7 +854,7 @@ def approve(
             to_stage=to_stage,
             ticket=ticket,
             decision=decision,
-            approver=approver or default_actor(),
+            approver=default_actor(approver),
             checklist=form.answers if form else None,
             stated=form.stated if form else None,
             notes=notes,
@@ -855,7 +881,7 @@ def signoff_template(
             store,
             name,
             to_stage=to_stage,
-            approver=approver or default_actor(),
+            approver=default_actor(approver),
             ticket=ticket or f"APPROVAL_{stamp}_XXX",
         )
 
@@ -1088,5 +1114,5 @@ def demote_check(project: Project, *, apply: bool = False, actor: str | None = N
     with Store.open(project.database_url) as store:
         found = demote.check(project, store)
         if apply:
-            demote.apply(project, store, found, actor=actor or default_actor())
+            demote.apply(project, store, found, actor=default_actor(actor))
     return found

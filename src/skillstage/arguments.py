@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from skillstage.errors import UsageError
+from skillstage.errors import UsageError, as_usage_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +36,7 @@ _Check = Callable[[Any], Any]
 
 
 class _Mismatch(Exception):
-    pass
+    """The value does not match; its argument, if any, says how (else: "must be …")."""
 
 
 def _describe(annotation: Any) -> str:
@@ -67,12 +67,13 @@ def _checker(annotation: Any) -> _Check | None:
         checks = cast(list[_Check], members)
 
         def any_of(value: Any) -> Any:
+            why = None
             for check in checks:
                 try:
                     return check(value)
-                except _Mismatch:
-                    continue
-            raise _Mismatch
+                except _Mismatch as exc:
+                    why = why or exc
+            raise why or _Mismatch()
 
         return any_of
     if origin is typing.Literal:
@@ -122,6 +123,18 @@ def _checker(annotation: Any) -> _Check | None:
             raise _Mismatch
 
         return path
+    if annotation is str:
+
+        def text(value: Any) -> Any:
+            if not isinstance(value, str):
+                raise _Mismatch
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that were not UTF-8, kept as lone surrogates
+                raise _Mismatch("is not valid UTF-8") from None
+            return value
+
+        return text
     if annotation is dt.datetime:
 
         def aware(value: Any) -> Any:
@@ -215,13 +228,21 @@ def checked(function: F) -> F:
             check, expected = found
             try:
                 bound.arguments[name] = check(value)
-            except _Mismatch:
+            except _Mismatch as mismatch:
                 shown = repr(value)
                 shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                raise UsageError(
-                    f"{function.__qualname__}(): {name} must be {expected}, not "
-                    f"{type(value).__name__} {shown}"
-                ) from None
-        return function(*bound.args, **bound.kwargs)
+                how = (
+                    f"{mismatch.args[0]}: {shown}"
+                    if mismatch.args
+                    else f"must be {expected}, not {type(value).__name__} {shown}"
+                )
+                raise UsageError(f"{function.__qualname__}(): {name} {how}") from None
+        try:
+            return function(*bound.args, **bound.kwargs)
+        except OSError as exc:
+            usage = as_usage_error(exc)
+            if usage is None:
+                raise
+            raise usage from None
 
     return cast(F, call)

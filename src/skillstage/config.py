@@ -72,7 +72,11 @@ class StageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def directory_pattern(self) -> re.Pattern[str]:
         """A regex over a directory name under `root` that captures the skill name."""
         prefix, suffix = self.path.rsplit("/", 1)[-1].split("{name}")
-        return re.compile(re.escape(prefix) + r"(?P<name>.+?)" + re.escape(suffix) + r"\Z")
+        # DOTALL: a name with a newline in it is matched (and then reported as not a valid
+        # name), not silently left out.
+        return re.compile(
+            re.escape(prefix) + r"(?P<name>.+?)" + re.escape(suffix) + r"\Z", re.DOTALL
+        )
 
 
 class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -365,6 +369,15 @@ class Project:
         if not url:
             return f"sqlite:///{self.state_dir / 'state.db'}"
         if "://" in url:
+            scheme, rest = url.split("://", 1)
+            if scheme.startswith("sqlite") and rest.lstrip("/") in ("", ":memory:"):
+                raise ConfigError(
+                    f"database = {url!r} is an in-memory store: every command would start "
+                    "from an empty one, and promotions and history would be lost",
+                    path=self.source,
+                    hint="leave database out (.skillstage/state.db), or name a file: "
+                    'database = "sqlite:////path/to/state.db"',
+                )
             return url
         path = Path(url)
         return f"sqlite:///{path if path.is_absolute() else self.root / path}"
@@ -537,7 +550,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+        bom = path.read_bytes().startswith(b"\xef\xbb\xbf")
+        raise ConfigError(
+            f"not valid TOML: {exc}" + (" (the file starts with a byte order mark)" if bom else ""),
+            path=path,
+            hint="save it as UTF-8 without a BOM" if bom else None,
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=path) from None
 
@@ -563,6 +581,10 @@ def find_config_file(start: Path) -> Path | None:
         candidate = directory / CONFIG_FILENAME
         if candidate.is_file():
             return candidate
+        if candidate.exists():
+            raise ConfigError(
+                f"{CONFIG_FILENAME} is not a file", path=candidate, hint="move it out of the way"
+            )
         pyproject = directory / "pyproject.toml"
         if pyproject.is_file() and b"[tool.skillstage" in pyproject.read_bytes():
             return pyproject

@@ -6,6 +6,7 @@ or an HTTP status; anything else is an unexpected error (exit 3).
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 EXIT_OK = 0
@@ -127,3 +128,16 @@ class LockError(SkillstageError):
             hint=f"wait for it to finish and try again (`skillstage history {name}` shows what "
             "it did)",
         )
+
+
+def as_usage_error(exc: OSError) -> UsageError | None:
+    """An OSError that only bad input causes, as the usage error it is: a name or path longer
+    than the system takes (a skill name of 300 characters is looked up as a directory)."""
+    if exc.errno != errno.ENAMETOOLONG:
+        return None
+    name = str(exc.filename or "")
+    shown = name if len(name) <= 80 else f"{name[:40]}…{name[-20:]} ({len(name)} characters)"
+    return UsageError(
+        f"file name too long: {shown}",
+        hint="a skill name is at most 64 characters; a path component at most 255 bytes",
+    )

@@ -182,4 +182,9 @@ def test_json_on_a_terminal_still_asks_and_keeps_stdout_json(run_cli: Run, tmp_p
     assert json.loads(accepted.stdout)[0]["success"] is True
     kept = _on_a_terminal(tmp_path, "n\n", "rollback", "auth-v2", "--reason", "r", "--json")
     assert "Roll back auth-v2?" in kept.stderr and kept.returncode == 1
+    assert json.loads(kept.stdout)["error"]["code"] == "CANCELLED"
+    # The end of input at the prompt (Ctrl-D) is a refusal too, said as JSON.
+    ended = _on_a_terminal(tmp_path, "\x04", "rollback", "auth-v2", "--reason", "r", "--json")
+    assert ended.returncode == 1, ended.stderr
+    assert json.loads(ended.stdout)["error"]["code"] == "CANCELLED"
     assert (tmp_path / ".claude/skills/auth-v2").is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +58,38 @@ class StageName(click.ParamType[str]):
 STAGE = StageName()
 
 
+class _Finite(click.FloatRange):
+    """A bounded number of seconds or the like: `nan` is refused too (click's ranges let it
+    through, and a timeout of nan or inf fails deep inside)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
+DAY_SECONDS = 86_400.0
+# Seconds to wait or let run: up to a day; `TIMEOUT` must be more than 0.
+WAIT = _Finite(min=0, max=DAY_SECONDS)
+TIMEOUT = _Finite(min=0, max=DAY_SECONDS, min_open=True)
+# How many (events, records): an int SQLite and PostgreSQL can take.
+LIMIT = click.IntRange(min=1, max=2**31 - 1)
+
+
 def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A path that is not UTF-8 (its bytes kept as lone surrogates) would be written out
+        # as those bytes, and the output would not be UTF-8, so not JSON: escaped instead.
+        text = json.dumps(data, indent=2, ensure_ascii=True, default=str)
+    click.echo(text)
 
 
 def rule(width: int = 52) -> str:

@@ -7,7 +7,7 @@ import os
 import click
 
 from skillstage import api
-from skillstage.cli.context import CliContext, echo_json, is_terminal, rule
+from skillstage.cli.context import WAIT, CliContext, echo_json, is_terminal, rule
 from skillstage.errors import EXIT_FAILED, EXIT_OK
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.doctor import DoctorReport, Finding, run_doctor
@@ -77,7 +77,7 @@ def _render(report: DoctorReport) -> None:
 )
 @click.option(
     "--lock-timeout",
-    type=click.FloatRange(min=0),
+    type=WAIT,
     default=DEFAULT_LOCK_TIMEOUT,
     show_default=True,
     help="Seconds to wait for a skill's lock before giving up on its repair.",

@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 
 from skillstage import api
-from skillstage.cli.context import CliContext, echo_json
+from skillstage.cli.context import LIMIT, CliContext, echo_json
 
 
 @click.command()
 @click.argument("name", required=False)
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=LIMIT,
     default=50,
     show_default=True,
     help="At most this many events.",

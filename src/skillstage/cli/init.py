@@ -14,7 +14,11 @@ from skillstage.config import DEFAULT_CONFIG_TOML, Config
 
 @click.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
-@click.option("--force", is_flag=True, help="Overwrite an existing skillstage.toml.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite an existing skillstage.toml; or start a project inside another one.",
+)
 @click.option(
     "--print",
     "print_only",

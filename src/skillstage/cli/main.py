@@ -14,7 +14,14 @@ import click
 
 from skillstage import __version__
 from skillstage.cli.context import CliContext, echo_json
-from skillstage.errors import EXIT_UNEXPECTED, EXIT_USAGE, SkillstageError
+from skillstage.errors import (
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    SkillstageError,
+    as_usage_error,
+)
 
 # Each command's module, imported only when that command runs (or help lists it): most commands
 # never need SQLAlchemy, Apprise or the promoter, and importing them all costs most of a second.
@@ -44,6 +51,11 @@ COMMANDS = {
 # What a shell reports for a program that SIGPIPE ended (`yes | head`): the reader of the output
 # went away. Not 1, which says a check failed.
 EXIT_OUTPUT_CLOSED = 128 + 13
+EXIT_INTERRUPTED = 128 + 2  # Ctrl-C, as a shell reports a program SIGINT ended
+
+
+class _OutputFailed(Exception):
+    """Stdout cannot be written (a full disk, `> /dev/full`): said once on stderr."""
 
 
 class _OutputClosed(Exception):
@@ -97,7 +109,8 @@ def cli(ctx: click.Context, config_path: Path | None, traceback: bool) -> None:
 
     Exit codes: 0 ok; 1 a check, gate or SLA failed; 2 usage or configuration error;
     3 unexpected error; 4 the store cannot be used or a skill stayed locked (nothing was
-    checked: retry, or fix the environment); 141 the output's reader went away (`| head`).
+    checked: retry, or fix the environment), or the output could not be written; 130
+    interrupted (Ctrl-C); 141 the output's reader went away (`| head`).
     """
     ctx.obj = CliContext(config_path=config_path)
     if os.environ.get("NO_COLOR"):  # https://no-color.org (rich reads it by itself)
@@ -132,9 +145,51 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (_OutputClosed, BrokenPipeError):
         # (also when it was an error's JSON that found the pipe closed) Whatever is still
         # buffered goes nowhere, quietly: else Python complains at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_output()
         code = EXIT_OUTPUT_CLOSED
+    except (_OutputFailed, OSError) as exc:
+        reason = exc.__cause__ if isinstance(exc, _OutputFailed) else exc
+        _discard_output()
+        click.echo(
+            f"error: cannot write the output: {getattr(reason, 'strerror', None) or reason}",
+            err=True,
+        )
+        code = EXIT_UNAVAILABLE
     sys.exit(code)
+
+
+def _discard_output() -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+# Where output is written (click's echo, rich's console): an OSError raised through them is the
+# output failing, not the command.
+_WRITERS = {
+    (os.path.join("click", "utils.py"), "echo"),
+    (os.path.join("rich", "console.py"), "_check_buffer"),
+    (os.path.join("rich", "console.py"), "_write_buffer"),
+}
+
+
+def _writing_output(exc: BaseException) -> bool:
+    """Whether `exc` was raised writing the command's output."""
+    trace = exc.__traceback__
+    while trace is not None:
+        code = trace.tb_frame.f_code
+        if any(code.co_filename.endswith(f) and code.co_name == n for f, n in _WRITERS):
+            return True
+        trace = trace.tb_next
+    return False
+
+
+def _run_failed(error: SkillstageError, args: Sequence[str]) -> int:
+    """Say why the command failed (as JSON on stdout too, when asked for); its exit code."""
+    colour = False if os.environ.get("NO_COLOR") else None
+    click.echo(click.style("error: ", fg="red", bold=True) + str(error), err=True, color=colour)
+    if _wants_json(args):
+        # A script reading stdout gets the failure as JSON too, not an empty stream.
+        echo_json({"error": error.to_dict()})
+    return error.exit_code
 
 
 def _run(args: list[str]) -> int:
@@ -146,9 +201,15 @@ def _run(args: list[str]) -> int:
         raise
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        code = EXIT_USAGE
+    except click.exceptions.Abort as exc:
+        # Click's for Ctrl-C anywhere, and for the end of input at a prompt.
+        interrupted = not isinstance(exc.__context__, EOFError)
+        error = SkillstageError(
+            "interrupted" if interrupted else "cancelled: no answer (end of input)",
+            code="INTERRUPTED" if interrupted else "CANCELLED",
+        )
+        error.exit_code = EXIT_INTERRUPTED if interrupted else EXIT_FAILED
+        code = _run_failed(error, args)
     except click.ClickException as exc:
         exc.show()
         if _wants_json(args):
@@ -156,16 +217,15 @@ def _run(args: list[str]) -> int:
             echo_json({"error": {**usage, "hint": None, "exit_code": EXIT_USAGE}})
         code = EXIT_USAGE
     except SkillstageError as exc:
-        colour = False if os.environ.get("NO_COLOR") else None
-        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True, color=colour)
-        if _wants_json(args):
-            # A script reading stdout gets the failure as JSON too, not an empty stream.
-            echo_json({"error": exc.to_dict()})
-        code = exc.exit_code
+        code = _run_failed(exc, args)
     except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        code = 130
+        click.echo("error: interrupted", err=True)
+        code = EXIT_INTERRUPTED
     except Exception as exc:
+        if isinstance(exc, OSError) and _writing_output(exc):
+            raise _OutputFailed from exc
+        if isinstance(exc, OSError) and (bad_input := as_usage_error(exc)) is not None:
+            return _run_failed(bad_input, args)
         if "--traceback" in args:
             raise
         log = _write_crash_log()

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from skillstage import api
-from skillstage.cli.context import CliContext, echo_json, is_terminal
+from skillstage.cli.context import LIMIT, CliContext, echo_json, is_terminal
 from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
@@ -148,7 +148,7 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None] |
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=LIMIT,
     help="Records decoded and inserted together (default: metrics.batch_size, 1000).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
@@ -242,7 +242,7 @@ def lag(obj: CliContext, inbox: Path | None, as_json: bool) -> int:
 @metrics.command("quarantine")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=LIMIT,
     default=50,
     show_default=True,
     help="At most this many lines.",

@@ -8,9 +8,9 @@ import sys
 import click
 
 from skillstage import api
-from skillstage.cli.context import STAGE, CliContext, echo_json, rule
+from skillstage.cli.context import STAGE, WAIT, CliContext, echo_json, rule
 from skillstage.config import Project
-from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
+from skillstage.errors import EXIT_FAILED, EXIT_OK, SkillstageError, UsageError
 from skillstage.lifecycle.promote import PromotionResult
 
 _MARK = {"pass": "✓", "fail": "✗", "warn": "⚠", "skip": "-"}
@@ -20,7 +20,7 @@ def _needs_confirmation(yes: bool, dry_run: bool) -> bool:
     """Whether to ask before changing stages (--json too asks: on stderr, stdout stays JSON)."""
     if yes or dry_run:
         return False
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():  # None: started with stdin closed
         raise UsageError(
             "refusing to change stages without confirmation: there is no terminal to ask on",
             hint="pass --yes (or --auto) to confirm up front",
@@ -71,7 +71,7 @@ def _box(title: str, rows: list[tuple[str, str]]) -> None:
 # Promote and rollback wait on the same per-skill lock.
 _lock_timeout_option = click.option(
     "--lock-timeout",
-    type=click.FloatRange(min=0),
+    type=WAIT,
     default=60,
     show_default=True,
     help="Seconds to wait for another promoter of the same skill.",
@@ -87,7 +87,7 @@ _lock_timeout_option = click.option(
     "--all-ready",
     "all_ready_from",
     type=STAGE,
-    metavar="STAGE",
+    metavar="[STAGE]",
     is_flag=False,
     flag_value="staged",
     default=None,
@@ -132,6 +132,8 @@ def promote(
     version archived and the event recorded. Each NAME|PATH is promoted independently.
     """
     project = obj.project()
+    if not refs and all_ready_from is None:
+        raise UsageError("nothing to promote", hint="pass NAME|PATH... or --all-ready")
     ask = _needs_confirmation(yes, dry_run)
 
     def confirm(result: PromotionResult) -> bool:
@@ -251,8 +253,7 @@ def rollback(
     if _needs_confirmation(yes, dry_run) and not click.confirm(
         f"Roll back {name}?", default=False, err=as_json
     ):
-        click.echo("Cancelled.", err=as_json)
-        return EXIT_FAILED
+        raise SkillstageError("cancelled: not rolled back", code="CANCELLED")
     result = api.rollback(
         project,
         name,

@@ -16,7 +16,7 @@ from rich.table import Table
 from skillstage import api
 from skillstage.api import Progress as ProgressCallback
 from skillstage.api import ValidationReport
-from skillstage.cli.context import CliContext, echo_json, is_terminal
+from skillstage.cli.context import TIMEOUT, CliContext, echo_json, is_terminal
 from skillstage.errors import EXIT_FAILED, EXIT_OK
 from skillstage.skill.checks import Finding, SkillReport
 
@@ -35,14 +35,14 @@ _PROGRESS_FROM = 50  # skills; below this a bar only flickers
 @click.option("--run-tests", is_flag=True, help="Run each skill's test.sh in its directory.")
 @click.option(
     "--test-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=TIMEOUT,
     metavar="SECONDS",
     help="Kill a test.sh (and its children) after this long (default: validation."
     "test_timeout_seconds, 30).",
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=256),
     default=0,
     show_default=True,
     help="Worker processes for large trees (0: one per CPU; 1: no workers).",

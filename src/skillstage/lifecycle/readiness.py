@@ -565,15 +565,16 @@ def resolve_side(project: Project, tx: Transaction, skill_id: int, name: str, re
     if ref in registered:
         return Side(ref, ref, registered[ref], None, None)
     hexdigits = set("0123456789abcdef")
-    if len(ref) >= 7 and set(ref.lower()) <= hexdigits:
+    if 7 <= len(ref) <= 64 and set(ref.lower()) <= hexdigits:
         found = store_metrics.version_by_digest(tx, skill_id, ref)
         if len(found) == 1:
             version, digest = found[0]
             return Side(f"{version} ({digest[:12]})", version, digest, None, None)
         if len(found) > 1:
             raise UsageError(f"digest prefix {ref} is ambiguous for {name}: give more digits")
+    shown = ref if len(ref) <= 80 else f"{ref[:60]}… ({len(ref)} characters)"
     raise UsageError(
-        f"{ref!r} is not a version, digest or stage of {name}",
+        f"{shown!r} is not a version, digest or stage of {name}",
         hint=f"versions: {', '.join(sorted(registered)) or 'none'}; stages: "
         + ", ".join(project.config.stages)
         + "; or a digest (its first 7 or more hex digits)",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skillstage.arguments import checked
 from skillstage.config import Project
 from skillstage.errors import UsageError
 from skillstage.lifecycle.promote import in_project
@@ -243,6 +244,7 @@ def promotion_report(
     return PromotionReport(document)
 
 
+@checked
 def report(project: Project, name: str, *, run_tests: bool = False) -> PromotionReport:
     """`promotion_report` on the project's store (what `skillstage report NAME` shows)."""
     with Store.open(project.database_url) as store:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from skillstage.config import Project
-from skillstage.errors import SkillstageError, UsageError
+from skillstage.errors import ConfigError, SkillReadError, SkillstageError, UsageError
 from skillstage.lifecycle.readiness import (
     DECISIONS,
     ingest_on_demand,
@@ -27,6 +27,7 @@ from skillstage.lifecycle.readiness import (
     stay_start,
 )
 from skillstage.metrics.summary import summarise
+from skillstage.skill.frontmatter import load_yaml_document
 from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
@@ -117,7 +118,9 @@ class FilledChecklist:
 def read_checklist(path: Path) -> FilledChecklist:
     """A filled-in template (or a plain mapping of item: YES/NO)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        _, data = load_yaml_document(path.read_text(encoding="utf-8"), path, what="the checklist")
+    except SkillReadError as exc:  # an alias bomb, deep nesting, duplicate keys
+        raise UsageError(exc.message, path=path, line=exc.line, hint=exc.hint) from None
     except OSError as exc:
         raise UsageError(f"cannot read the checklist: {exc.strerror}", path=path) from None
     except UnicodeDecodeError:
@@ -210,6 +213,8 @@ def approve(
     _check_ticket(ticket)
     from_stage, skill = candidate(project, name, to_stage)
     problem = signoff_problem(project, skill.frontmatter.author, approver)
+    if problem and not project.config.approvals.approvers:
+        raise ConfigError(problem, path=project.source)  # nobody may approve: a setup error
     if problem:
         raise ApprovalError(problem, hint="[approvals] in skillstage.toml says who may approve")
     mismatches = _form_mismatches(

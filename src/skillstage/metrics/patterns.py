@@ -30,7 +30,7 @@ import regex as regex_module
 import yaml
 
 from skillstage.errors import EXIT_USAGE, SkillReadError, SkillstageError
-from skillstage.skill.frontmatter import check_node_graph
+from skillstage.skill.frontmatter import load_yaml_document
 
 PATTERNS_FILE = "patterns.yaml"
 # A regex is Python's syntax, run by the `regex` module, which can stop a match: one that backtracks
@@ -38,8 +38,6 @@ PATTERNS_FILE = "patterns.yaml"
 MATCH_SECONDS = 1.0
 
 _ENTRY_KEYS = ("id", "description", "regex", "keywords", "order")
-# The C loader when PyYAML was built with libyaml; the pure-Python one otherwise.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class PatternsError(SkillstageError):
@@ -263,16 +261,10 @@ def load_patterns(skill_dir: Path | str) -> list[Pattern]:
 
 
 def _parse_yaml(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
-    # Composed first and constructed second, so entries keep their line numbers for messages.
-    loader = _LOADER(text)
     try:
-        node: yaml.Node | None = loader.get_single_node()
-        if node is not None:
-            try:  # no alias bombs, recursion, deep nesting or duplicate keys
-                check_node_graph(node, path, what=PATTERNS_FILE, first_line=1)
-            except SkillReadError as exc:
-                raise PatternsError(exc.message, path=path, line=exc.line, hint=exc.hint) from None
-        data = loader.construct_document(node) if node is not None else None
+        return load_yaml_document(text, path, what=PATTERNS_FILE)
+    except SkillReadError as exc:  # an alias bomb, deep nesting, duplicate keys
+        raise PatternsError(exc.message, path=path, line=exc.line, hint=exc.hint) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -283,9 +275,6 @@ def _parse_yaml(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
             hint="fix the YAML syntax (a list of entries with id, description and regex or "
             "keywords)",
         ) from None
-    finally:
-        loader.dispose()
-    return node, data
 
 
 def _entries(

@@ -110,8 +110,11 @@ def _validated(fields: Mapping[str, Any], latest: dt.datetime) -> ExecutionRecor
         )
     try:
         record = msgspec.convert(dict(fields), ExecutionRecord, strict=False)
-        if record.tags is not None:
-            _ENCODER.encode(record.tags)  # only what JSON can hold
+        _ENCODER.encode(record)  # only what JSON can hold: tags, text that is UTF-8
+    except UnicodeEncodeError:
+        raise UsageError(
+            "not a valid execution record: text that is not valid UTF-8 (a lone surrogate)"
+        ) from None
     except (msgspec.ValidationError, msgspec.EncodeError, TypeError) as exc:
         message = str(exc)
         if message.endswith("`$.digest`"):

@@ -157,6 +157,22 @@ def _check_mapping_keys(node: yaml.MappingNode, path: Path, first_line: int) -> 
         seen[ident] = line
 
 
+def load_yaml_document(text: str, path: Path, *, what: str) -> tuple[yaml.Node | None, Any]:
+    """A YAML file of the user's (patterns.yaml, a sign-off checklist) as its node graph and its
+    data: composed first (nodes keep their lines, for messages), then checked like frontmatter
+    (`check_node_graph`: `SkillReadError` for alias bombs, deep nesting, duplicate keys), then
+    constructed. Invalid YAML is a `yaml.YAMLError`, for the caller to word."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        node: yaml.Node | None = loader.get_single_node()
+        if node is None:
+            return None, None
+        check_node_graph(node, path, what=what, first_line=1)
+        return node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def check_node_graph(
     root: yaml.Node,
     path: Path,

@@ -155,6 +155,15 @@ class StagedDirectory:
     path: Path
 
 
+def _is_directory(entry: os.DirEntry[str]) -> bool:
+    """Whether a stage folder's entry is a directory (through a symlink too); a symlink loop or
+    an entry that cannot be looked at is not one: it holds no skill to list."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def stage_directories(project: Project, stage: str | None = None) -> Iterator[StagedDirectory]:
     """Every directory in the stages' folders that matches its stage's path template.
 
@@ -171,7 +180,7 @@ def stage_directories(project: Project, stage: str | None = None) -> Iterator[St
         other_roots = {r for other, r in roots.items() if other != name}
         pattern = stage_config.directory_pattern()
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
-            if not entry.is_dir() or entry.name.startswith("."):
+            if entry.name.startswith(".") or not _is_directory(entry):
                 continue
             path = Path(entry.path)
             if any(path == r or path in r.parents for r in other_roots):
