@@ -173,7 +173,7 @@ def test_init_where_no_directory_can_be_made_is_a_clear_error(run_cli: Run, tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     failed = run_cli("init", str(blocker / "project"), "--json")
-    assert failed.returncode == 1 and "unexpected error" not in failed.stderr
+    assert failed.returncode == 2 and "unexpected error" not in failed.stderr
     error = json.loads(failed.stdout)["error"]
     assert error["message"].startswith("cannot create the project: Not a directory")
 

@@ -426,7 +426,7 @@ def test_messages_say_what_to_give(run_cli: Run, tmp_path: Path) -> None:
         "--decision", "approved", "--checklist", "bad.yaml",
     )  # fmt: skip
     assert broken.returncode == 2
-    assert "bad.yaml:3: the checklist is not valid YAML: expected the node content" in (
+    assert "bad.yaml:3: the checklist is not valid YAML: did not find expected node content" in (
         broken.stderr
     )
     assert "<unicode string>" not in broken.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from skillstage import api
 from skillstage.config import DEFAULT_CONFIG_TOML, Project, load_config_file
-from skillstage.errors import ConflictError, SkillstageError, UsageError
+from skillstage.errors import ConfigError, ConflictError, SkillstageError, UsageError
 from skillstage.lifecycle import demote
 from skillstage.lifecycle.gates import GateResult
 from skillstage.lifecycle.signoff import ApprovalError, SignOffResult, approve, read_checklist
@@ -289,7 +289,7 @@ def test_the_approval_gate_applies_four_eyes_to_a_recorded_sign_off(project: Pro
 def test_with_no_approvers_configured_nobody_can_approve(project: Project) -> None:
     nobody = configure(project, approvers=())
     spam_filter(nobody)
-    with pytest.raises(ApprovalError, match="no approvers are configured"):
+    with pytest.raises(ConfigError, match="no approvers are configured"):  # exit 2: set-up
         sign_off(nobody)
     # A sign-off recorded while alice was an approver stops counting once the list is emptied.
     approvers = configure(project)
@@ -997,6 +997,8 @@ def test_a_mean_exactly_on_its_threshold_passes(project: Project) -> None:
     assert result.status == "pass", result.details
     assert criterion(result, "pattern fidelity")["actual"] == 0.9
     assert criterion(result, "outcome quality")["actual"] == 0.85
+    # a criterion met says nothing is missing (it said "-0.000 short", "must drop below 0.05")
+    assert {c["missing"] for c in result.criteria} == {None}
 
 
 def test_demote_check_on_the_thresholds_keeps_the_version(project: Project, opened: Store) -> None:

@@ -1123,3 +1123,93 @@ def test_a_json_array_killed_mid_ingestion_then_rewritten_loses_nothing(
     assert str(path) in result.restarted
     assert _counted(result) == (4000, 4000, 0, 0)
     assert sum(1 for i in _ids(store) if i.startswith("new-")) == 4000
+
+
+# -- what one store keeps and another would refuse ---------------------------------------------
+
+
+def test_records_no_store_can_keep_are_quarantined_and_the_rest_ingested(
+    store: Store, tmp_path: Path
+) -> None:
+    # PostgreSQL's text and JSON cannot hold U+0000, and its version column holds 128
+    # characters: one such record used to fail every ingestion there, for every skill.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "s_executions.jsonl"
+    _append(path, _line("good-1"))
+    _append(path, _line("nul-subject", subject="user\x00id"))
+    _append(path, _line("nul-tag", tags={"k": "a\x00b"}))
+    _append(path, b"\x00\x00\x00\x00\n")  # what a power loss leaves in an appended file
+    _append(path, _line("long-version", version="1.0.0-" + "a" * 130))
+    _append(path, _line("escaped-backslash", subject="a\\u0000b"))  # text, not a NUL
+    _append(path, _line("good-2"))
+
+    result = ingest(store, inbox)
+
+    assert _counted(result) == (7, 3, 0, 4)
+    assert _ids(store) == ["escaped-backslash", "good-1", "good-2"]
+    reasons = {line: reason for _, line, reason, _ in _quarantine(store)}
+    assert "subject holds a NUL character" in reasons[2]
+    assert "tags holds a NUL character" in reasons[3]
+    assert "not valid JSON" in reasons[4]
+    assert "length <= 128" in reasons[5]
+    assert _quarantine(store)[2][3] == "\\x00" * 4  # kept, readable
+
+
+def test_record_execution_refuses_what_no_store_can_keep(tmp_path: Path) -> None:
+    for fields in ({"subject": "a\x00b"}, {"version": "1." + "0" * 130}):
+        with pytest.raises(UsageError, match="not a valid execution record"):
+            record_execution(tmp_path, skill="s", **fields)
+    assert not (tmp_path / "s_executions.jsonl").exists()
+
+
+def test_an_inbox_file_whose_name_is_not_utf8_is_reported_and_the_others_ingested(
+    store: Store, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _append(inbox / "good_executions.jsonl", _line("good-1"))
+    odd = os.fsdecode(os.fsencode(inbox) + b"/b\xffd_executions.jsonl")
+    _append(Path(odd), _line("odd-1"))
+
+    result = ingest(store, inbox)
+
+    assert _ids(store) == ["good-1"]
+    ((shown, why),) = result.unreadable
+    assert shown.endswith("b\\xffd_executions.jsonl") and "not valid UTF-8" in why
+
+
+def test_two_ingestions_at_once_take_each_line_once(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    # Overlapping cron runs: each line is read (inserted or quarantined) by one of them; the
+    # other leaves what the first took, so nothing is quarantined twice or counted a duplicate.
+    (tmp_path / "skillstage.toml").write_text("")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for skill in ("a", "b", "c"):
+        lines = ["not json\n" if n % 1000 == 7 else _line(f"{skill}-{n}") for n in range(20_000)]
+        _append(inbox / f"{skill}_executions.jsonl", "".join(lines))
+    command = [sys.executable, "-m", "skillstage", "metrics", "ingest", "--path", str(inbox)]
+    runs = [
+        subprocess.Popen(
+            [*command, "--batch-size", "100", "--json"],
+            cwd=tmp_path,
+            env=_environment(SKILLSTAGE_DATABASE_URL=store_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, out + err
+        results.append(json.loads(out))
+    assert sum(r["read"] for r in results) == 60_000
+    assert sum(r["inserted"] for r in results) == 59_940
+    assert sum(r["duplicates"] for r in results) == 0
+    assert sum(r["quarantined"] for r in results) == 60
+    assert len(_quarantine(store)) == 60
+    assert _counts(store) == (59_940, 59_940)

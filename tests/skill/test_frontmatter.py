@@ -132,6 +132,17 @@ def test_invalid_yaml_names_its_line() -> None:
     assert error.hint and "quote" in error.hint
 
 
+@pytest.mark.parametrize(
+    "value", ['"tab\\0nul"', '"a\\x00"', '"a\\u0000"', '{k: "a\\0"}', '["a\\0"]']
+)
+def test_an_escaped_nul_is_refused(value: str) -> None:
+    # No store keeps U+0000 (PostgreSQL refused the frontmatter and `list` failed for every skill)
+    error = error_of(f"---\nname: x\ndescription: {value}\n---\n")
+    assert error.code == "FRONTMATTER_INVALID_YAML"
+    assert "NUL" in error.message and "description" in error.message
+    assert parse('---\nname: x\ndescription: "a\\\\0"\n---\n')  # a backslash and a 0
+
+
 def test_empty_frontmatter() -> None:
     assert error_of("---\n---\nbody").code == "FRONTMATTER_EMPTY"
 

@@ -77,7 +77,7 @@ class Criterion:
             "actual": actual,
             "required": self.required,
             "passed": self.passed,
-            "missing": self.missing,
+            "missing": None if self.passed else self.missing,
         }
 
 

@@ -49,6 +49,7 @@ from skillstage.metrics.record import (
     MAX_CLOCK_SKEW,
     ExecutionRecord,
     future_problem,
+    nul_problem,
     past_problem,
     record_problem,
     skill_from_file_name,
@@ -141,20 +142,34 @@ class _Batch:
     lines: int  # lines in this batch
     provisional: list[int]  # indexes of the rows that carry a provisional skill id
     array: bool = False  # a JSON array file: its checkpoint hashes the whole `head`
+    # The file's checkpoint in the store this batch follows: (offset, line, head hash), or None
+    # for none. Another ingestion that moved it meanwhile has taken these lines (`_write`).
+    follows: tuple[int, int, str] | None = None
+
+    def checkpoint(self) -> tuple[int, int, str, int]:
+        """The checkpoint after this batch: offset, line, head hash, head length."""
+        # An array's batches before its last keep the offset they started at (the bytes read go
+        # with the last element), but must still tell the elements they took from other ones.
+        length = len(self.head) if self.array else min(self.offset, len(self.head))
+        return self.offset, self.line, _hash(self.head[:length]), length
 
 
-def _start(store: Store, file: InboxFile, handle: Any, result: IngestResult) -> tuple[int, int]:
-    """Where to start reading an open file: its checkpoint, or 0 when it is new or was rewritten."""
+def _start(
+    store: Store, file: InboxFile, handle: Any, result: IngestResult
+) -> tuple[int, int, tuple[int, int, str] | None]:
+    """Where to start reading an open file: its checkpoint, or 0 when it is new or was rewritten;
+    and the checkpoint found (see `_Batch.follows`)."""
     status = os.fstat(handle.fileno())
     with store.reading() as tx:
         found = store_executions.find_checkpoint(tx, status.st_dev, status.st_ino)
     if found is None:
-        return 0, 0
+        return 0, 0, None
+    stored = (found.offset, found.line, found.head_hash)
     head = os.pread(handle.fileno(), found.head_length, 0)
     if status.st_size < found.offset or _hash(head) != found.head_hash:
         result.restarted.append(str(file.path))
-        return 0, 0
-    return found.offset, found.line
+        return 0, 0, stored
+    return found.offset, found.line, stored
 
 
 @dataclass
@@ -378,6 +393,14 @@ def _open(file: InboxFile, unreadable: list[tuple[str, str]]) -> BinaryIO | None
     """The file open for reading; None when it went away (rotated since the directory was
     listed: its new name is read next time) or cannot be read (added to `unreadable`: the other
     files are read all the same, and this one where it was once it can be)."""
+    name = os.fsencode(file.path)
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        # Its path would go into the checkpoint and the quarantine, which keep text.
+        shown = name.decode("utf-8", "backslashreplace")
+        unreadable.append((shown, "its name is not valid UTF-8: rename it"))
+        return None
     try:
         return file.path.open("rb")
     except FileNotFoundError:
@@ -401,7 +424,7 @@ def _batches(
         return
     with handle:
         status = os.fstat(handle.fileno())
-        offset, line = _start(store, file, handle, result)
+        offset, line, follows = _start(store, file, handle, result)
         if status.st_size <= offset:
             return
         head = os.pread(handle.fileno(), HEAD_BYTES, 0)
@@ -413,7 +436,8 @@ def _batches(
 
         def cut() -> _Batch:
             """The lines read since the last batch, as a batch (its checkpoint: `offset`)."""
-            return _Batch(
+            nonlocal follows
+            made = _Batch(
                 file,
                 status.st_dev,
                 status.st_ino,
@@ -425,7 +449,10 @@ def _batches(
                 count,
                 provisional,
                 reading.kept is not None,
+                follows,
             )
+            follows = made.checkpoint()[:3]
+            return made
 
         rows.refresh()
         reading = _records(file, handle, offset, line, result.unreadable)
@@ -439,7 +466,11 @@ def _batches(
                 bad.append((path, line, text, ""))
             elif text.strip():
                 try:
-                    made = make_row(decode(text), file.skill)
+                    record = decode(text)
+                    # (a NUL can only come escaped: a raw one is not JSON)
+                    made = (b"\\u0000" in text and nul_problem(record)) or make_row(
+                        record, file.skill
+                    )
                 except msgspec.ValidationError as exc:
                     made = f"not a valid record: {exc}"
                 except msgspec.DecodeError as exc:
@@ -466,9 +497,28 @@ def _batches(
             result.waiting.append(str(file.path))
 
 
-def _write(tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime) -> int:
-    """Batches, in order, and their files' checkpoints, in the caller's transaction: the number
-    of rows inserted."""
+def _write(
+    tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime
+) -> tuple[list[_Batch], int]:
+    """Batches, in order, and their files' checkpoints, in the caller's transaction; the batches
+    written, and the number of rows they inserted.
+
+    A file whose checkpoint is no longer the one its first batch here follows was read meanwhile
+    by another ingestion (two cron runs at once): its batches are left out, not inserted as
+    duplicates nor their bad lines quarantined a second time."""
+    taken: set[tuple[int, int]] = set()
+    checked: set[tuple[int, int]] = set()
+    for batch in batches:
+        identity = (batch.device, batch.inode)
+        if identity not in checked:
+            checked.add(identity)
+            found = store_executions.claim_checkpoint(tx, *identity)
+            stored = (found.offset, found.line, found.head_hash) if found else None
+            if stored != batch.follows:
+                taken.add(identity)
+    batches = [batch for batch in batches if (batch.device, batch.inode) not in taken]
+    if not batches:
+        return batches, 0
     for batch in batches:
         for index in batch.provisional:
             row = batch.rows[index]
@@ -488,21 +538,19 @@ def _write(tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime
     # last one per file is saved (each statement lets the reading thread take the GIL, and the
     # writer waits up to 5 ms to get it back).
     for batch in last.values():
-        # An array's batches before its last keep the offset they started at (the bytes read go
-        # with the last element), but must still tell the elements they took from other ones.
-        head_length = len(batch.head) if batch.array else min(batch.offset, len(batch.head))
+        offset, line, head_hash, head_length = batch.checkpoint()
         store_executions.save_checkpoint(
             tx,
             device=batch.device,
             inode=batch.inode,
             path=str(batch.file.path),
-            offset=batch.offset,
-            line=batch.line,
-            head_hash=_hash(batch.head[:head_length]),
+            offset=offset,
+            line=line,
+            head_hash=head_hash,
             head_length=head_length,
             at=now,
         )
-    return inserted
+    return batches, inserted
 
 
 def pending_bytes(store: Store, inbox: Path) -> int:
@@ -564,7 +612,7 @@ def ingest(
 
     def write(tx: Transaction, group: list[_Batch]) -> int:
         """Write `group` in `tx`, counted in the result: the lines it took."""
-        inserted = _write(tx, group, rows, now)
+        group, inserted = _write(tx, group, rows, now)
         lines = sum(b.lines for b in group)
         result.read += lines
         result.inserted += inserted

@@ -40,6 +40,7 @@ _Milliseconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_EXECUTION_TIME_MS)]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_PATTERNS)]
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 _Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+_Version = Annotated[str, msgspec.Meta(max_length=128)]  # the store's column holds 128
 
 # The inbox file kinds: ours, and seed 002's three per-skill files (§5.2), read the same way.
 RECORD_KINDS = ("executions", "fidelity", "outcomes", "performance")
@@ -76,7 +77,7 @@ class ExecutionRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=False)
     execution_id: _Id
     timestamp: dt.datetime
     skill: str | None = None
-    version: str | None = None
+    version: _Version | None = None
     digest: _Digest | None = None
     pattern_fidelity: _Fraction | None = None
     outcome_quality: _Fraction | None = None
@@ -134,6 +135,9 @@ def record_problem(
 ) -> str | None:
     """What is wrong with a decoded record beyond its types, or None. `latest`: the latest
     timestamp taken (now plus the clock skew allowed)."""
+    nul = nul_problem(record)
+    if nul:
+        return nul
     skill = record.skill or skill_from_file
     if not skill:
         return "no skill: give `skill` (or write to <skill>_executions.jsonl)"
@@ -144,6 +148,21 @@ def record_problem(
     if record.timestamp < EARLIEST:
         return past_problem(record.timestamp)
     return future_problem(record.timestamp, latest) if record.timestamp > latest else None
+
+
+def nul_problem(record: ExecutionRecord) -> str | None:
+    """Why a record holding a NUL character (`\\u0000` in its JSON) cannot be kept, or None:
+    PostgreSQL's text cannot hold one, and on SQLite it would cut the text short for readers."""
+    found = [
+        name
+        for name in ("execution_id", "skill", "version", "subject")
+        if "\x00" in (getattr(record, name) or "")
+    ]
+    if record.tags is not None and "\\u0000" in _ENCODER.encode(record.tags).decode():
+        found.append("tags")
+    if not found:
+        return None
+    return f"{', '.join(found)} holds a NUL character (\\u0000), which the store cannot keep"
 
 
 # No execution of a skill happened before this; a record dated earlier has a broken clock (year 1

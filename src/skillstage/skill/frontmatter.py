@@ -466,6 +466,32 @@ def _construct(loader: yaml.CSafeLoader, node: yaml.Node, path: Path) -> Any:
 
 def load_frontmatter(source: str, path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """Load frontmatter YAML (C safe loader) into a mapping and the line of each top-level key."""
+    loaded = _load_frontmatter(source, path)
+    # A raw NUL is refused by the parser; an escaped one ("\0", "\x00", "\u0000" in a double-
+    # quoted string) is not, and no store keeps it (PostgreSQL refuses it in text and JSON).
+    if "\\" in source and _holds_nul(loaded[0]):
+        key = next(k for k, v in loaded[0].items() if _holds_nul(v) or "\x00" in str(k))
+        raise _error(
+            "FRONTMATTER_INVALID_YAML",
+            f"frontmatter value {key} holds a NUL character (an escaped \\0)",
+            path,
+            loaded[1].get(key),
+            "remove the \\0 (or \\x00, \\u0000) escape",
+        )
+    return loaded
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _load_frontmatter(source: str, path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if len(source.encode("utf-8")) > MAX_FRONTMATTER_BYTES:
         raise _error(
             "FRONTMATTER_TOO_LARGE",

@@ -70,6 +70,19 @@ def find_checkpoint(tx: Transaction, device: int, inode: int) -> Checkpoint | No
     return Checkpoint(*row) if row else None
 
 
+def claim_checkpoint(tx: Transaction, device: int, inode: int) -> Checkpoint | None:
+    """A file's checkpoint, read to be moved on in this (write) transaction: no other ingestion
+    moves it before this one ends. SQLite's write transactions are one at a time already; on
+    PostgreSQL a lock on the file's identity, held to the end of the transaction, makes them so."""
+    if tx.dialect.name == "postgresql":
+        tx.one(
+            "SELECT pg_advisory_xact_lock(hashtext('skillstage-ingest:' || current_schema()"
+            " || ':' || CAST(:device AS text) || ':' || CAST(:inode AS text)))",
+            {"device": device, "inode": inode},
+        )
+    return find_checkpoint(tx, device, inode)
+
+
 def checkpoints(store: Store) -> list[Checkpoint]:
     with store.reading() as tx:
         return [
@@ -309,7 +322,8 @@ def quarantine(
                 "path": path,
                 "line": line,
                 "reason": reason,
-                "content": content[:4096],
+                # (a NUL byte of a broken line: PostgreSQL's text cannot hold it)
+                "content": content[:4096].replace("\x00", "\\x00"),
                 "at": stamp,
             },
         )
