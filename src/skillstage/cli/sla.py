@@ -26,7 +26,12 @@ def sla() -> None:
 
 
 @sla.command()
-@click.option("--json", "as_json", is_flag=True, help="Print every skill over its SLA as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print every skill over its SLA as JSON, exempted ones too ("breach": false).',
+)
 @click.pass_obj
 def check(obj: CliContext, as_json: bool) -> int:
     """List skills older than their stage's SLA, with their age and hours over.
