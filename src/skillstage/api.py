@@ -297,7 +297,9 @@ def init(root: Path, *, force: bool = False) -> InitResult:
     try:
         if not config_path.exists() or force:
             root.mkdir(parents=True, exist_ok=True)
-            config_path.write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
+            from skillstage.lifecycle.fs import write_atomically
+
+            write_atomically(config_path, DEFAULT_CONFIG_TOML)  # a full disk leaves none
             written = True
         project = load_config_file(config_path)
         folders = [project.state_dir, *(project.stage_root(s) for s in project.config.stages)]
@@ -944,6 +946,7 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
     case as an execution, and keep the results (store and a JSON file)."""
     import json
 
+    from skillstage.lifecycle.fs import write_atomically
     from skillstage.metrics.evals import prepare_evals
     from skillstage.metrics.record import append_records
     from skillstage.store import Store
@@ -963,12 +966,21 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
             # (its stay in its stage counts from its first benchmark run)
             registered = tx.register(skill, at=started)
         now = dt.datetime.now(dt.UTC)
-        records = _eval_records(skill, run, now)
-        append_records(project.metrics_inbox, records)
         results = project.state_dir / "evals" / skill.name
-        results.mkdir(parents=True, exist_ok=True)
         path = results / f"{skill.version}-{skill.short_digest}-{now:%Y%m%dT%H%M%S%fZ}.json"
-        path.write_text(json.dumps(run.to_dict(), indent=2, default=str), encoding="utf-8")
+        # The results file, then the run in the store, then its executions in the inbox: a full
+        # disk stops it before anything is recorded, or leaves a stored run whose executions a
+        # second run adds (with a run of its own), never executions of a run not on record.
+        try:
+            results.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, json.dumps(run.to_dict(), indent=2, default=str))
+        except OSError as exc:
+            raise SkillstageError(
+                f"the benchmark ran, but its results could not be written: {exc.strerror or exc}"
+                " (nothing was recorded)",
+                path=path,
+                hint="free some space, then run eval again",
+            ) from None
         with store.atomic() as tx:
             store_metrics.add_eval_run(
                 tx,
@@ -979,6 +991,15 @@ def run_eval(project: Project, name: str, *, version: str | None = None) -> Eval
                 cases=[case.to_dict() for case in run.cases],
                 at=now,
             )
+        try:
+            append_records(project.metrics_inbox, _eval_records(skill, run, now))
+        except OSError as exc:
+            raise SkillstageError(
+                "the benchmark run is recorded, but its executions could not be added to the "
+                f"metrics inbox: {exc.strerror or exc}",
+                path=project.metrics_inbox,
+                hint="free some space, then run eval again (it records a run of its own)",
+            ) from None
     return EvalOutcome(skill.name, skill.version, skill.digest, run, path)
 
 

@@ -266,6 +266,8 @@ def rollback(
         git_commit=git_commit,
         dry_run=dry_run,
     )
+    for warning in result.warnings:
+        click.echo(click.style("⚠ ", fg="yellow") + warning, err=True)
     if as_json:
         echo_json(result.to_dict())
         return EXIT_OK

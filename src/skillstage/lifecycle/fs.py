@@ -54,6 +54,18 @@ def sibling(path: Path, purpose: str) -> Path:
     return path.parent / f".skillstage-{purpose}-{path.name}-{os.urandom(6).hex()}"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write a text file whole or not at all (a full disk leaves the old file, or none, never
+    an empty or cut one): written under a scratch name beside it, then renamed over it."""
+    scratch = sibling(path, "writing")
+    try:
+        scratch.write_text(text, encoding="utf-8")
+        os.replace(scratch, path)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+
+
 def is_scratch(name: str) -> bool:
     """Whether a directory name is one `sibling` made (an orphan after a crash)."""
     return name.startswith(".skillstage-")

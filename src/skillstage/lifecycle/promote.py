@@ -144,9 +144,7 @@ def _record_archive_reason(entry: Path, reason: str, *, once: bool = False, **de
     if once and any(r.get("reason") == reason for r in reasons):
         return
     reasons.append({"reason": reason, "at": _now().isoformat(), **details})
-    scratch = fs.sibling(sidecar, "writing")
-    scratch.write_text(json.dumps(reasons, indent=2))
-    os.replace(scratch, sidecar)
+    fs.write_atomically(sidecar, json.dumps(reasons, indent=2))
 
 
 def _live_digest(project: Project, path: Path) -> str | None:
@@ -221,6 +219,19 @@ def _refuse_target(project: Project, name: str, target: Path) -> None:
             )
 
 
+def _refuse_unwritable(*folders: Path) -> None:
+    """Refuse, before anything is journaled or moved, a stage folder this process cannot change
+    (read-only, immutable, another user's): the skill leaves one and enters the other, and
+    finding out half-way would leave the new version live and the old one in place."""
+    for folder in dict.fromkeys(folders):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            raise PromotionError(
+                f"{folder} cannot be written to: nothing was moved",
+                hint="make the stage folder writable for this user (chmod, chattr -i, a "
+                "read-write mount), then promote again",
+            )
+
+
 def _transition(project: Project, from_stage: str, to: str | None) -> tuple[str, Any]:
     options = [t for t in project.config.transitions if t.from_stage == from_stage]
     if to is not None:
@@ -271,6 +282,7 @@ def promote(
     to_stage, transition = _transition(project, source.stage, to)
     target = project.stage_path(to_stage, source.name)
     _refuse_target(project, source.name, target)
+    _refuse_unwritable(source.path.parent, target.parent)
     result = PromotionResult(
         success=False,
         skill_name=source.name,
@@ -387,24 +399,28 @@ def promote(
             if repo is not None
             else None
         )
-        event_id, outbox_ids = _move(
-            project,
-            store,
-            skill,
-            source,
-            to_stage,
-            target,
-            at=at,
-            actor=actor,
-            reason=reason,
-            forced=result.forced,
-            approver=approver,
-            approval_ticket=approval_ticket,
-            deploy=deploy,
-            notify=notify,
-            commit=commit,
-            gates=result.gates,
-        )
+        try:
+            event_id, outbox_ids = _move(
+                project,
+                store,
+                skill,
+                source,
+                to_stage,
+                target,
+                at=at,
+                actor=actor,
+                reason=reason,
+                forced=result.forced,
+                approver=approver,
+                approval_ticket=approval_ticket,
+                deploy=deploy,
+                notify=notify,
+                commit=commit,
+                gates=result.gates,
+                warnings=result.warnings,
+            )
+        except OSError as exc:  # a full disk, a permission: not a crash, and nothing half done
+            raise _stopped(project, store, skill.name, "promotion", exc) from None
     result.success, result.at, result.event_id = True, at, event_id
     _deliver(project, store, outbox_ids, result)
     return result
@@ -473,6 +489,7 @@ def _move(
     notify: bool,
     commit: dict[str, Any] | None,
     gates: list[GateResult],
+    warnings: list[str],
 ) -> tuple[int, list[int]]:
     archive = archive_path(project, skill.name, skill.version, skill.digest)
     incoming = fs.sibling(target, "incoming")
@@ -500,6 +517,7 @@ def _move(
         "notify": notify,
         "git_commit": commit,
         "gates": [g.to_dict() for g in gates],
+        "warnings": warnings,  # what went wrong after the commit (`_tidy`)
     }
     journal_id = store.open_journal(skill.name, "promote", details, at=at)
     fs.fault_point("promote:journaled")
@@ -560,7 +578,7 @@ def _finish_promote(
         # promotion did, and a crash after commit leaves them queued, not lost.
         outbox_ids = _queue_side_effects(project, tx, details, "promoted")
     fs.fault_point("promote:committed")
-    fs.retire(Path(details["incoming"]), retired_path(project))
+    _tidy(lambda: fs.retire(Path(details["incoming"]), retired_path(project)), details)
     return event_id, outbox_ids
 
 
@@ -655,8 +673,26 @@ def rollback(
                 hint="`skillstage list` shows where each skill is",
             )
     with skill_lock(project, store, name, timeout=lock_timeout):
+        unfinished = [
+            entry.details
+            for entry in store.open_journals(name)
+            if entry.operation == "rollback" and entry.details.get("stage") == stage
+        ]
         recover(project, store, name)
         current = store.current_assignments(stage=stage, name=name)
+        if unfinished and not dry_run and _took_effect(unfinished[-1], current):
+            # A rollback stopped after its move (a full disk, a kill) and was just completed:
+            # that is the rollback asked for again, not a reason to go back one more version.
+            earlier = unfinished[-1]
+            result.success = True
+            result.to_stage = earlier["to_stage"]
+            result.version = earlier.get("good_version") or earlier["bad_version"]
+            result.previous_version = earlier["bad_version"]
+            result.warnings.append(
+                f"the rollback of {name} {earlier['bad_version']} begun at {earlier['at']} had "
+                "stopped after its move; it is now completed, and nothing more was rolled back"
+            )
+            return result
         if not current:
             raise PromotionError(
                 f"{name} is not in {stage}",
@@ -744,11 +780,22 @@ def rollback(
                     from_version=live.version,
                 ),
             }
-        result.event_id, outbox_ids = _roll(project, store, details)
+        details["warnings"] = result.warnings  # what went wrong after the commit (`_tidy`)
+        try:
+            result.event_id, outbox_ids = _roll(project, store, details)
+        except OSError as exc:  # a full disk, a permission: not a crash, and nothing half done
+            raise _stopped(project, store, name, "rollback", exc) from None
         result.at = at
     result.success = True
     _deliver(project, store, outbox_ids, result)
     return result
+
+
+def _took_effect(details: Mapping[str, Any], current: list[Any]) -> bool:
+    """Whether the rollback `details` describes is what the stage holds now."""
+    if "destination" in details:  # the skill left the stage
+        return not current
+    return bool(current) and current[0].digest == details.get("good_digest")
 
 
 def _rollback_target(
@@ -865,12 +912,50 @@ def _finish_rollback(
     fs.fault_point("rollback:committed")
     entry = archive_path(project, name, details["bad_version"], details["bad_digest"])
     if entry.exists():
-        _record_archive_reason(
-            entry, "failed", why=details["reason"], trigger_metric=details.get("trigger_metric")
+        _tidy(
+            lambda: _record_archive_reason(
+                entry, "failed", why=details["reason"], trigger_metric=details.get("trigger_metric")
+            ),
+            details,
         )
     if "incoming" in details:
-        fs.retire(Path(details["incoming"]), retired_path(project))
+        _tidy(lambda: fs.retire(Path(details["incoming"]), retired_path(project)), details)
     return event_id, outbox_ids
+
+
+def _stopped(project: Project, store: Store, name: str, what: str, exc: OSError) -> PromotionError:
+    """A move that the system stopped half-way, finished or undone as after a crash (the caller
+    holds the skill's lock), as the error that says so."""
+    cause = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    try:
+        done = recover(project, store, name)
+        outcome = "; ".join(done) if done else "nothing was changed"
+    except OSError as again:
+        outcome = (
+            f"and it could not be undone yet ({again.strerror or again}): "
+            "`skillstage doctor --repair` finishes or undoes it once that is fixed"
+        )
+    return PromotionError(
+        f"the {what} of {name} stopped: {cause}; {outcome}",
+        hint="free some space or fix the permissions, then run it again",
+    )
+
+
+def _tidy(step: Callable[[], Any], details: Mapping[str, Any]) -> None:
+    """A step after the commit (the failed version's note in the archive, retiring the copy
+    swapped out): the move is done and recorded, so a full disk or a permission here is a
+    warning (`details["warnings"]`, which the result shows), not a failure of the move: a
+    "failed" move would be retried, and a rollback would then go back a second version."""
+    try:
+        step()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        warnings = details.get("warnings")
+        if isinstance(warnings, list):
+            warnings.append(
+                f"done, but tidying up after it failed: {exc.strerror or exc}{where}; "
+                "`skillstage doctor --repair` finishes it"
+            )
 
 
 # -- side effects (git, hooks, notifications) -------------------------------------------------
