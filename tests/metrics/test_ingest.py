@@ -25,6 +25,7 @@ import pytest
 import skillstage
 import skillstage.api
 import skillstage.config
+import skillstage.errors
 import skillstage.store.db
 from skillstage.errors import UsageError
 from skillstage.metrics.ingest import MAX_LINE_BYTES, IngestResult, ingest, lag
@@ -1213,3 +1214,11 @@ def test_two_ingestions_at_once_take_each_line_once(
     assert sum(r["quarantined"] for r in results) == 60
     assert len(_quarantine(store)) == 60
     assert _counts(store) == (59_940, 59_940)
+
+
+def test_record_execution_into_an_inbox_it_cannot_write_says_so(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "s_executions.jsonl").mkdir()  # what is in the way, whoever runs the test
+    with pytest.raises(skillstage.errors.SkillstageError, match="cannot append to the metrics"):
+        record_execution(inbox, skill="s")

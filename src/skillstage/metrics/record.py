@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from skillstage.errors import UsageError
+from skillstage.errors import SkillstageError, UsageError
 
 # Upper bounds keep every value finite and storable (an unbounded count overflowed SQLite's
 # 64-bit integers; an infinite time was written as null, and summed overflowed).
@@ -259,5 +259,12 @@ def record_execution(
     inbox = Path(inbox)
     if inbox.exists() and not inbox.is_dir():
         raise UsageError(f"the metrics inbox {inbox} is not a directory")
-    append_records(inbox, [record], durable=durable)
+    try:
+        append_records(inbox, [record], durable=durable)
+    except OSError as exc:  # a full disk, a permission: the record is not kept, and says why
+        raise SkillstageError(
+            f"cannot append to the metrics inbox: {exc.strerror or exc}",
+            path=exc.filename or inbox,
+            hint="free some space or make the inbox writable, then record again",
+        ) from None
     return record
