@@ -134,3 +134,26 @@ def test_a_promotion_stopped_by_the_system_is_undone_and_said_plainly(tmp_path: 
     assert (tmp_path / STAGING / "beta").is_dir() and not (tmp_path / LIVE / "beta").exists()
     assert _open_journals(tmp_path) == 0
     assert _cli(tmp_path, "promote", "beta", "--yes").returncode == 0  # and it goes once fixed
+
+
+def test_doctor_leaves_a_half_done_move_alone_until_it_can_be_settled(two_versions: Path) -> None:
+    root = two_versions
+    write_skill(root / STAGING, "alpha", extra={"version": "1.2.0"})
+    killed = _cli(root, "promote", "alpha", "--yes", "--overwrite", fault="promote:swapped")
+    assert killed.returncode == -9
+    (root / STAGING).chmod(0o555)  # the source cannot leave: recovery cannot finish the move
+    try:
+        stuck = _cli(root, "doctor", "--repair", "--json", limited=True)
+    finally:
+        (root / STAGING).chmod(0o755)
+    assert stuck.returncode == 1, stuck.stderr
+    findings = json.loads(stuck.stdout)["findings"]
+    assert not any(f["repaired"] for f in findings if f["action"].startswith("repair failed"))
+    assert any(f["action"].startswith("left alone: alpha has an unfinished move") for f in findings)
+    assert _live_version(root) == "1.2.0"  # not "restored" as if edited in place
+    settled = _cli(root, "doctor", "--repair")
+    assert settled.returncode == 0, settled.stdout + settled.stderr
+    assert _live_version(root) == "1.2.0"
+    events = json.loads(_cli(root, "history", "alpha", "--json").stdout)
+    assert (events[0]["kind"], events[0]["version"]) == ("promote", "1.2.0")
+    assert not any(e["kind"] == "repair" for e in events)

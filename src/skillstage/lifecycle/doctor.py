@@ -529,11 +529,20 @@ def _repair(
     lock_timeout: float,
 ) -> None:
     unknown = [f for f in findings if f.kind == UNKNOWN_DIR]
+    # A skill whose unfinished move recovery could not settle (its folder read-only, the disk
+    # full) is left alone: its live copy is that move half done, not an edit to undo.
+    unsettled = {f.skill for f in findings if f.kind == OPEN_JOURNAL}
     for finding in findings:
         repair = _REPAIRS.get(finding.kind)
         if repair is None:
             continue
         assert finding.skill is not None
+        if finding.skill in unsettled:
+            finding.action = (
+                f"left alone: {finding.skill} has an unfinished move to settle first "
+                "(fix what stopped it, then run doctor --repair again)"
+            )
+            continue
         try:
             with skill_lock(project, store, finding.skill, timeout=lock_timeout):
                 finding.action = repair(project, store, finding, actor)
@@ -570,7 +579,8 @@ def doctor(
         if known is not finding and finding.action and not known.action:
             known.action = finding.action
     for finding in report.values():
-        finding.repaired = finding.key not in left
+        failed = (finding.action or "").startswith("repair failed")
+        finding.repaired = finding.key not in left and not failed
         if finding.repaired and not finding.action:
             finding.action = "resolved by the repairs above"
         if not finding.repaired and finding.kind in _BY_HAND and not finding.action:
