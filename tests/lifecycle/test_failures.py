@@ -157,3 +157,23 @@ def test_doctor_leaves_a_half_done_move_alone_until_it_can_be_settled(two_versio
     events = json.loads(_cli(root, "history", "alpha", "--json").stdout)
     assert (events[0]["kind"], events[0]["version"]) == ("promote", "1.2.0")
     assert not any(e["kind"] == "repair" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("step", "outcome", "live"),
+    [
+        ("promote:copied", "beta: unfinished promote undone", False),
+        ("promote:swapped", "beta: promotion of 1.0.0 completed", True),
+    ],
+)
+def test_a_promotion_interrupted_by_ctrl_c_is_settled_and_said_at_once(
+    tmp_path: Path, step: str, outcome: str, live: bool
+) -> None:
+    api.init(tmp_path)
+    write_skill(tmp_path / STAGING, "beta")
+    interrupted = _cli(tmp_path, "promote", "beta", "--yes", fault=f"{step}+sigint")
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert f"the promotion of beta stopped: interrupted; {outcome}" in interrupted.stderr
+    assert (tmp_path / LIVE / "beta").is_dir() is live
+    assert (tmp_path / STAGING / "beta").is_dir() is not live
+    assert _open_journals(tmp_path) == 0

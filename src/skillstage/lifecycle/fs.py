@@ -210,10 +210,14 @@ FAULT_ENV = "SKILLSTAGE_FAULT"
 
 
 def fault_point(name: str) -> None:
-    """Die here, as from `kill -9`, when SKILLSTAGE_FAULT names this point.
+    """Die here, as from `kill -9`, when SKILLSTAGE_FAULT names this point (or take a Ctrl-C,
+    when it names it followed by `+sigint`).
 
     The crash-safety tests SIGKILL the promoter at each step of its journal; this makes every step
     reachable on purpose instead of by timing luck.
     """
-    if os.environ.get(FAULT_ENV) == name:
+    fault = os.environ.get(FAULT_ENV)
+    if fault == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == f"{name}+sigint":
+        os.kill(os.getpid(), signal.SIGINT)

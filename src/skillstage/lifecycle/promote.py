@@ -419,7 +419,7 @@ def promote(
                 gates=result.gates,
                 warnings=result.warnings,
             )
-        except OSError as exc:  # a full disk, a permission: not a crash, and nothing half done
+        except (OSError, KeyboardInterrupt) as exc:  # a full disk, a permission, Ctrl-C
             raise _stopped(project, store, skill.name, "promotion", exc) from None
     result.success, result.at, result.event_id = True, at, event_id
     _deliver(project, store, outbox_ids, result)
@@ -783,7 +783,7 @@ def rollback(
         details["warnings"] = result.warnings  # what went wrong after the commit (`_tidy`)
         try:
             result.event_id, outbox_ids = _roll(project, store, details)
-        except OSError as exc:  # a full disk, a permission: not a crash, and nothing half done
+        except (OSError, KeyboardInterrupt) as exc:  # a full disk, a permission, Ctrl-C
             raise _stopped(project, store, name, "rollback", exc) from None
         result.at = at
     result.success = True
@@ -923,10 +923,16 @@ def _finish_rollback(
     return event_id, outbox_ids
 
 
-def _stopped(project: Project, store: Store, name: str, what: str, exc: OSError) -> PromotionError:
-    """A move that the system stopped half-way, finished or undone as after a crash (the caller
-    holds the skill's lock), as the error that says so."""
-    cause = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+def _stopped(
+    project: Project, store: Store, name: str, what: str, exc: OSError | KeyboardInterrupt
+) -> PromotionError:
+    """A move stopped half-way (by the system, or by Ctrl-C), finished or undone as after a
+    crash (the caller holds the skill's lock), as the error that says so: the user learns now
+    whether it happened, not from the next command."""
+    if isinstance(exc, KeyboardInterrupt):
+        cause = "interrupted"
+    else:
+        cause = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
     try:
         done = recover(project, store, name)
         outcome = "; ".join(done) if done else "nothing was changed"
@@ -935,10 +941,15 @@ def _stopped(project: Project, store: Store, name: str, what: str, exc: OSError)
             f"and it could not be undone yet ({again.strerror or again}): "
             "`skillstage doctor --repair` finishes or undoes it once that is fixed"
         )
-    return PromotionError(
+    error = PromotionError(
         f"the {what} of {name} stopped: {cause}; {outcome}",
-        hint="free some space or fix the permissions, then run it again",
+        hint=None
+        if isinstance(exc, KeyboardInterrupt)
+        else "free some space or fix the permissions, then run it again",
     )
+    if isinstance(exc, KeyboardInterrupt):
+        error.exit_code = 128 + 2  # as a shell reports a program Ctrl-C ended
+    return error
 
 
 def _tidy(step: Callable[[], Any], details: Mapping[str, Any]) -> None:
