@@ -143,6 +143,8 @@ def test_promote_with_nothing_to_promote_says_so_first(run_cli: Run, project: Pa
     done = run_cli("promote")
     assert done.returncode == 2
     assert "nothing to promote" in done.stderr
+    blank = run_cli("promote", "", "--yes")
+    assert blank.returncode == 2 and "'' is not a skill name or path" in blank.stderr
 
 
 def test_a_deeply_nested_checklist_is_refused(run_cli: Run, project: Path) -> None:

@@ -209,6 +209,11 @@ def test_name_rules(tmp_path: Path, name: str, expected: str) -> None:
     assert "NAME_MISMATCH_DIRECTORY" not in ids(report)
 
 
+def test_a_name_with_accents_is_suggested_without_them(tmp_path: Path) -> None:
+    found = finding(check(write_skill(tmp_path, "ünï-café")), "NAME_INVALID_CHARS")
+    assert (found.hint or "").endswith("e.g. uni-cafe")  # not "n-caf"
+
+
 def test_name_must_match_directory(tmp_path: Path) -> None:
     skill = write_skill(tmp_path, "auth-v2", extra={"name": "authentication"})
     found = finding(check(skill), "NAME_MISMATCH_DIRECTORY")

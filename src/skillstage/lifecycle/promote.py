@@ -167,6 +167,10 @@ class _Source:
 
 
 def _resolve_source(project: Project, ref: str) -> _Source:
+    if not ref.strip():
+        raise UsageError(
+            f"{ref!r} is not a skill name or path", hint="`skillstage list` names them"
+        )
     entries = list(stage_directories(project))
     candidate = Path(ref)
     if candidate.exists():

@@ -417,7 +417,7 @@ class _Checker:
                 file="SKILL.md",
                 line=line,
                 hint="use lowercase ASCII letters, digits and hyphens, e.g. "
-                + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "my-skill"),
+                + (re.sub(r"[^a-z0-9]+", "-", _ascii(name).lower()).strip("-") or "my-skill"),
             )
         if name != expected:
             self.add(
@@ -809,6 +809,12 @@ def _read_bounded(path: Path) -> bytes:
 
     with path.open("rb") as handle:
         return handle.read(MAX_SKILL_MD_BYTES + 1)
+
+
+def _ascii(text: str) -> str:
+    """`text` with its accents taken off (ünï → uni), for a suggested name."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def check_dependencies(reports: Sequence[SkillReport], known: Mapping[str, Sequence[str]]) -> None:
