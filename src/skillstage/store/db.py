@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -314,10 +315,12 @@ def translate_errors(url: StoreURL, doing: str, *, connecting: bool = False) -> 
         if error is None:
             raise
         where = url.display
+        full = _disk_full(url)
         if connecting and url.backend == "sqlite":
             raise StoreError(
                 f"cannot open the store at {where}: {_reason(error)}",
-                hint="the file must be a SQLite database that this user can read and write; "
+                hint=full
+                or "the file must be a SQLite database that this user can read and write; "
                 "or point `database` in skillstage.toml (or SKILLSTAGE_DATABASE_URL) elsewhere",
             ) from exc
         if connecting:
@@ -326,4 +329,20 @@ def translate_errors(url: StoreURL, doing: str, *, connecting: bool = False) -> 
                 hint="check that the database server is running and that the URL "
                 "(`database` in skillstage.toml, or SKILLSTAGE_DATABASE_URL) is right",
             ) from exc
-        raise StoreError(f"the store at {where} failed while {doing}: {_reason(error)}") from exc
+        raise StoreError(
+            f"the store at {where} failed while {doing}: {_reason(error)}", hint=full
+        ) from exc
+
+
+def _disk_full(url: StoreURL) -> str | None:
+    """A hint when a SQLite store's disk has no room left (SQLite says "disk I/O error" when it
+    cannot create its -wal and -shm files), else None."""
+    if url.backend != "sqlite" or url.database is None:
+        return None
+    try:
+        free = os.statvfs(os.path.dirname(os.path.abspath(url.database)) or ".")
+    except OSError:
+        return None
+    if free.f_bavail * free.f_frsize >= 1 << 20:
+        return None
+    return "the disk holding the store is full: free some space, then run it again"
