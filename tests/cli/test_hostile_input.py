@@ -145,6 +145,9 @@ def test_promote_with_nothing_to_promote_says_so_first(run_cli: Run, project: Pa
     assert "nothing to promote" in done.stderr
     blank = run_cli("promote", "", "--yes")
     assert blank.returncode == 2 and "'' is not a skill name or path" in blank.stderr
+    for args in (("validate", ""), ("init", "")):  # not the working directory
+        empty = run_cli(*args)
+        assert empty.returncode == 2 and "an empty path" in empty.stderr
 
 
 def test_a_deeply_nested_checklist_is_refused(run_cli: Run, project: Path) -> None:

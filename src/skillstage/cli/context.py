@@ -69,6 +69,16 @@ class _Finite(click.FloatRange):
         return number
 
 
+class NonEmptyPath(click.Path):
+    """A path argument that is not empty: `Path("")` is the working directory, which an empty
+    argument (`validate "$UNSET"`) must not silently stand for."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            self.fail("an empty path (did a variable come out empty?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 DAY_SECONDS = 86_400.0
 # Seconds to wait or let run: up to a day; `TIMEOUT` must be more than 0.
 WAIT = _Finite(min=0, max=DAY_SECONDS)

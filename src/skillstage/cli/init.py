@@ -8,12 +8,12 @@ import click
 import msgspec
 
 from skillstage import api
-from skillstage.cli.context import echo_json
+from skillstage.cli.context import NonEmptyPath, echo_json
 from skillstage.config import DEFAULT_CONFIG_TOML, Config
 
 
 @click.command()
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
+@click.argument("directory", type=NonEmptyPath(path_type=Path, file_okay=False), default=".")
 @click.option(
     "--force",
     is_flag=True,

@@ -16,7 +16,7 @@ from rich.table import Table
 from skillstage import api
 from skillstage.api import Progress as ProgressCallback
 from skillstage.api import ValidationReport
-from skillstage.cli.context import TIMEOUT, CliContext, echo_json, is_terminal
+from skillstage.cli.context import TIMEOUT, CliContext, NonEmptyPath, echo_json, is_terminal
 from skillstage.errors import EXIT_FAILED, EXIT_OK
 from skillstage.skill.checks import Finding, SkillReport
 
@@ -24,7 +24,7 @@ _PROGRESS_FROM = 50  # skills; below this a bar only flickers
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=NonEmptyPath(path_type=Path))
 @click.option("--all", "all_stages", is_flag=True, help="Validate every skill in every stage.")
 @click.option(
     "--spec-only",
