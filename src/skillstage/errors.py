@@ -16,6 +16,7 @@ EXIT_UNEXPECTED = 3
 # The store cannot be used (unreachable, not a database) or another process holds a skill's lock
 # too long: nothing was checked, so not 1; a cron job retries or fixes the environment.
 EXIT_UNAVAILABLE = 4
+EXIT_INTERRUPTED = 128 + 2  # Ctrl-C, as a shell reports a program SIGINT ended
 
 
 class SkillstageError(Exception):

@@ -16,6 +16,7 @@ from skillstage import __version__
 from skillstage.cli.context import CliContext, echo_json
 from skillstage.errors import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_UNAVAILABLE,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
@@ -51,7 +52,6 @@ COMMANDS = {
 # What a shell reports for a program that SIGPIPE ended (`yes | head`): the reader of the output
 # went away. Not 1, which says a check failed.
 EXIT_OUTPUT_CLOSED = 128 + 13
-EXIT_INTERRUPTED = 128 + 2  # Ctrl-C, as a shell reports a program SIGINT ended
 
 
 class _OutputFailed(Exception):
@@ -201,8 +201,8 @@ def _run(args: list[str]) -> int:
         raise
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort as exc:
-        # Click's for Ctrl-C anywhere, and for the end of input at a prompt.
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # Click's Abort for Ctrl-C anywhere, and for the end of input at a prompt.
         interrupted = not isinstance(exc.__context__, EOFError)
         error = SkillstageError(
             "interrupted" if interrupted else "cancelled: no answer (end of input)",
@@ -218,9 +218,6 @@ def _run(args: list[str]) -> int:
         code = EXIT_USAGE
     except SkillstageError as exc:
         code = _run_failed(exc, args)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        code = EXIT_INTERRUPTED
     except Exception as exc:
         if isinstance(exc, OSError) and _writing_output(exc):
             raise _OutputFailed from exc

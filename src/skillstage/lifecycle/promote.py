@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from skillstage.config import Project
-from skillstage.errors import SkillReadError, SkillstageError, UsageError
+from skillstage.errors import EXIT_INTERRUPTED, SkillReadError, SkillstageError, UsageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.gates import BUILTIN_GATES, GateContext, GateResult, gates_for
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
@@ -952,7 +952,7 @@ def _stopped(
         else "free some space or fix the permissions, then run it again",
     )
     if isinstance(exc, KeyboardInterrupt):
-        error.exit_code = 128 + 2  # as a shell reports a program Ctrl-C ended
+        error.exit_code = EXIT_INTERRUPTED
     return error
 
 

@@ -328,9 +328,8 @@ def _u_test(x: list[float], y: list[float]) -> tuple[float, float]:
     for value in sorted(count_x.keys() | count_y.keys()):
         in_x = count_x.get(value, 0)
         size = in_x + count_y.get(value, 0)
-        rank_sum_x += in_x * (
-            ranked_before + (size + 1) / 2
-        )  # the tie group's average rank, 1-based
+        # the tie group's average rank, 1-based
+        rank_sum_x += in_x * (ranked_before + (size + 1) / 2)
         ties += size**3 - size
         ranked_before += size
     u1 = rank_sum_x - n1 * (n1 + 1) / 2

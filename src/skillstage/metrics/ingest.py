@@ -141,17 +141,22 @@ class _Batch:
     head: bytes  # the file's first bytes; of a JSON array, all it keeps (`_Reading.kept`)
     lines: int  # lines in this batch
     provisional: list[int]  # indexes of the rows that carry a provisional skill id
-    array: bool = False  # a JSON array file: its checkpoint hashes the whole `head`
+    head_length: int  # of `head`, what the checkpoint after this batch hashes (`_head_length`)
+    head_hash: str
     # The file's checkpoint in the store this batch follows: (offset, line, head hash), or None
     # for none. Another ingestion that moved it meanwhile has taken these lines (`_write`).
     follows: tuple[int, int, str] | None = None
 
-    def checkpoint(self) -> tuple[int, int, str, int]:
-        """The checkpoint after this batch: offset, line, head hash, head length."""
-        # An array's batches before its last keep the offset they started at (the bytes read go
-        # with the last element), but must still tell the elements they took from other ones.
-        length = len(self.head) if self.array else min(self.offset, len(self.head))
-        return self.offset, self.line, _hash(self.head[:length]), length
+    def checkpoint(self) -> tuple[int, int, str]:
+        """The checkpoint after this batch: offset, line, head hash."""
+        return self.offset, self.line, self.head_hash
+
+
+def _head_length(head: bytes, offset: int, array: bool) -> int:
+    """How much of a file's head its checkpoint hashes: all an array keeps (its batches before
+    the last keep the offset they started at, the bytes read going with the last element, but
+    must still tell the elements they took from other ones), else what was read of it."""
+    return len(head) if array else min(offset, len(head))
 
 
 def _start(
@@ -434,9 +439,14 @@ def _batches(
         provisional: list[int] = []
         count = consumed = 0
 
+        hashes: dict[int, str] = {}  # of the head's first bytes, by length: an array's once
+
         def cut() -> _Batch:
             """The lines read since the last batch, as a batch (its checkpoint: `offset`)."""
             nonlocal follows
+            length = _head_length(head, offset, reading.kept is not None)
+            if length not in hashes:
+                hashes[length] = _hash(head[:length])
             made = _Batch(
                 file,
                 status.st_dev,
@@ -448,10 +458,11 @@ def _batches(
                 head,
                 count,
                 provisional,
-                reading.kept is not None,
+                length,
+                hashes[length],
                 follows,
             )
-            follows = made.checkpoint()[:3]
+            follows = made.checkpoint()
             return made
 
         rows.refresh()
@@ -538,16 +549,15 @@ def _write(
     # last one per file is saved (each statement lets the reading thread take the GIL, and the
     # writer waits up to 5 ms to get it back).
     for batch in last.values():
-        offset, line, head_hash, head_length = batch.checkpoint()
         store_executions.save_checkpoint(
             tx,
             device=batch.device,
             inode=batch.inode,
             path=str(batch.file.path),
-            offset=offset,
-            line=line,
-            head_hash=head_hash,
-            head_length=head_length,
+            offset=batch.offset,
+            line=batch.line,
+            head_hash=batch.head_hash,
+            head_length=batch.head_length,
             at=now,
         )
     return batches, inserted
