@@ -2,6 +2,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Unleash's cross-SDK test vectors, for the rollout bucket tests.
+UNLEASH_SPEC := $(VENV)/unleash-client-specification
 
 .PHONY: test demo bench lint types unit clean
 
@@ -12,7 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+$(UNLEASH_SPEC)/package/specifications/index.json: | $(STAMP)
+	bash scripts/fetch-unleash-spec.sh $(UNLEASH_SPEC)
+
+test: $(STAMP) $(UNLEASH_SPEC)/package/specifications/index.json
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
@@ -26,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/promote.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/readiness.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ staging SLA, seed 002's promotion thresholds.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import re
 import tomllib
@@ -207,12 +208,16 @@ class HooksConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retry_base_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1
 
 
-NotificationEvent = Literal["promoted", "rolled_back", "gate_failed", "sla_breach"]
+NotificationEvent = Literal[
+    "promoted", "rolled_back", "gate_failed", "sla_breach", "rollout_aborted", "rollout_paused"
+]
 NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
     "promoted",
     "rolled_back",
     "gate_failed",
     "sla_breach",
+    "rollout_aborted",
+    "rollout_paused",
 )
 
 
@@ -273,6 +278,45 @@ class ApprovalsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"approvers: {', '.join(twice)} listed twice")
 
 
+_Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
+
+
+class RolloutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Gradual rollouts (seed 002 §3.3: 10% of traffic, then 50%, then all): the defaults of
+    `skillstage rollout start`."""
+
+    steps: list[_Percent] = msgspec.field(default_factory=lambda: [10, 50, 100])
+    # A step succeeds only after lasting this long and with this many executions on each arm.
+    step_min_duration_minutes: Annotated[float, msgspec.Meta(ge=0, le=525_600)] = 60
+    step_min_executions: _PositiveCount = 100
+    # What a failed step does: abort (all traffic back to the stable version), or pause for a
+    # person to decide (teams move from manual to automatic rollback gradually).
+    on_failure: Literal["abort", "pause"] = "abort"
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("steps: at least one step is required, e.g. [10, 50, 100]")
+        if any(b <= a for a, b in itertools.pairwise(self.steps)):
+            raise ValueError(f"steps: {self.steps} must rise, e.g. [10, 50, 100]")
+        if self.steps[-1] != 100:
+            raise ValueError(f"steps: {self.steps} must end at 100, where the rollout completes")
+
+
+class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The loader agent hosts call, and the registry file exported for other tools."""
+
+    # How often a loader checks the store for a change to what serves (a promotion, a rollback,
+    # a rollout step).
+    refresh_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 250
+    # Seed 002's skills_registry.json, rewritten after every change; default
+    # <state_dir>/skills_registry.json. An export for tools without Python: the store stays the
+    # truth.
+    registry_path: str | None = None
+    # The agent seed 002's registry names for every skill (`primary_agent`), unless a skill's
+    # frontmatter says `metadata.primary_agent`.
+    primary_agent: str | None = None
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""
 
@@ -288,6 +332,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     gates: dict[str, CommandGateConfig] = msgspec.field(default_factory=dict)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
+    rollout: RolloutConfig = msgspec.field(default_factory=RolloutConfig)
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -387,6 +433,12 @@ class Project:
         """Where execution records are appended before ingestion."""
         inbox = self.config.metrics.inbox
         return self.root / inbox if inbox else self.state_dir / "metrics"
+
+    @property
+    def registry_file(self) -> Path:
+        """Where seed 002's skills_registry.json is exported."""
+        given = self.config.runtime.registry_path
+        return self.root / given if given else self.state_dir / "skills_registry.json"
 
     def stage_root(self, stage: str) -> Path:
         return self.root / self.config.stages[stage].root

@@ -32,6 +32,8 @@ TABLES = {
     "ingest_checkpoint",
     "ingest_quarantine",
     "eval_run",
+    "rollout",
+    "routing_generation",
 }
 
 

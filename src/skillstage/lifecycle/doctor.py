@@ -36,12 +36,12 @@ from skillstage.errors import LockError, SkillReadError, SkillstageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.lifecycle.promote import (
-    _record_archive_reason,
     _scratch_dirs,
     _scratch_owner,
     _swap_in,
     archive_path,
     in_project,
+    record_archive_reason,
     recover,
     retired_path,
 )
@@ -405,7 +405,7 @@ def _restore_edited(project: Project, store: Store, finding: Finding, actor: str
     label = _registered_as(project, store, a.name, target) or "unregistered"
     kept = archive_path(project, a.name, label, edited)
     fs.archive_copy(target, kept)
-    _record_archive_reason(
+    record_archive_reason(
         kept,
         EDITED_IN_PLACE,
         stage=a.stage,

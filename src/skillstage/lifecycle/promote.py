@@ -29,11 +29,14 @@ from skillstage.errors import EXIT_INTERRUPTED, SkillReadError, SkillstageError,
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.gates import BUILTIN_GATES, GateContext, GateResult, gates_for
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
+from skillstage.rollout.guard import refuse_if_open
+from skillstage.runtime.registry_file import export_registry
 from skillstage.skill.checks import check_skill
 from skillstage.skill.files import scan_skill_files
 from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill, stage_directories
 from skillstage.store import Assignment, Store, Transaction
+from skillstage.store import rollouts as store_rollouts
 
 
 class PromotionError(SkillstageError):
@@ -137,7 +140,7 @@ def retired_path(project: Project) -> Path:
     return project.state_dir / "retired"
 
 
-def _record_archive_reason(entry: Path, reason: str, *, once: bool = False, **details: Any) -> None:
+def record_archive_reason(entry: Path, reason: str, *, once: bool = False, **details: Any) -> None:
     """Reasons an archive entry was kept (overwritten, failed, …), beside the immutable copy."""
     sidecar = entry.with_name(entry.name + ".json")
     reasons = json.loads(sidecar.read_text()) if sidecar.exists() else []
@@ -272,12 +275,16 @@ def promote(
     deploy: bool = False,
     notify: bool = False,
     git_commit: bool = False,
+    rollout_id: int | None = None,
+    rollout_verdict: Mapping[str, Any] | None = None,
 ) -> PromotionResult:
     """Promote the skill named `ref` (or at path `ref`) to the next stage (or `to`).
 
     Gates run first; failing gates stop it unless `force` with a `reason`. `dry_run` reports the
     plan and the gates and changes nothing. `confirm`, if given, is asked (with the gate results)
-    before anything moves; False cancels.
+    before anything moves; False cancels. `rollout_id` names the rollout this promotion
+    completes (`rollout/engine.py`): it is closed in the promotion's transaction, and no other
+    promotion may enter a stage a rollout is changing.
     """
     if force and not (reason or "").strip():
         raise UsageError("--force needs --reason", hint='e.g. --reason "hotfix for INC-1234"')
@@ -286,6 +293,9 @@ def promote(
     to_stage, transition = _transition(project, source.stage, to)
     target = project.stage_path(to_stage, source.name)
     _refuse_target(project, source.name, target)
+    with store.reading() as tx:
+        if tx.skill_id(source.name) is not None:
+            refuse_if_open(tx, source.name, to_stage, "a promotion", rollout_id)
     _refuse_unwritable(source.path.parent, target.parent)
     result = PromotionResult(
         success=False,
@@ -422,6 +432,8 @@ def promote(
                 commit=commit,
                 gates=result.gates,
                 warnings=result.warnings,
+                rollout_id=rollout_id,
+                rollout_verdict=rollout_verdict,
             )
         except (OSError, KeyboardInterrupt) as exc:  # a full disk, a permission, Ctrl-C
             raise _stopped(project, store, skill.name, "promotion", exc) from None
@@ -494,6 +506,8 @@ def _move(
     commit: dict[str, Any] | None,
     gates: list[GateResult],
     warnings: list[str],
+    rollout_id: int | None = None,
+    rollout_verdict: Mapping[str, Any] | None = None,
 ) -> tuple[int, list[int]]:
     archive = archive_path(project, skill.name, skill.version, skill.digest)
     incoming = fs.sibling(target, "incoming")
@@ -522,6 +536,9 @@ def _move(
         "git_commit": commit,
         "gates": [g.to_dict() for g in gates],
         "warnings": warnings,  # what went wrong after the commit (`_tidy`)
+        # The rollout this promotion completes, closed in its transaction (and so on recovery).
+        "rollout_id": rollout_id,
+        "rollout_verdict": dict(rollout_verdict) if rollout_verdict else None,
     }
     journal_id = store.open_journal(skill.name, "promote", details, at=at)
     fs.fault_point("promote:journaled")
@@ -546,7 +563,7 @@ def _archive_overwritten(
     entry = archive_path(project, name, version, digest)
     fs.archive_copy(target, entry)
     # Once per version: each overwrite is in the event log; the sidecar says why it is kept.
-    _record_archive_reason(entry, "overwritten", once=True)
+    record_archive_reason(entry, "overwritten", once=True)
 
 
 def _swap_in(incoming: Path, target: Path) -> None:
@@ -583,6 +600,7 @@ def _finish_promote(
         outbox_ids = _queue_side_effects(project, tx, details, "promoted")
     fs.fault_point("promote:committed")
     _tidy(lambda: fs.retire(Path(details["incoming"]), retired_path(project)), details)
+    _tidy(lambda: export_registry(project, store), details)
     return event_id, outbox_ids
 
 
@@ -620,9 +638,21 @@ def _record_promotion(tx: Transaction, details: Mapping[str, Any], at: dt.dateti
         path=details["target"],
         approver=details.get("approver"),
         approval_ticket=details.get("approval_ticket"),
-        details={"forced": details.get("forced") or [], "gates": details.get("gates") or []},
+        details={
+            "forced": details.get("forced") or [],
+            "gates": details.get("gates") or [],
+            **({"rollout_id": details["rollout_id"]} if details.get("rollout_id") else {}),
+        },
         at=at,
     )
+    if details.get("rollout_id"):
+        store_rollouts.update_rollout(
+            tx,
+            details["rollout_id"],
+            state="completed",
+            ended_at=at,
+            verdict=details.get("rollout_verdict"),
+        )
     if details.get("forced"):
         tx.append_event(
             "force",
@@ -676,6 +706,8 @@ def rollback(
                 f"no skill named {name!r} in the store",
                 hint="`skillstage list` shows where each skill is",
             )
+    with store.reading() as tx:
+        refuse_if_open(tx, name, stage, "a rollback")
     with skill_lock(project, store, name, timeout=lock_timeout):
         unfinished = [
             entry.details
@@ -917,13 +949,14 @@ def _finish_rollback(
     entry = archive_path(project, name, details["bad_version"], details["bad_digest"])
     if entry.exists():
         _tidy(
-            lambda: _record_archive_reason(
+            lambda: record_archive_reason(
                 entry, "failed", why=details["reason"], trigger_metric=details.get("trigger_metric")
             ),
             details,
         )
     if "incoming" in details:
         _tidy(lambda: fs.retire(Path(details["incoming"]), retired_path(project)), details)
+    _tidy(lambda: export_registry(project, store), details)
     return event_id, outbox_ids
 
 

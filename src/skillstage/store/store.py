@@ -139,6 +139,9 @@ def _version_record(
 
 _VERSION_COLUMNS = "id, skill_id, version, digest, created_at"
 
+# PostgreSQL: the channel loaders may LISTEN on; every change to what serves NOTIFYs it.
+ROUTING_CHANNEL = "skillstage_routing"
+
 _ASSIGNMENT_QUERY = """
     SELECT s.name, a.stage, v.version, v.digest, a.path, a.entered_at, a.version_id, a.skill_id
     FROM stage_assignment a
@@ -348,6 +351,7 @@ class Transaction:
             " WHERE skill_id = :skill_id AND stage = :stage AND left_at IS NULL",
             {"now": stamp, "skill_id": skill_id, "stage": stage},
         )
+        self.bump_routing(now)
         self.execute(
             "INSERT INTO stage_assignment (skill_id, version_id, stage, path, entered_at)"
             " VALUES (:skill_id, :version_id, :stage, :path, :now)",
@@ -384,6 +388,7 @@ class Transaction:
             " WHERE skill_id = :skill_id AND stage = :stage AND left_at IS NULL",
             {"now": self.dialect.time(now), "skill_id": current[0].skill_id, "stage": stage},
         )
+        self.bump_routing(now)
         return current[0]
 
     def current_assignments(
@@ -410,6 +415,17 @@ class Transaction:
             )
             for row in self.query(sql, {"stage": stage, "name": name})
         ]
+
+    def bump_routing(self, at: dt.datetime) -> None:
+        """What serves changed (a stage pointer moved, a rollout changed): loaders polling the
+        routing generation rebuild their table. PostgreSQL also NOTIFYs them at commit."""
+        self.execute(
+            "UPDATE routing_generation SET generation = generation + 1, changed_at = :at"
+            " WHERE id = 1",
+            {"at": self.dialect.time(at)},
+        )
+        if self.dialect.name == "postgresql":
+            self.execute(f"NOTIFY {ROUTING_CHANNEL}")
 
     # -- journal --------------------------------------------------------------------------------
 

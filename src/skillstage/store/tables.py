@@ -280,6 +280,55 @@ outbox = Table(
 )
 Index(None, outbox.c.status, outbox.c.next_attempt_at)
 
+# A gradual rollout (seed 002 §3.3): a candidate version serving a share of one stage's traffic
+# beside the stable version live there, step by step (`steps`, percentages). One active rollout
+# per skill and stage (the partial unique index). State: active, paused, aborted, completed.
+rollout = Table(
+    "rollout",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("candidate_version", String(128), nullable=False),
+    Column("candidate_digest", String(64), nullable=False),
+    Column("candidate_stage", String(64), nullable=False),  # where the candidate waits
+    Column("stable_version", String(128), nullable=False),
+    Column("stable_digest", String(64), nullable=False),
+    Column("group_id", Text, nullable=False),  # the bucketing group (Unleash's groupId)
+    Column("steps", _json(), nullable=False),  # [10, 50, 100]
+    Column("step_index", Integer, nullable=False),
+    Column("step_started_at", UTCDateTime, nullable=False),
+    Column("step_min_duration_s", Float, nullable=False),
+    Column("step_min_executions", Integer, nullable=False),
+    Column("segments", _json(), nullable=False),  # {"tier": ["internal"]}: all must match
+    Column("on_failure", String(16), nullable=False),  # abort | pause
+    Column("state", String(16), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=True),  # why it was paused, aborted or forced on
+    Column("verdict", _json(), nullable=True),  # the latest analysis
+    Column("retry_of", Integer, nullable=True),  # the aborted rollout this one retries
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+)
+Index(
+    "uq_rollout_open",
+    rollout.c.skill_id,
+    rollout.c.stage,
+    unique=True,
+    sqlite_where=rollout.c.state.in_(["active", "paused"]),
+    postgresql_where=rollout.c.state.in_(["active", "paused"]),
+)
+
+# One row, bumped in the transaction of every change to what serves (a stage pointer moved, a
+# rollout started, stepped or ended): loaders poll it to know when to rebuild their routing table.
+routing_generation = Table(
+    "routing_generation",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+)
+
 # The seeds' tables, kept as views over the tables above (created by the migrations).
 SEED_VIEWS = (
     "staged_skills",

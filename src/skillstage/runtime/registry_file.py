@@ -1,0 +1,86 @@
+"""Seed 002 §6's one registry file, `skills_registry.json`, for tools that read the registry
+without Python. An export, rewritten whole (atomically) after every move and rollout change: the
+store stays the truth, and a lost or stale file is rebuilt by the next change (or `skillstage
+sync`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import Any
+
+from skillstage.config import Project
+from skillstage.store import Store
+from skillstage.store import rollouts as store_rollouts
+
+REGISTRY_FORMAT = "1.0"
+
+
+def _iso(at: dt.datetime | None) -> str | None:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at is not None else None
+
+
+def _relative(project: Project, path: os.PathLike[str] | str) -> str:
+    try:
+        return os.path.relpath(path, project.root)
+    except ValueError:
+        return str(path)
+
+
+def registry_document(project: Project, store: Store) -> dict[str, Any]:
+    """The registry as seed 002 shapes it, from the store."""
+    order = {stage: index for index, stage in enumerate(project.config.stages)}
+    with store.reading() as tx:
+        rows = [r for r in store_rollouts.routing_rows(tx) if r.stage in order]
+        moves = store_rollouts.last_moves(tx)
+    skills: dict[str, Any] = {}
+    # A skill in several stages is registered at the furthest one (its promotion state); the
+    # others are listed under `stages`.
+    for row in sorted(rows, key=lambda r: (r.name, order[r.stage])):
+        entry = skills.setdefault(row.name, {"stages": {}})
+        location = project.stage_path(row.stage, row.name)
+        metadata = row.frontmatter.get("metadata")
+        agent = metadata.get("primary_agent") if isinstance(metadata, dict) else None
+        rollout = row.rollout
+        entry.update(
+            {
+                "promotion_state": row.stage,
+                "location": _relative(project, location) + "/",
+                "primary_agent": agent or project.config.runtime.primary_agent,
+                "metrics_path": _relative(project, project.metrics_inbox)
+                + f"/{row.name}_executions.jsonl",
+                "last_promotion": _iso(moves.get(row.name, {}).get("promote")),
+                "last_rollback": _iso(moves.get(row.name, {}).get("rollback")),
+                "version": row.version,
+                "digest": row.digest,
+                "rollout": None
+                if rollout is None
+                else {
+                    "id": rollout.id,
+                    "state": rollout.state,
+                    "candidate_version": rollout.candidate_version,
+                    "candidate_digest": rollout.candidate_digest,
+                    "weight": rollout.weight,
+                    "steps": rollout.steps,
+                    "segments": rollout.segments,
+                    "group_id": rollout.group_id,
+                },
+            }
+        )
+        entry["stages"][row.stage] = {
+            "version": row.version,
+            "digest": row.digest,
+            "location": _relative(project, location) + "/",
+        }
+    return {"version": REGISTRY_FORMAT, "skills": skills}
+
+
+def export_registry(project: Project, store: Store) -> None:
+    """Rewrite the registry file atomically from the store."""
+    from skillstage.lifecycle.fs import write_atomically
+
+    document = registry_document(project, store)
+    path = project.registry_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
