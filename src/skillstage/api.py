@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from skillstage.metrics.ingest import IngestResult, LagReport
     from skillstage.metrics.record import ExecutionRecord
     from skillstage.metrics.summary import MetricsSummary
+    from skillstage.rollout.engine import RolloutOutcome, RolloutStatus
+    from skillstage.runtime.routing import Resolution
     from skillstage.skill.model import SkillVersion
     from skillstage.store import Event, Store
 from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
@@ -1137,3 +1139,134 @@ def demote_check(project: Project, *, apply: bool = False, actor: str | None = N
         if apply:
             demote.apply(project, store, found, actor=default_actor(actor))
     return found
+
+
+# -- rollouts and routing -------------------------------------------------------------------------
+
+
+@checked
+def rollout_start(
+    project: Project,
+    name: str,
+    *,
+    candidate: str | None = None,
+    stage: str | None = None,
+    steps: Sequence[int] | None = None,
+    step_min_duration: str | None = None,
+    step_min_executions: int | None = None,
+    segments: Sequence[str] = (),
+    group_id: str | None = None,
+    on_failure: str | None = None,
+    actor: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+) -> RolloutOutcome:
+    """Serve the candidate waiting in the stage before `stage` (default: the last stage) to the
+    first step's share of its traffic, beside the version live there (seed 002 §3.3). The gates
+    of the promotion it ends with run first; `segments` ("tier=internal") limit it to requests
+    whose context matches (a canary)."""
+    from skillstage.rollout import engine
+    from skillstage.store import Store
+
+    if step_min_executions is not None and step_min_executions < 1:
+        raise UsageError("--step-min-executions must be at least 1")
+    with Store.open(project.database_url) as store:
+        return engine.start(
+            project,
+            store,
+            name,
+            actor=default_actor(actor),
+            candidate=candidate,
+            stage=stage,
+            steps=steps,
+            step_min_duration_s=engine.parse_duration(step_min_duration)
+            if step_min_duration is not None
+            else None,
+            step_min_executions=step_min_executions,
+            segments=engine.parse_segments(segments),
+            group_id=group_id,
+            on_failure=on_failure,
+            dry_run=dry_run,
+            force=force,
+            reason=reason,
+        )
+
+
+@checked
+def rollout_status(
+    project: Project, name: str | None = None, *, stage: str | None = None
+) -> list[RolloutStatus]:
+    """Each open rollout (of `name`): its step, weight, per-arm figures and the analysis."""
+    from skillstage.rollout import engine
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        return engine.status(project, store, name, stage=stage)
+
+
+@checked
+def rollout_change(
+    project: Project,
+    action: str,
+    name: str,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+    force: bool = False,
+    stage: str | None = None,
+) -> RolloutOutcome:
+    """Change a rollout by hand: `advance` (after the analysis, or `force` with a reason),
+    `pause`, `resume`, `abort` (needs a reason) or `retry` (an aborted one, from its first
+    step)."""
+    from skillstage.rollout import engine
+    from skillstage.store import Store
+
+    who = default_actor(actor)
+    with Store.open(project.database_url) as store:
+        if action == "advance":
+            return engine.advance(
+                project, store, name, actor=who, force=force, reason=reason, stage=stage
+            )
+        if action == "pause":
+            return engine.pause(project, store, name, actor=who, reason=reason, stage=stage)
+        if action == "resume":
+            return engine.resume(project, store, name, actor=who, stage=stage)
+        if action == "abort":
+            return engine.abort(project, store, name, actor=who, reason=reason or "", stage=stage)
+        if action == "retry":
+            return engine.retry(project, store, name, actor=who, stage=stage)
+    raise UsageError(f"unknown rollout action {action!r}")
+
+
+@checked
+def rollout_tick(project: Project, *, actor: str | None = None) -> list[RolloutOutcome]:
+    """Evaluate every active rollout once (for cron or the watcher): advance, abort or wait."""
+    from skillstage.rollout import engine
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        return engine.tick(project, store, actor=default_actor(actor or "skillstage-rollout"))
+
+
+@checked
+def resolve(
+    project: Project,
+    name: str,
+    *,
+    subject: str | None = None,
+    context: dict[str, Any] | None = None,
+    stage: str | None = None,
+) -> Resolution:
+    """Which copy of `name` serves a request from `subject` (with `context`) in `stage`: the
+    routing function every loader uses, over the store as it is now."""
+    from skillstage.runtime.routing import build_table
+    from skillstage.store import Store
+
+    stages = list(project.config.stages)
+    stage = stage or stages[-1]
+    if stage not in project.config.stages:
+        raise UsageError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stages)}")
+    with Store.open(project.database_url) as store, store.reading() as tx:
+        table = build_table(project, tx, built_at=_now())
+    return table.resolve(name, stage, subject, context)

@@ -46,6 +46,8 @@ COMMANDS = {
     "signoff": "skillstage.cli.signoff:signoff",
     "eval": "skillstage.cli.eval:eval_",
     "demote-check": "skillstage.cli.demote:demote_check",
+    "rollout": "skillstage.cli.rollout:rollout",
+    "resolve": "skillstage.cli.rollout:resolve",
 }
 
 

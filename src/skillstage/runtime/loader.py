@@ -1,0 +1,390 @@
+"""The loader agent hosts call (seed 002 §6 "One Loader"): which copy serves a request, and its
+content level by level (progressive disclosure).
+
+    from skillstage.runtime import Loader
+    loader = Loader("/path/to/project")
+    for skill in loader.catalog():            # level 1: name and description, for the prompt
+        ...
+    resolution = loader.resolve("auth-v2", subject="user-42")
+    skill = loader.load(resolution)           # level 2: the SKILL.md body and the file list
+    data = loader.read(resolution, "references/providers.md")   # level 3: one file
+    loader.record(resolution, pattern_fidelity=0.93, outcome_quality=1.0)
+
+Content is cached by digest: a digest names one content forever, so a cached copy is never
+stale. What serves (the routing table) is rebuilt when the store's routing generation moves,
+checked every `runtime.refresh_ms` by a background thread, so `resolve` itself does no I/O and no
+SQL. When the store cannot be reached the last table keeps serving (stale-while-revalidate), and
+`stats()` says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from skillstage.config import Project, load_project
+from skillstage.errors import SkillReadError, SkillstageError, UsageError
+from skillstage.runtime.routing import (
+    Resolution,
+    RoutingTable,
+    UnknownSkillError,
+    archive_entry,
+    build_table,
+)
+from skillstage.store import Store
+
+LOG = logging.getLogger("skillstage.runtime")
+
+CATALOG = "catalog"
+BODY = "body"
+FILES = "files"
+_LEVELS = {CATALOG: 1, BODY: 2, FILES: 3}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What an agent puts in its system prompt for one skill (disclosure level 1)."""
+
+    name: str
+    description: str
+    version: str
+    digest: str
+    arm: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class LoadedSkill:
+    """A skill's SKILL.md body and file list (disclosure level 2), from a verified copy."""
+
+    name: str
+    version: str
+    digest: str
+    body: str
+    files: tuple[str, ...]
+    path: Path  # the copy it was read from (the live directory, or the archive)
+    frontmatter: dict[str, Any]
+
+
+def _project(where: Project | str | os.PathLike[str]) -> Project:
+    if isinstance(where, Project):
+        return where
+    path = Path(where)
+    if path.is_file():
+        return load_project(config_path=path)
+    if not path.is_dir():
+        raise UsageError(f"{path} is neither a project directory nor a config file")
+    return load_project(start=path)
+
+
+class Loader:
+    """Resolve, load and record skills for one agent host. Thread-safe and fork-safe."""
+
+    def __init__(
+        self,
+        project: Project | str | os.PathLike[str],
+        *,
+        stage: str | None = None,
+        refresh_ms: int | None = None,
+    ) -> None:
+        self.project = _project(project)
+        stages = list(self.project.config.stages)
+        self.stage = stage or stages[-1]
+        if self.stage not in self.project.config.stages:
+            raise UsageError(f"unknown stage {self.stage!r}", hint=f"stages: {', '.join(stages)}")
+        self.refresh_s = (refresh_ms or self.project.config.runtime.refresh_ms) / 1000
+        self._lock = threading.Lock()
+        self._loaded: dict[str, LoadedSkill] = {}
+        self._files: dict[tuple[str, str], bytes] = {}
+        self._levels: dict[tuple[str, str], str] = {}
+        self._counts = {"hits": 0, "misses": 0, "refreshes": 0, "refresh_errors": 0}
+        self._drift: dict[str, str] = {}  # digest -> what was wrong with the live copy
+        self._stale_since: dt.datetime | None = None
+        self._last_error: str | None = None
+        self._closed = threading.Event()
+        self._store: Store | None = None
+        self._store = Store.open(self.project.database_url)
+        self._table: RoutingTable = self._build()
+        self._thread: threading.Thread | None = None
+        self._start_refresher()
+        # After a fork the child has no refresher thread and must not share the parent's
+        # connection: it opens its own and starts a new thread (its table is the parent's).
+        reference = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(reference))
+
+    # -- the routing table --------------------------------------------------------------------
+
+    def _build(self) -> RoutingTable:
+        assert self._store is not None
+        with self._store.reading() as tx:
+            return build_table(self.project, tx, built_at=dt.datetime.now(dt.UTC))
+
+    def _start_refresher(self) -> None:
+        self._thread = threading.Thread(
+            target=self._refresh_loop, name="skillstage-loader-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def _refresh_loop(self) -> None:
+        while not self._closed.wait(self.refresh_s):
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Check the store now; rebuild the table when what serves changed. True if rebuilt.
+        A failure keeps the table there is (and `stats()` reports it); it never raises."""
+        try:
+            if self._store is None:
+                self._store = Store.open(self.project.database_url)
+            with self._store.reading() as tx:
+                from skillstage.store.rollouts import generation
+
+                now = generation(tx)
+                rebuilt = now != self._table.generation
+                if rebuilt:
+                    self._table = build_table(self.project, tx, built_at=dt.datetime.now(dt.UTC))
+        except Exception as exc:  # the store went away: keep serving what we had
+            with self._lock:
+                self._counts["refresh_errors"] += 1
+                if self._stale_since is None:
+                    self._stale_since = dt.datetime.now(dt.UTC)
+                    LOG.warning(
+                        "skillstage: the store cannot be read (%s); serving the last table", exc
+                    )
+                self._last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        with self._lock:
+            if self._stale_since is not None:
+                LOG.warning("skillstage: the store can be read again")
+            self._stale_since, self._last_error = None, None
+            if rebuilt:
+                self._counts["refreshes"] += 1
+        return rebuilt
+
+    def close(self) -> None:
+        """Stop the refresher and close the store."""
+        self._closed.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._store = None  # opened again by the child's first refresh
+        self._closed = threading.Event()
+        self._start_refresher()
+
+    # -- level 1 ------------------------------------------------------------------------------
+
+    def catalog(
+        self,
+        stage: str | None = None,
+        *,
+        subject: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> list[CatalogEntry]:
+        """Every skill serving in `stage` (default: the loader's): name, description, version and
+        digest of the copy `subject` resolves to. Reads no file."""
+        stage = stage or self.stage
+        table = self._table
+        entries = []
+        for name in table.names(stage):
+            route = table.route(name, stage)
+            resolution = table.resolve(name, stage, subject, context)
+            entries.append(
+                CatalogEntry(
+                    name,
+                    route.description,
+                    resolution.version,
+                    resolution.digest,
+                    resolution.arm,
+                )
+            )
+        with self._lock:
+            for entry in entries:
+                self._levels.setdefault((stage, entry.name), CATALOG)
+        return entries
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def resolve(
+        self,
+        name: str,
+        subject: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        stage: str | None = None,
+    ) -> Resolution:
+        """The copy of `name` that serves this request (no I/O: the table in memory)."""
+        return self._table.resolve(name, stage or self.stage, subject, context)
+
+    # -- level 2 and 3 ------------------------------------------------------------------------
+
+    def load(self, resolution: Resolution) -> LoadedSkill:
+        """The SKILL.md body and file list of the resolved copy, read once per digest."""
+        loaded = self._loaded.get(resolution.digest)
+        if loaded is None:
+            loaded = self._read_copy(resolution)
+            with self._lock:
+                self._counts["misses"] += 1
+                self._loaded[resolution.digest] = loaded
+        else:
+            with self._lock:
+                self._counts["hits"] += 1
+        self._reached(resolution, BODY)
+        return loaded
+
+    def read(self, resolution: Resolution, relpath: str) -> bytes:
+        """One file of the resolved copy (level 3), by its path relative to the skill."""
+        loaded = self.load(resolution)
+        clean = PurePosixPath(relpath)
+        if clean.is_absolute() or ".." in clean.parts or str(clean) not in loaded.files:
+            raise UsageError(
+                f"{resolution.name} {resolution.version} has no file {relpath!r}",
+                hint="its files: " + ", ".join(loaded.files[:20]),
+            )
+        key = (resolution.digest, str(clean))
+        data = self._files.get(key)
+        if data is None:
+            data = (loaded.path / clean).read_bytes()
+            with self._lock:
+                self._files[key] = data
+        self._reached(resolution, FILES)
+        return data
+
+    def _reached(self, resolution: Resolution, level: str) -> None:
+        key = (resolution.stage, resolution.name)
+        current = self._levels.get(key)
+        if current is None or _LEVELS[level] > _LEVELS[current]:
+            with self._lock:
+                self._levels[key] = level
+
+    def _read_copy(self, resolution: Resolution) -> LoadedSkill:
+        """The resolved copy, verified against its digest; the archive's copy of the same digest
+        when the live one is missing or was changed (drift, reported once)."""
+        from skillstage.skill.read import read_skill
+
+        policy = self.project.config.validation
+        places = [Path(resolution.path)]
+        entry = archive_entry(self.project, resolution.name, resolution.version, resolution.digest)
+        if entry != places[0]:
+            places.append(entry)
+        problems = []
+        for place in places:
+            try:
+                skill = read_skill(place, policy)
+            except SkillReadError as exc:
+                problems.append(f"{place}: {exc}")
+                continue
+            if skill.digest != resolution.digest:
+                problems.append(
+                    f"{place} holds digest {skill.digest[:12]}, not {resolution.digest[:12]}"
+                )
+                continue
+            if problems:
+                self._report_drift(resolution, problems[0])
+            return LoadedSkill(
+                resolution.name,
+                resolution.version,
+                resolution.digest,
+                skill.body,
+                tuple(f.path for f in skill.files),
+                place,
+                skill.frontmatter_dict(),
+            )
+        raise SkillstageError(
+            f"no intact copy of {resolution.name} {resolution.version} "
+            f"({resolution.digest[:12]}) to serve: " + "; ".join(problems),
+            hint="`skillstage doctor` reports the drift; `skillstage doctor --repair` restores it",
+        )
+
+    def _report_drift(self, resolution: Resolution, problem: str) -> None:
+        with self._lock:
+            if resolution.digest in self._drift:
+                return
+            self._drift[resolution.digest] = problem
+        LOG.warning(
+            "skillstage: the live copy of %s %s is not the version the store names (%s); "
+            "serving the archive's copy. `skillstage doctor` reports it.",
+            resolution.name,
+            resolution.version,
+            problem,
+        )
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def record(self, resolution: Resolution, **metrics: Any) -> None:
+        """Record one execution of the resolved copy, with its arm, rollout, digest and subject,
+        so rollout analysis is per arm without the host doing anything more."""
+        from skillstage.metrics.record import record_execution
+
+        tags = dict(metrics.pop("tags", None) or {})
+        tags.update(
+            {
+                "arm": resolution.arm,
+                "stage": resolution.stage,
+                **({"rollout_id": resolution.rollout_id} if resolution.rollout_id else {}),
+                **(
+                    {"bucket": resolution.bucket if resolution.sticky else "random"}
+                    if resolution.bucket is not None
+                    else {}
+                ),
+            }
+        )
+        metrics.setdefault("subject", resolution.subject)
+        metrics.setdefault("max_clock_skew", self.project.config.metrics.max_clock_skew)
+        record_execution(
+            self.project.metrics_inbox,
+            skill=resolution.name,
+            version=resolution.version,
+            digest=resolution.digest,
+            tags=tags,
+            **metrics,
+        )
+
+    # -- what happened ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Cache hits and misses, the routing generation, whether the table is stale (the store
+        unreachable), drift seen, and the disclosure level each skill reached."""
+        table = self._table
+        with self._lock:
+            return {
+                **self._counts,
+                "generation": table.generation,
+                "table_built_at": table.built_at.isoformat(),
+                "stale": self._stale_since is not None,
+                "stale_since": self._stale_since.isoformat() if self._stale_since else None,
+                "last_error": self._last_error,
+                "cached_digests": len(self._loaded),
+                "cached_files": len(self._files),
+                "drift": dict(self._drift),
+                "levels": {
+                    f"{stage}/{name}": level for (stage, name), level in self._levels.items()
+                },
+            }
+
+
+def _after_fork(reference: weakref.ReferenceType[Loader]) -> None:
+    loader = reference()
+    if loader is not None and not loader._closed.is_set():
+        loader._after_fork()
+
+
+__all__ = ["CatalogEntry", "LoadedSkill", "Loader", "Resolution", "UnknownSkillError"]
