@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from skillstage.metrics.summary import MetricsSummary
     from skillstage.rollout.engine import RolloutOutcome, RolloutStatus
     from skillstage.runtime.routing import Resolution
+    from skillstage.runtime.sync import SyncResult
     from skillstage.skill.model import SkillVersion
     from skillstage.store import Event, Store
 from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
@@ -1270,3 +1271,28 @@ def resolve(
     with Store.open(project.database_url) as store, store.reading() as tx:
         table = build_table(project, tx, built_at=_now())
     return table.resolve(name, stage, subject, context)
+
+
+@checked
+def sync(
+    project: Project,
+    into: Path,
+    *,
+    subject: str | None = None,
+    context: dict[str, Any] | None = None,
+    stage: str | None = None,
+) -> SyncResult:
+    """Make `into/<name>` hold, for every skill serving in `stage`, the copy `subject` resolves to
+    (read-only, from the archive), each swapped in atomically; only changed skills are touched,
+    and skills that stopped serving are removed. For hosts that read skill directories."""
+    from skillstage.runtime.routing import build_table
+    from skillstage.runtime.sync import sync_directory
+    from skillstage.store import Store
+
+    stages = list(project.config.stages)
+    stage = stage or stages[-1]
+    if stage not in project.config.stages:
+        raise UsageError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stages)}")
+    with Store.open(project.database_url) as store, store.reading() as tx:
+        table = build_table(project, tx, built_at=_now())
+    return sync_directory(project, table, into, subject=subject, context=context, stage=stage)

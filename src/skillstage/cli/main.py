@@ -48,6 +48,7 @@ COMMANDS = {
     "demote-check": "skillstage.cli.demote:demote_check",
     "rollout": "skillstage.cli.rollout:rollout",
     "resolve": "skillstage.cli.rollout:resolve",
+    "sync": "skillstage.cli.sync:sync",
 }
 
 

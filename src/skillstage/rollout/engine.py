@@ -182,6 +182,9 @@ def start(
                 f"no skill named {name!r} in the store",
                 hint="`skillstage list` registers the skills on disk and shows them",
             )
+    if not dry_run:
+        recover(project, store, name)
+    with store.reading() as tx:
         live = tx.current_assignments(stage=stage, name=name)
         if not live:
             raise RolloutError(
@@ -480,7 +483,21 @@ def _queue_alert(
     ]
 
 
+def recover(project: Project, store: Store, name: str) -> list[str]:
+    """Finish or undo a move of `name` a crashed process left half done (a completion killed
+    mid-promotion is finished, and closes its rollout, or undone, leaving it open), as every
+    mutating command does first."""
+    from skillstage.lifecycle import promote as promoter
+    from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
+
+    if not store.open_journals(name):
+        return []
+    with skill_lock(project, store, name, timeout=DEFAULT_LOCK_TIMEOUT):
+        return promoter.recover(project, store, name)
+
+
 def _opened(store: Store, project: Project, name: str, stage: str | None) -> RolloutRecord:
+    recover(project, store, name)
     with store.reading() as tx:
         return _open(tx, name, stage, project)
 
@@ -774,6 +791,17 @@ def tick(
 def _tick_one(
     project: Project, store: Store, rollout: RolloutRecord, *, actor: str
 ) -> RolloutOutcome:
+    if recover(project, store, rollout.name):
+        with store.reading() as tx:
+            rollout = store_rollouts.rollouts(tx, rollout_id=rollout.id)[0]
+        if rollout.state != "active":
+            return RolloutOutcome(
+                success=True,
+                name=rollout.name,
+                action="completed" if rollout.state == "completed" else rollout.state,
+                rollout=rollout,
+                warnings=["a move an earlier process left half done was settled first"],
+            )
     with store.reading() as tx:
         verdict = analyse(project, tx, rollout, _now())
     if verdict.outcome == SUCCESSFUL:
