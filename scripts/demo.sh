@@ -3,6 +3,7 @@
 # create a project, find what is wrong with two staged skills, fix it, and list them with their age.
 set -euo pipefail
 
+scripts=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 workspace=$(mktemp -d "${TMPDIR:-/tmp}/skillstage-demo.XXXXXX")
 cd "$workspace"
 step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; }
@@ -263,5 +264,67 @@ skillstage doctor
 
 step "The store's schema is current" skillstage db upgrade
 skillstage db upgrade
+
+host="python3 $scripts/agent_host.py"
+
+step "A new version, spam-filter 1.1.0, waits in staging; the agent host tries it there first" \
+  "cp -r …/spam-filter $stage/; version: 1.1.0; python3 scripts/agent_host.py . --stage staged …"
+cp -r .claude/skills/spam-filter "$stage/spam-filter"
+chmod -R u+w "$stage/spam-filter"
+sed -i 's/^version: 1.0.0$/version: 1.1.0/' "$stage/spam-filter/SKILL.md"
+skillstage list --stage staged
+$host . --skill spam-filter --stage staged --requests 120 --subjects 30 --seed 11
+skillstage metrics ingest
+
+step "Sign off 1.1.0 for production (its gates are the rollout's gates)" \
+  "skillstage approve spam-filter --to production --by alice …"
+skillstage signoff template spam-filter --to production --by alice --ticket APPROVAL_DEMO_003 |
+  sed 's/: NO  #/: YES  #/' > signoff-rollout.yaml
+skillstage approve spam-filter --to production --by alice --ticket APPROVAL_DEMO_003 \
+  --decision approved --checklist signoff-rollout.yaml
+
+git add -A && git commit -q -m "spam-filter 1.0.0 in production, 1.1.0 in staging"
+step "Roll it out gradually: 10% of production's traffic, then 50%, then all" \
+  skillstage rollout start spam-filter --step-min-duration 0s --step-min-executions 50
+skillstage rollout start spam-filter --step-min-duration 0s --step-min-executions 50
+
+step "A developer laptop joins production: its .claude/skills follows what user-7 resolves to" \
+  "skillstage sync --subject user-7 --into laptop/.claude/skills"
+skillstage sync --subject user-7 --into laptop/.claude/skills
+skillstage resolve spam-filter --subject user-7
+
+step "The agent host serves 2,000 requests from 400 users; each user keeps their version" \
+  "python3 scripts/agent_host.py . --skill spam-filter --requests 2000 --subjects 400"
+$host . --skill spam-filter --requests 2000 --subjects 400 --seed 12
+
+step "Per-version figures and the analysis of the step" skillstage rollout status spam-filter
+skillstage rollout status spam-filter
+
+step "The step succeeded: the next tick (cron, or the watcher) moves it to 50%" skillstage rollout tick
+skillstage rollout tick
+
+step "At 50% the candidate misbehaves (fidelity around 0.5)" \
+  "python3 scripts/agent_host.py . --skill spam-filter --requests 600 --subjects 400 --candidate-fidelity 0.5"
+$host . --skill spam-filter --requests 600 --subjects 400 --seed 13 --candidate-fidelity 0.5
+
+step "The next tick aborts it: all traffic back on 1.0.0 at once (exit 1 expected)" skillstage rollout tick
+if skillstage rollout tick; then echo "expected the rollout to abort" >&2; exit 1; fi
+skillstage resolve spam-filter --subject user-7
+
+step "The laptop follows: only the skill that changed is swapped back" \
+  "skillstage sync --subject user-7 --into laptop/.claude/skills"
+skillstage sync --subject user-7 --into laptop/.claude/skills
+grep -m1 '^version' laptop/.claude/skills/spam-filter/SKILL.md
+
+step "History and the registry file other tools read" \
+  "skillstage history spam-filter; python3 -c '…' .skillstage/skills_registry.json"
+skillstage history spam-filter --limit 6
+python3 - <<'PY'
+import json
+registry = json.load(open(".skillstage/skills_registry.json"))
+for name, entry in registry["skills"].items():
+    print(f"{name}: {entry['promotion_state']} {entry['version']} at {entry['location']}, "
+          f"last promotion {entry['last_promotion']}, rollout {entry['rollout']}")
+PY
 
 printf '\nDemo workspace: %s\n' "$workspace"

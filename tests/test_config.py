@@ -80,7 +80,7 @@ def with_transition(**transition: Any) -> dict[str, Any]:
         (
             {"notifications": {"events": ["promoted", "deleted"]}},
             "bad value for 'notifications.events.1': must be 'gate_failed', 'promoted', "
-            "'rolled_back' or 'sla_breach', not 'deleted'",
+            "'rolled_back', 'rollout_aborted', 'rollout_paused' or 'sla_breach', not 'deleted'",
         ),
         (
             {"validation": {"max_files": 0}},

@@ -767,7 +767,7 @@ retry_base_seconds = 1
 # Notifications through Apprise URLs: slack://…, mailto://…, json://host/path (a webhook), …
 [notifications]
 urls = []
-events = ["promoted", "rolled_back", "gate_failed", "sla_breach"]
+events = ["promoted", "rolled_back", "gate_failed", "sla_breach", "rollout_aborted", "rollout_paused"]
 
 [git]
 commit = false                      # true: every promotion and rollback is committed
@@ -787,6 +787,22 @@ max_clock_skew_minutes = 10         # records dated later than now plus this are
 [approvals]
 approvers = []                      # e.g. ["alice", "bob"]; nobody can approve while empty
 allow_self_approval = false         # four-eyes: a skill's author cannot approve it
+
+# Gradual rollouts (`skillstage rollout start`): the defaults of its options. A new version serves
+# each step's share of the stage's traffic; a step succeeds after lasting its minimum duration,
+# with the minimum executions on each version, when the new one meets the stage's thresholds and
+# is not worse than the live one.
+[rollout]
+steps = [10, 50, 100]               # percent of the traffic at each step; the last is 100
+step_min_duration_minutes = 60
+step_min_executions = 100
+on_failure = "abort"                # or "pause": a person decides what a failed step does
+
+# The loader agent hosts call (`skillstage.runtime.Loader`) and the registry file.
+[runtime]
+refresh_ms = 250                    # how often loaders check for a change to what serves
+# registry_path = ".skillstage/skills_registry.json"   # seed 002's registry file, an export
+# primary_agent = "claude"          # the registry's primary_agent, unless metadata says
 
 # Command gates: name one in a transition's gates to run it; exit 0 passes. For example:
 # [gates.lint]

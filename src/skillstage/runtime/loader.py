@@ -39,6 +39,7 @@ from skillstage.runtime.routing import (
     build_table,
 )
 from skillstage.store import Store
+from skillstage.store.rollouts import generation, listen_for_routing
 
 LOG = logging.getLogger("skillstage.runtime")
 
@@ -135,8 +136,24 @@ class Loader:
         self._thread.start()
 
     def _refresh_loop(self) -> None:
-        while not self._closed.wait(self.refresh_s):
-            self.refresh()
+        # The generation is polled every refresh interval on every store; on PostgreSQL a
+        # LISTEN connection also wakes the loop the moment a change commits.
+        listener = listen_for_routing(self.project.database_url)
+        try:
+            while not self._closed.is_set():
+                if listener is not None:
+                    try:
+                        listener.wait(self.refresh_s)
+                    except Exception:  # the connection broke: poll from now on
+                        listener.close()
+                        listener = None
+                elif self._closed.wait(self.refresh_s):
+                    break
+                if not self._closed.is_set():
+                    self.refresh()
+        finally:
+            if listener is not None:
+                listener.close()
 
     def refresh(self) -> bool:
         """Check the store now; rebuild the table when what serves changed. True if rebuilt.
@@ -145,8 +162,6 @@ class Loader:
             if self._store is None:
                 self._store = Store.open(self.project.database_url)
             with self._store.reading() as tx:
-                from skillstage.store.rollouts import generation
-
                 now = generation(tx)
                 rebuilt = now != self._table.generation
                 if rebuilt:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from skillstage.store.store import Transaction
+from skillstage.store.store import ROUTING_CHANNEL, Transaction
 
 OPEN_STATES = ("active", "paused")
 
@@ -228,3 +228,37 @@ def last_moves(tx: Transaction) -> dict[str, dict[str, dt.datetime]]:
     ):
         found.setdefault(name, {})[kind] = tx.dialect.read_time(at)  # type: ignore[assignment]
     return found
+
+
+class RoutingListener:
+    """PostgreSQL: a connection LISTENing on the routing channel, so a loader wakes the moment a
+    change commits instead of at its next poll. `wait` returns True when one came."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for a change; True if one was announced."""
+        woke = False
+        for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+            woke = True
+        return woke
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def listen_for_routing(url: str) -> RoutingListener | None:
+    """A listener on the store at `url` when it is PostgreSQL; None for SQLite (poll it), or
+    when the connection cannot be made (polling still sees every change)."""
+    from skillstage.store.db import connect, parse_url
+
+    parsed = parse_url(url)
+    if parsed.backend != "postgresql":
+        return None
+    try:
+        connection = connect(parsed)
+        connection.execute(f"LISTEN {ROUTING_CHANNEL}")
+    except Exception:
+        return None
+    return RoutingListener(connection)
