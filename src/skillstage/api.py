@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from skillstage.metrics.record import ExecutionRecord
     from skillstage.metrics.summary import MetricsSummary
     from skillstage.rollout.engine import RolloutOutcome, RolloutStatus
-    from skillstage.runtime.routing import Resolution
+    from skillstage.runtime.routing import Resolution, RoutingTable
     from skillstage.runtime.sync import SyncResult
     from skillstage.skill.model import SkillVersion
     from skillstage.store import Event, Store
@@ -1261,16 +1262,18 @@ def resolve(
 ) -> Resolution:
     """Which copy of `name` serves a request from `subject` (with `context`) in `stage`: the
     routing function every loader uses, over the store as it is now."""
+    from skillstage.runtime.routing import serving_stage
+
+    stage = serving_stage(project, stage)
+    return _routing_table(project).resolve(name, stage, subject, context)
+
+
+def _routing_table(project: Project) -> RoutingTable:
     from skillstage.runtime.routing import build_table
     from skillstage.store import Store
 
-    stages = list(project.config.stages)
-    stage = stage or stages[-1]
-    if stage not in project.config.stages:
-        raise UsageError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stages)}")
     with Store.open(project.database_url) as store, store.reading() as tx:
-        table = build_table(project, tx, built_at=_now())
-    return table.resolve(name, stage, subject, context)
+        return build_table(project, tx, built_at=_now())
 
 
 @checked
@@ -1278,21 +1281,42 @@ def sync(
     project: Project,
     into: Path,
     *,
-    subject: str | None = None,
+    subject: str,
     context: dict[str, Any] | None = None,
     stage: str | None = None,
 ) -> SyncResult:
     """Make `into/<name>` hold, for every skill serving in `stage`, the copy `subject` resolves to
     (read-only, from the archive), each swapped in atomically; only changed skills are touched,
     and skills that stopped serving are removed. For hosts that read skill directories."""
-    from skillstage.runtime.routing import build_table
+    from skillstage.runtime.routing import serving_stage
     from skillstage.runtime.sync import sync_directory
-    from skillstage.store import Store
 
-    stages = list(project.config.stages)
-    stage = stage or stages[-1]
-    if stage not in project.config.stages:
-        raise UsageError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stages)}")
-    with Store.open(project.database_url) as store, store.reading() as tx:
-        table = build_table(project, tx, built_at=_now())
+    stage = serving_stage(project, stage)
+    table = _routing_table(project)
     return sync_directory(project, table, into, subject=subject, context=context, stage=stage)
+
+
+def sync_watch(
+    project: Project,
+    into: Path,
+    *,
+    subject: str,
+    stop: threading.Event,
+    on_change: Callable[[SyncResult], None],
+    on_error: Callable[[Exception], None] | None = None,
+    context: dict[str, Any] | None = None,
+    stage: str | None = None,
+) -> None:
+    """`sync`, then again whenever what serves changes, until `stop` is set (`sync --watch`)."""
+    from skillstage.runtime.sync import watch
+
+    watch(
+        project,
+        into,
+        subject=subject,
+        stop=stop,
+        on_change=on_change,
+        on_error=on_error,
+        context=context,
+        stage=stage,
+    )

@@ -767,7 +767,9 @@ retry_base_seconds = 1
 # Notifications through Apprise URLs: slack://…, mailto://…, json://host/path (a webhook), …
 [notifications]
 urls = []
-events = ["promoted", "rolled_back", "gate_failed", "sla_breach", "rollout_aborted", "rollout_paused"]
+events = [
+    "promoted", "rolled_back", "gate_failed", "sla_breach", "rollout_aborted", "rollout_paused",
+]
 
 [git]
 commit = false                      # true: every promotion and rollback is committed

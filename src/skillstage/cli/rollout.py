@@ -50,7 +50,8 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     "--stage",
     type=STAGE,
     metavar="STAGE",
-    help="The stage whose traffic it shares (default: the last one, production).",
+    help="The stage whose traffic it shares (default: the last one, production; with nothing of "
+    "NAME live there, the latest stage before it where a version is).",
 )
 @click.option(
     "--steps",

@@ -127,17 +127,22 @@ class RolloutOutcome:
 # -- start -------------------------------------------------------------------------------------
 
 
-def _stage(project: Project, stage: str | None) -> str:
+def _stage(project: Project, store: Store, name: str, stage: str | None) -> str:
+    """The stage a rollout shares: `stage`, else the last stage, else (nothing of `name` live
+    there) the latest stage before it where a version of `name` is live."""
     stages = list(project.config.stages)
-    chosen = stage or stages[-1]
-    if chosen not in project.config.stages:
-        raise UsageError(f"unknown stage {chosen!r}", hint=f"stages: {', '.join(stages)}")
-    if stages.index(chosen) == 0:
+    if stage is None:
+        with store.reading() as tx:
+            live = {a.stage for a in tx.current_assignments(name=name)}
+        stage = next((s for s in reversed(stages[1:]) if s in live), stages[-1])
+    if stage not in project.config.stages:
+        raise UsageError(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stages)}")
+    if stages.index(stage) == 0:
         raise UsageError(
-            f"{chosen} is the first stage: a rollout serves a version from the stage before",
+            f"{stage} is the first stage: a rollout serves a version from the stage before",
             hint=f"roll out into {', '.join(stages[1:])}",
         )
-    return chosen
+    return stage
 
 
 def start(
@@ -166,7 +171,7 @@ def start(
 
     if force and not (reason or "").strip():
         raise UsageError("--force needs --reason", hint='e.g. --reason "hotfix for INC-1234"')
-    stage = _stage(project, stage)
+    stage = _stage(project, store, name, stage)
     settings = project.config.rollout
     steps = list(steps) if steps is not None else list(settings.steps)
     check_steps(steps)

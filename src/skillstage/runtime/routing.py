@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from skillstage.config import Project
-from skillstage.errors import SkillstageError
+from skillstage.errors import SkillstageError, UsageError
 from skillstage.rollout.bucket import bucket, in_segments, random_bucket
 from skillstage.store import Transaction
 from skillstage.store import rollouts as store_rollouts
@@ -141,6 +141,15 @@ class RoutingTable:
         else:
             hint = "`skillstage list` shows the skills and their stages"
         return UnknownSkillError(f"no skill named {name!r} is live in {stage}", hint=hint)
+
+
+def serving_stage(project: Project, stage: str | None) -> str:
+    """`stage`, or the last stage (production) when None; a `UsageError` for an unknown one."""
+    stages = list(project.config.stages)
+    chosen = stage or stages[-1]
+    if chosen not in project.config.stages:
+        raise UsageError(f"unknown stage {chosen!r}", hint=f"stages: {', '.join(stages)}")
+    return chosen
 
 
 def archive_entry(project: Project, name: str, version: str, digest: str) -> Path:
