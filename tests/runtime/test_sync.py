@@ -295,7 +295,7 @@ def test_no_intact_copy_keeps_the_old_one_and_says_why(project: Project, into: P
     assert _manifest(into)["skills"]["alpha"]["version"] == "1.0.0"
 
 
-@pytest.mark.parametrize("what", ["file", "stage folder", "state dir", "no subject", "stage"])
+@pytest.mark.parametrize("what", ["file", "stage folder", "state dir", "blank subject", "stage"])
 def test_bad_input_is_a_usage_error(project: Project, tmp_path: Path, what: str) -> None:
     target = tmp_path / "out"
     subject: str | None = "dev-1"
@@ -306,8 +306,8 @@ def test_bad_input_is_a_usage_error(project: Project, tmp_path: Path, what: str)
         target = project.stage_root("production")
     elif what == "state dir":
         target = project.state_dir / "skills"
-    elif what == "no subject":
-        subject = None
+    elif what == "blank subject":
+        subject = "   "
     else:
         stage = "nowhere"
     with pytest.raises(UsageError) as raised:
