@@ -100,6 +100,26 @@ def with_transition(**transition: Any) -> dict[str, Any]:
         ),
         ({"databse": "x"}, "unknown key 'databse'"),
         (
+            {"rollout": {"steps": [50, 10, 100]}},
+            "bad value for 'rollout.steps': [50, 10, 100] must rise, e.g. [10, 50, 100]",
+        ),
+        (
+            {"rollout": {"steps": [10, 50]}},
+            "bad value for 'rollout.steps': [10, 50] must end at 100, where the rollout completes",
+        ),
+        (
+            {"rollout": {"steps": [0, 100]}},
+            "bad value for 'rollout.steps.0': must be at least 1",
+        ),
+        (
+            {"rollout": {"on_failure": "ignore"}},
+            "bad value for 'rollout.on_failure': must be 'abort' or 'pause', not 'ignore'",
+        ),
+        (
+            {"runtime": {"refresh_ms": 0}},
+            "bad value for 'runtime.refresh_ms': must be at least 10",
+        ),
+        (
             {"stages": {}, "transitions": []},
             "bad value for 'stages': at least one stage is required under [stages]",
         ),
