@@ -7,6 +7,7 @@ render what it returns.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import os
@@ -1288,12 +1289,21 @@ def sync(
     """Make `into/<name>` hold, for every skill serving in `stage`, the copy `subject` resolves to
     (read-only, from the archive), each swapped in atomically; only changed skills are touched,
     and skills that stopped serving are removed. For hosts that read skill directories."""
-    from skillstage.runtime.routing import serving_stage
+    from skillstage.runtime.registry_file import refresh_registry
+    from skillstage.runtime.routing import build_table, serving_stage
     from skillstage.runtime.sync import sync_directory
+    from skillstage.store import Store
 
     stage = serving_stage(project, stage)
-    table = _routing_table(project)
-    return sync_directory(project, table, into, subject=subject, context=context, stage=stage)
+    with Store.open(project.database_url) as store:
+        with store.reading() as tx:
+            table = build_table(project, tx, built_at=_now())
+        result = sync_directory(project, table, into, subject=subject, context=context, stage=stage)
+        # The registry file, if lost or stale; one that cannot be written is said by the change
+        # that writes it.
+        with contextlib.suppress(OSError):
+            refresh_registry(project, store)
+    return result
 
 
 def sync_watch(

@@ -275,6 +275,7 @@ def promote(
     deploy: bool = False,
     notify: bool = False,
     git_commit: bool = False,
+    digest: str | None = None,
     rollout_id: int | None = None,
     rollout_verdict: Mapping[str, Any] | None = None,
 ) -> PromotionResult:
@@ -282,7 +283,9 @@ def promote(
 
     Gates run first; failing gates stop it unless `force` with a `reason`. `dry_run` reports the
     plan and the gates and changes nothing. `confirm`, if given, is asked (with the gate results)
-    before anything moves; False cancels. `rollout_id` names the rollout this promotion
+    before anything moves; False cancels. `digest`, if given, is the only content that may be
+    promoted (a rollout's candidate: not a copy put there since). `rollout_id` names the rollout
+    this promotion
     completes (`rollout/engine.py`): it is closed in the promotion's transaction, and no other
     promotion may enter a stage a rollout is changing.
     """
@@ -320,6 +323,12 @@ def promote(
         )
         return result
     result.version, result.digest = skill.version, skill.digest
+    if digest is not None and skill.digest != digest:
+        result.error = (
+            f"the copy of {source.name} in {source.stage} is {skill.version} ({skill.digest[:12]}),"
+            f" not the content asked for ({digest[:12]}): it changed since"
+        )
+        return result
     if skill.name != source.name:
         result.error = (
             f"SKILL.md names the skill {skill.name!r} but its directory says {source.name!r}"
@@ -378,6 +387,8 @@ def promote(
         return result
     with skill_lock(project, store, source.name, timeout=lock_timeout):
         recover(project, store, source.name)
+        with store.reading() as tx:  # again: a rollout may have started while the gates ran
+            refuse_if_open(tx, source.name, to_stage, "a promotion", rollout_id)
         try:
             again = read_skill(source.path, project.config.validation)
         except SkillReadError:
@@ -706,9 +717,9 @@ def rollback(
                 f"no skill named {name!r} in the store",
                 hint="`skillstage list` shows where each skill is",
             )
-    with store.reading() as tx:
-        refuse_if_open(tx, name, stage, "a rollback")
     with skill_lock(project, store, name, timeout=lock_timeout):
+        with store.reading() as tx:
+            refuse_if_open(tx, name, stage, "a rollback")
         unfinished = [
             entry.details
             for entry in store.open_journals(name)

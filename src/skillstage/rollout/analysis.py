@@ -82,7 +82,9 @@ def analyse(project: Project, tx: Transaction, rollout: RolloutRecord, now: dt.d
     """The verdict of `rollout`'s current step at `now`."""
     thresholds = thresholds_for(project, rollout.candidate_stage, rollout.stage)
     # The candidate is judged on this step's executions (each step re-checks it at its new
-    # share); the stable version on all of its executions since the rollout began, as at 100%
+    # share) in this rollout's stage: the same content may also serve in the stage it waits in,
+    # and the loader tags each execution with its stage (a record that names no stage counts).
+    # The stable version is judged on all of its executions since the rollout began, as at 100%
     # it serves nothing.
     candidate_rows = store_metrics.execution_rows(
         tx,
@@ -90,6 +92,7 @@ def analyse(project: Project, tx: Transaction, rollout: RolloutRecord, now: dt.d
         digest=rollout.candidate_digest,
         since=rollout.step_started_at,
         in_use=True,
+        unless_tagged_otherwise={"stage": rollout.stage},
     )
     stable_rows = store_metrics.execution_rows(
         tx, rollout.skill_id, digest=rollout.stable_digest, since=rollout.started_at, in_use=True

@@ -11,6 +11,7 @@ whole, with the rest of the promotion.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import re
@@ -22,8 +23,10 @@ from skillstage.config import Project
 from skillstage.errors import SkillReadError, SkillstageError, UsageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.gates import GateResult
+from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.rollout.analysis import FAILED, SUCCESSFUL, Verdict, analyse
 from skillstage.rollout.guard import refuse_if_open
+from skillstage.skill.files import scan_skill_files
 from skillstage.store import Store, Transaction
 from skillstage.store import rollouts as store_rollouts
 from skillstage.store.rollouts import RolloutRecord
@@ -278,8 +281,25 @@ def start(
     # before may be edited or moved without changing what a subject gets.
     entry = promoter.archive_path(project, name, skill.version, skill.digest)
     fs.archive_copy(source, entry)
-    with store.atomic() as tx:
+    policy = project.config.validation
+    archived = scan_skill_files(
+        entry, max_files=policy.max_files, max_total_bytes=policy.max_total_bytes
+    ).digest
+    if archived != skill.digest:
+        raise RolloutError(
+            f"the archive copy of {name} {skill.version} ({entry}) does not hold the candidate's "
+            "content: the copy in staging changed while the rollout started, or the archive "
+            "entry was edited",
+            hint="`skillstage doctor` reports the archive; start the rollout again",
+        )
+    with skill_lock(project, store, name, timeout=DEFAULT_LOCK_TIMEOUT), store.atomic() as tx:
         refuse_if_open(tx, name, stage, "another rollout")
+        now_live = tx.current_assignments(stage=stage, name=name)
+        if not now_live or now_live[0].digest != stable.digest:
+            raise RolloutError(
+                f"{name} changed in {stage} while the rollout started (by another process)",
+                hint=f"`skillstage history {name}` shows what happened; start it again",
+            )
         tx.ensure_version(
             name,
             skill.version,
@@ -493,7 +513,6 @@ def recover(project: Project, store: Store, name: str) -> list[str]:
     mid-promotion is finished, and closes its rollout, or undone, leaving it open), as every
     mutating command does first."""
     from skillstage.lifecycle import promote as promoter
-    from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 
     if not store.open_journals(name):
         return []
@@ -702,18 +721,22 @@ def _complete(
         f"rollout #{rollout.id} completed: {rollout.candidate_version} served "
         f"{' → '.join(f'{s}%' for s in rollout.steps)}"
     )
-    result = promoter.promote(
-        project,
-        store,
-        rollout.name,
-        to=rollout.stage,
-        actor=actor,
-        overwrite=True,
-        force=forced,
-        reason=why,
-        rollout_id=rollout.id,
-        rollout_verdict=verdict.to_dict(),
-    )
+    options: dict[str, Any] = {
+        "to": rollout.stage,
+        "actor": actor,
+        "overwrite": True,
+        "force": forced,
+        "reason": why,
+        "digest": rollout.candidate_digest,  # the content that served, not a later copy
+        "rollout_id": rollout.id,
+    }
+    # A dry run first: a completion its gates refuse is said at every tick, but recorded as a
+    # refused promotion only when someone asks for it (advance), not once a tick.
+    result = promoter.promote(project, store, rollout.name, dry_run=True, **options)
+    if result.success:
+        result = promoter.promote(
+            project, store, rollout.name, rollout_verdict=verdict.to_dict(), **options
+        )
     outcome = RolloutOutcome(
         success=result.success,
         name=rollout.name,
@@ -772,11 +795,16 @@ def tick(
     """Evaluate every active rollout once: advance a successful step (complete after the last),
     abort (or pause, as configured) a failed one, and leave the rest waiting, saying for what."""
     from skillstage.lifecycle.readiness import ingest_on_demand
+    from skillstage.runtime.registry_file import refresh_registry
 
     ingest_on_demand(project, store)
     with store.reading() as tx:
         active = [r for r in store_rollouts.rollouts(tx, open_only=True) if r.state == "active"]
     outcomes = []
+    for rollout in active:
+        recover(project, store, rollout.name)
+    with contextlib.suppress(OSError):  # said by the change that writes it
+        refresh_registry(project, store)
     for rollout in active:
         try:
             outcomes.append(_tick_one(project, store, rollout, actor=actor))

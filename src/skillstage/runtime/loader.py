@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from skillstage.config import Project, load_project
-from skillstage.errors import SkillReadError, SkillstageError, UsageError
+from skillstage.errors import SkillReadError, SkillstageError, StoreError, UsageError
 from skillstage.runtime.routing import (
     Resolution,
     RoutingTable,
@@ -104,6 +104,7 @@ class Loader:
             raise UsageError(f"unknown stage {self.stage!r}", hint=f"stages: {', '.join(stages)}")
         self.refresh_s = (refresh_ms or self.project.config.runtime.refresh_ms) / 1000
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # one refresh at a time (the thread, or a load)
         self._loaded: dict[str, LoadedSkill] = {}
         self._files: dict[tuple[str, str], bytes] = {}
         self._levels: dict[tuple[str, str], str] = {}
@@ -113,7 +114,9 @@ class Loader:
         self._last_error: str | None = None
         self._closed = threading.Event()
         self._store: Store | None = None
+        self._sqlite_path = _sqlite_file(self.project.database_url)
         self._store = Store.open(self.project.database_url)
+        self._store_file = _file_identity(self._sqlite_path)
         self._table: RoutingTable = self._build()
         self._thread: threading.Thread | None = None
         self._start_refresher()
@@ -158,9 +161,15 @@ class Loader:
     def refresh(self) -> bool:
         """Check the store now; rebuild the table when what serves changed. True if rebuilt.
         A failure keeps the table there is (and `stats()` reports it); it never raises."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
+            self._check_store_file()
             if self._store is None:
                 self._store = Store.open(self.project.database_url)
+                self._store_file = _file_identity(self._sqlite_path)
             with self._store.reading() as tx:
                 now = generation(tx)
                 rebuilt = now != self._table.generation
@@ -184,6 +193,19 @@ class Loader:
                 self._counts["refreshes"] += 1
         return rebuilt
 
+    def _check_store_file(self) -> None:
+        """SQLite: a kept connection reads the file it opened even after it was moved or
+        replaced, so the file at the store's path is checked: gone, the store is unreachable
+        (opening it would create an empty one); another file, it is opened anew."""
+        if self._sqlite_path is None:
+            return
+        now = _file_identity(self._sqlite_path)
+        if now is None:
+            raise StoreError(f"the store {self._sqlite_path} is gone", path=self._sqlite_path)
+        if now != self._store_file and self._store is not None:
+            self._store.close()
+            self._store = None
+
     def close(self) -> None:
         """Stop the refresher and close the store."""
         self._closed.set()
@@ -201,6 +223,7 @@ class Loader:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._store = None  # opened again by the child's first refresh
         self._closed = threading.Event()
         self._start_refresher()
@@ -312,7 +335,7 @@ class Loader:
                     f"{place} holds digest {skill.digest[:12]}, not {resolution.digest[:12]}"
                 )
                 continue
-            if problems:
+            if problems and self._names_live(resolution):
                 self._report_drift(resolution, problems[0])
             return LoadedSkill(
                 resolution.name,
@@ -327,6 +350,18 @@ class Loader:
             f"no intact copy of {resolution.name} {resolution.version} "
             f"({resolution.digest[:12]}) to serve: " + "; ".join(problems),
             hint="`skillstage doctor` reports the drift; `skillstage doctor --repair` restores it",
+        )
+
+    def _names_live(self, resolution: Resolution) -> bool:
+        """Whether the store, read now, names `resolution`'s digest live at its path: only then
+        is a live copy holding other content drift. A resolution made before a promotion (or by
+        a table a refresh behind) names a version that merely stopped serving."""
+        self.refresh()
+        route = self._table.routes.get((resolution.stage, resolution.name))
+        return (
+            route is not None
+            and route.stable.digest == resolution.digest
+            and route.stable.path == resolution.path
         )
 
     def _report_drift(self, resolution: Resolution, problem: str) -> None:
@@ -394,6 +429,25 @@ class Loader:
                     f"{stage}/{name}": level for (stage, name), level in self._levels.items()
                 },
             }
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from skillstage.store.db import parse_url
+
+    parsed = parse_url(url)
+    if parsed.backend != "sqlite" or parsed.database is None:
+        return None
+    return Path(parsed.database)
+
+
+def _file_identity(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
 
 
 def _after_fork(reference: weakref.ReferenceType[Loader]) -> None:

@@ -1,7 +1,7 @@
 """Seed 002 §6's one registry file, `skills_registry.json`, for tools that read the registry
 without Python. An export, rewritten whole (atomically) after every move and rollout change: the
-store stays the truth, and a lost or stale file is rebuilt by the next change (or `skillstage
-sync`)."""
+store stays the truth, and a lost or stale file is rebuilt by the next change, `rollout tick`
+or `sync`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def registry_document(project: Project, store: Store) -> dict[str, Any]:
     """The registry as seed 002 shapes it, from the store."""
     order = {stage: index for index, stage in enumerate(project.config.stages)}
     with store.reading() as tx:
+        generation = store_rollouts.generation(tx)
         rows = [r for r in store_rollouts.routing_rows(tx) if r.stage in order]
         moves = store_rollouts.last_moves(tx)
     skills: dict[str, Any] = {}
@@ -73,7 +74,9 @@ def registry_document(project: Project, store: Store) -> dict[str, Any]:
             "digest": row.digest,
             "location": _relative(project, location) + "/",
         }
-    return {"version": REGISTRY_FORMAT, "skills": skills}
+    # `generation`: the store's routing generation it was written at, so a stale file (its
+    # writer killed after the change committed) is told apart and rewritten.
+    return {"version": REGISTRY_FORMAT, "generation": generation, "skills": skills}
 
 
 def export_registry(project: Project, store: Store) -> None:
@@ -84,3 +87,19 @@ def export_registry(project: Project, store: Store) -> None:
     path = project.registry_file
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def refresh_registry(project: Project, store: Store) -> bool:
+    """Rewrite the registry file when it is missing or older than the store's routing
+    generation (a change whose writer died before exporting it); True when it was rewritten."""
+    path = project.registry_file
+    try:
+        written = json.loads(path.read_text(encoding="utf-8")).get("generation")
+    except (OSError, ValueError, AttributeError):
+        written = None
+    with store.reading() as tx:
+        current = store_rollouts.generation(tx)
+    if written == current:
+        return False
+    export_registry(project, store)
+    return True

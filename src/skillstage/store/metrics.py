@@ -48,9 +48,11 @@ def execution_rows(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     in_use: bool = False,
+    unless_tagged_otherwise: Mapping[str, str] | None = None,
 ) -> Rows:
     """The executions of a skill (optionally of one digest, in a time window; with `in_use`,
-    not its benchmark runs), oldest first."""
+    not its benchmark runs; with `unless_tagged_otherwise`, not those whose tags give another
+    value for one of its keys), oldest first."""
     sql = (
         "SELECT pattern_fidelity, outcome_quality, execution_time_ms, exception, false_positive,"
         ' false_negative, critical, "timestamp" FROM execution WHERE skill_id = :skill_id'
@@ -68,6 +70,11 @@ def execution_rows(
     if in_use:
         sql += " AND benchmark = :benchmark"
         params["benchmark"] = False
+    for number, (key, value) in enumerate((unless_tagged_otherwise or {}).items()):
+        # As text on both stores (SQLite's json_extract gives 5 for {"rollout_id": 5}).
+        tag = f"CAST({tx.dialect.json_text('tags', key)} AS TEXT)"
+        sql += f" AND (tags IS NULL OR {tag} IS NULL OR {tag} = :tag_{number})"
+        params[f"tag_{number}"] = str(value)
     rows = tx.query(sql + ' ORDER BY "timestamp"', params)
     columns: dict[str, list[Any]] = {name: [] for name in SAMPLE_COLUMNS}
     if rows:
