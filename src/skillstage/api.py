@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from skillstage.metrics.ingest import IngestResult, LagReport
     from skillstage.metrics.record import ExecutionRecord
     from skillstage.metrics.summary import MetricsSummary
-    from skillstage.rollout.engine import RolloutOutcome, RolloutStatus
+    from skillstage.rollout.engine import RolloutStatus
+    from skillstage.rollout.plan import RolloutOutcome
     from skillstage.runtime.routing import Resolution, RoutingTable
     from skillstage.runtime.sync import SyncResult
     from skillstage.skill.model import SkillVersion
@@ -1169,7 +1170,7 @@ def rollout_start(
     first step's share of its traffic, beside the version live there (seed 002 §3.3). The gates
     of the promotion it ends with run first; `segments` ("tier=internal") limit it to requests
     whose context matches (a canary)."""
-    from skillstage.rollout import engine
+    from skillstage.rollout import engine, plan
     from skillstage.store import Store
 
     if step_min_executions is not None and step_min_executions < 1:
@@ -1183,11 +1184,11 @@ def rollout_start(
             candidate=candidate,
             stage=stage,
             steps=steps,
-            step_min_duration_s=engine.parse_duration(step_min_duration)
+            step_min_duration_s=plan.parse_duration(step_min_duration)
             if step_min_duration is not None
             else None,
             step_min_executions=step_min_executions,
-            segments=engine.parse_segments(segments),
+            segments=plan.parse_segments(segments),
             group_id=group_id,
             on_failure=on_failure,
             dry_run=dry_run,
@@ -1222,34 +1223,34 @@ def rollout_change(
     """Change a rollout by hand: `advance` (after the analysis, or `force` with a reason),
     `pause`, `resume`, `abort` (needs a reason) or `retry` (an aborted one, from its first
     step)."""
-    from skillstage.rollout import engine
+    from skillstage.rollout import steering
     from skillstage.store import Store
 
     who = default_actor(actor)
     with Store.open(project.database_url) as store:
         if action == "advance":
-            return engine.advance(
+            return steering.advance(
                 project, store, name, actor=who, force=force, reason=reason, stage=stage
             )
         if action == "pause":
-            return engine.pause(project, store, name, actor=who, reason=reason, stage=stage)
+            return steering.pause(project, store, name, actor=who, reason=reason, stage=stage)
         if action == "resume":
-            return engine.resume(project, store, name, actor=who, stage=stage)
+            return steering.resume(project, store, name, actor=who, stage=stage)
         if action == "abort":
-            return engine.abort(project, store, name, actor=who, reason=reason or "", stage=stage)
+            return steering.abort(project, store, name, actor=who, reason=reason or "", stage=stage)
         if action == "retry":
-            return engine.retry(project, store, name, actor=who, stage=stage)
+            return steering.retry(project, store, name, actor=who, stage=stage)
     raise UsageError(f"unknown rollout action {action!r}")
 
 
 @checked
 def rollout_tick(project: Project, *, actor: str | None = None) -> list[RolloutOutcome]:
     """Evaluate every active rollout once (for cron or the watcher): advance, abort or wait."""
-    from skillstage.rollout import engine
+    from skillstage.rollout import steering
     from skillstage.store import Store
 
     with Store.open(project.database_url) as store:
-        return engine.tick(project, store, actor=default_actor(actor or "skillstage-rollout"))
+        return steering.tick(project, store, actor=default_actor(actor or "skillstage-rollout"))
 
 
 @checked

@@ -21,7 +21,7 @@ import pytest
 
 from skillstage import api
 from skillstage.config import Project, load_config_file
-from skillstage.rollout.engine import RolloutError
+from skillstage.rollout.plan import RolloutError
 from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill
 from skillstage.store import Store

@@ -22,8 +22,8 @@ from skillstage import api
 from skillstage.config import Project, load_config_file
 from skillstage.errors import UsageError
 from skillstage.lifecycle.promote import archive_path
-from skillstage.rollout.engine import RolloutError
 from skillstage.rollout.guard import RolloutActiveError
+from skillstage.rollout.plan import RolloutError
 from skillstage.runtime import Loader
 from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill

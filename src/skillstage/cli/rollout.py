@@ -11,7 +11,8 @@ import click
 from skillstage import api
 from skillstage.cli.context import STAGE, CliContext, echo_json
 from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
-from skillstage.rollout.engine import RolloutOutcome, RolloutStatus, parse_steps
+from skillstage.rollout.engine import RolloutStatus
+from skillstage.rollout.plan import RolloutOutcome, parse_steps
 
 _MARK = {"pass": "✓", "fail": "✗", "warn": "⚠", "skip": "-"}
 _VERDICT_COLOUR = {"successful": "green", "failed": "red", "inconclusive": "yellow"}

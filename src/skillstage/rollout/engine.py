@@ -1,5 +1,5 @@
-"""Gradual rollouts (seed 002 §3.3 "Staged Safety Nets", seed 003's phased rollout): start one,
-step it by analysis, pause, resume, abort, retry, and complete it through the promoter.
+"""Gradual rollouts (seed 002 §3.3 "Staged Safety Nets", seed 003's phased rollout): starting
+one, and reading them (`steering` changes them: steps, pauses, aborts, completion).
 
 A rollout serves a candidate (the version waiting in the stage before) to a share of a stage's
 traffic beside the stable version live there. Every state change is one transaction that also
@@ -11,121 +11,29 @@ whole, with the rest of the promotion.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import itertools
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from skillstage.config import Project
-from skillstage.errors import SkillReadError, SkillstageError, UsageError
+from skillstage.errors import SkillReadError, UsageError
 from skillstage.lifecycle import fs
-from skillstage.lifecycle.gates import GateResult
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
-from skillstage.rollout.analysis import FAILED, SUCCESSFUL, Verdict, analyse
+from skillstage.rollout.analysis import Verdict, analyse
 from skillstage.rollout.guard import refuse_if_open
+from skillstage.rollout.plan import (
+    RolloutError,
+    RolloutOutcome,
+    check_steps,
+)
+from skillstage.rollout.plan import (
+    now as _now,
+)
 from skillstage.skill.files import scan_skill_files
 from skillstage.store import Store, Transaction
 from skillstage.store import rollouts as store_rollouts
 from skillstage.store.rollouts import RolloutRecord
-
-
-class RolloutError(SkillstageError):
-    """A rollout could not be started or changed (one is active already, nothing is live …)."""
-
-    code = "ROLLOUT"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-# -- parsing what a user types ------------------------------------------------------------------
-
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*\Z", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in "90s", "30m", "1h", "2d" or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise UsageError(f"{text!r} is not a duration", hint="e.g. 30s, 15m, 1h, 2d")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
-    if seconds > 365 * 86_400:
-        raise UsageError(f"{text!r} is longer than a year")
-    return seconds
-
-
-def parse_steps(text: str) -> list[int]:
-    """ "10,50,100" as [10, 50, 100]: rising percentages ending at 100."""
-    try:
-        steps = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(f"{text!r} is not a list of percentages", hint="e.g. 10,50,100") from None
-    check_steps(steps)
-    return steps
-
-
-def check_steps(steps: Sequence[int]) -> None:
-    if not steps or any(not 1 <= s <= 100 for s in steps):
-        raise UsageError(f"steps {list(steps)} must be percentages from 1 to 100")
-    if any(b <= a for a, b in itertools.pairwise(steps)):
-        raise UsageError(f"steps {list(steps)} must rise", hint="e.g. 10,50,100")
-    if steps[-1] != 100:
-        raise UsageError(
-            f"steps {list(steps)} must end at 100, where the rollout completes",
-            hint="e.g. 10,50,100",
-        )
-
-
-def parse_segments(pairs: Sequence[str]) -> dict[str, list[str]]:
-    """["tier=internal", "tier=beta", "region=eu"] as {"tier": ["internal", "beta"], …}."""
-    segments: dict[str, list[str]] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise UsageError(
-                f"segment {pair!r} is not KEY=VALUE", hint="e.g. --segment tier=internal"
-            )
-        segments.setdefault(key.strip(), []).append(value.strip())
-    return segments
-
-
-# -- results -----------------------------------------------------------------------------------
-
-
-@dataclass
-class RolloutOutcome:
-    """What a rollout command did (or, with `dry_run`, would do)."""
-
-    success: bool
-    name: str
-    action: str  # started, advanced, completed, aborted, paused, resumed, waiting, blocked
-    rollout: RolloutRecord | None = None
-    verdict: Verdict | None = None
-    gates: list[GateResult] = field(default_factory=list)
-    error: str | None = None
-    dry_run: bool = False
-    warnings: list[str] = field(default_factory=list)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "success": self.success,
-            "name": self.name,
-            "action": self.action,
-            "rollout": self.rollout.to_dict() if self.rollout else None,
-            "verdict": self.verdict.to_dict() if self.verdict else None,
-            "gates": [g.to_dict() for g in self.gates],
-            "error": self.error,
-            "dry_run": self.dry_run,
-            "warnings": self.warnings,
-            "deliveries": self.deliveries,
-        }
-
 
 # -- start -------------------------------------------------------------------------------------
 
@@ -245,7 +153,7 @@ def start(
         )
         return outcome
     now = _now()
-    fields = {
+    fields: dict[str, Any] = {
         "skill_id": stable.skill_id,
         "stage": stage,
         "candidate_version": skill.version,
@@ -275,7 +183,7 @@ def start(
     }
     if dry_run:
         outcome.success = True
-        outcome.rollout = RolloutRecord(id=0, name=name, **fields)  # type: ignore[arg-type]
+        outcome.rollout = RolloutRecord(id=0, name=name, **fields)
         return outcome
     # The candidate serves from the archive (immutable), so the copy waiting in the stage
     # before may be edited or moved without changing what a subject gets.
@@ -332,11 +240,11 @@ def start(
         tx.bump_routing(now)
         outcome.rollout = store_rollouts.rollouts(tx, rollout_id=rollout_id)[0]
     outcome.success = True
-    _export(project, store, outcome)
+    export(project, store, outcome)
     return outcome
 
 
-def _export(project: Project, store: Store, outcome: RolloutOutcome) -> None:
+def export(project: Project, store: Store, outcome: RolloutOutcome) -> None:
     from skillstage.runtime.registry_file import export_registry
 
     try:
@@ -418,96 +326,6 @@ def _open(tx: Transaction, name: str, stage: str | None, project: Project) -> Ro
     return found[0]
 
 
-# -- changing state ------------------------------------------------------------------------------
-
-
-def _change(
-    project: Project,
-    store: Store,
-    rollout: RolloutRecord,
-    kind: str,
-    outcome: RolloutOutcome,
-    *,
-    actor: str,
-    at: dt.datetime,
-    why: str | None = None,
-    trigger_metric: str | None = None,
-    details: Mapping[str, Any] | None = None,
-    **columns: Any,
-) -> RolloutRecord:
-    """One state change of a rollout (`columns`), its event, its alert and the routing bump, in
-    one transaction; the rollout as it is after. Refused when another process changed it first."""
-    with store.atomic() as tx:
-        current = store_rollouts.rollouts(tx, rollout_id=rollout.id)[0]
-        if (current.state, current.step_index) != (rollout.state, rollout.step_index):
-            raise RolloutError(
-                f"rollout #{rollout.id} of {rollout.name} was changed by another process "
-                f"(now {current.state} at step {current.step_index + 1})",
-                hint=f"`skillstage rollout status {rollout.name}` shows it",
-            )
-        store_rollouts.update_rollout(tx, rollout.id, **columns)
-        tx.append_event(
-            kind,
-            name=rollout.name,
-            version=rollout.candidate_version,
-            digest=rollout.candidate_digest,
-            from_stage=rollout.candidate_stage,
-            to_stage=rollout.stage,
-            actor=actor,
-            reason=why,
-            trigger_metric=trigger_metric,
-            details={"rollout_id": rollout.id, **(details or {})},
-            at=at,
-        )
-        tx.bump_routing(at)
-        alerts = (
-            _queue_alert(project, tx, rollout, kind, why, trigger_metric)
-            if kind in ("rollout_abort", "rollout_pause")
-            else []
-        )
-        changed = store_rollouts.rollouts(tx, rollout_id=rollout.id)[0]
-    outcome.rollout = changed
-    if alerts:
-        from skillstage.integrations.outbox import deliver
-
-        outcome.deliveries += [d.to_dict() for d in deliver(project, store, ids=alerts)]
-    _export(project, store, outcome)
-    return changed
-
-
-def _queue_alert(
-    project: Project,
-    tx: Transaction,
-    rollout: RolloutRecord,
-    kind: str,
-    why: str | None,
-    trigger_metric: str | None,
-) -> list[int]:
-    """Seed 002 §3.2: an alert at once, through the outbox (delivered after the commit)."""
-    from skillstage.integrations.notify import notification_items
-    from skillstage.store.outbox import enqueue
-
-    event = "rollout_aborted" if kind == "rollout_abort" else "rollout_paused"
-    what = "aborted" if kind == "rollout_abort" else "paused"
-    metric = f" ({trigger_metric})" if trigger_metric else ""
-    title = f"Rollout {what}: {rollout.name} {rollout.candidate_version}"
-    body = (
-        f"The rollout of {rollout.name} {rollout.candidate_version} in {rollout.stage} was {what}"
-        f" at {rollout.steps[rollout.step_index]}%: {why}{metric}. All traffic is on "
-        f"{rollout.stable_version}."
-    )
-    return [
-        enqueue(tx, "notify", payload)
-        for payload in notification_items(
-            project.config.notifications,
-            event,  # type: ignore[arg-type]
-            title=title,
-            body=body,
-            skill=rollout.name,
-        )
-    ]
-
-
 def recover(project: Project, store: Store, name: str) -> list[str]:
     """Finish or undo a move of `name` a crashed process left half done (a completion killed
     mid-promotion is finished, and closes its rollout, or undone, leaving it open), as every
@@ -520,361 +338,7 @@ def recover(project: Project, store: Store, name: str) -> list[str]:
         return promoter.recover(project, store, name)
 
 
-def _opened(store: Store, project: Project, name: str, stage: str | None) -> RolloutRecord:
+def opened(store: Store, project: Project, name: str, stage: str | None) -> RolloutRecord:
     recover(project, store, name)
     with store.reading() as tx:
         return _open(tx, name, stage, project)
-
-
-def pause(
-    project: Project,
-    store: Store,
-    name: str,
-    *,
-    actor: str,
-    reason: str | None = None,
-    stage: str | None = None,
-) -> RolloutOutcome:
-    """All traffic back on the stable version until `resume`; the rollout keeps its step."""
-    rollout = _opened(store, project, name, stage)
-    if rollout.state == "paused":
-        raise RolloutError(
-            f"the rollout of {name} is paused already",
-            hint=f"`skillstage rollout resume {name}` resumes it",
-        )
-    outcome = RolloutOutcome(success=True, name=name, action="paused")
-    why = reason or "paused by hand"
-    _change(
-        project,
-        store,
-        rollout,
-        "rollout_pause",
-        outcome,
-        actor=actor,
-        at=_now(),
-        why=why,
-        state="paused",
-        reason=why,
-    )
-    return outcome
-
-
-def resume(
-    project: Project, store: Store, name: str, *, actor: str, stage: str | None = None
-) -> RolloutOutcome:
-    """Serve the candidate its step's share again; the step's clock and count start over."""
-    rollout = _opened(store, project, name, stage)
-    if rollout.state != "paused":
-        raise RolloutError(f"the rollout of {name} is not paused")
-    outcome = RolloutOutcome(success=True, name=name, action="resumed")
-    at = _now()
-    _change(
-        project,
-        store,
-        rollout,
-        "rollout_resume",
-        outcome,
-        actor=actor,
-        at=at,
-        state="active",
-        step_started_at=at,
-        reason=None,
-    )
-    return outcome
-
-
-def abort(
-    project: Project,
-    store: Store,
-    name: str,
-    *,
-    actor: str,
-    reason: str,
-    trigger_metric: str | None = None,
-    stage: str | None = None,
-    verdict: Verdict | None = None,
-) -> RolloutOutcome:
-    """All traffic back on the stable version for good; the candidate archived as failed, with
-    the reason and the metric that triggered it, and an alert sent."""
-    from skillstage.lifecycle import promote as promoter
-
-    if not reason.strip():
-        raise UsageError("an abort needs --reason", hint='e.g. --reason "fidelity dropped"')
-    rollout = _opened(store, project, name, stage)
-    outcome = RolloutOutcome(success=True, name=name, action="aborted", verdict=verdict)
-    at = _now()
-    _change(
-        project,
-        store,
-        rollout,
-        "rollout_abort",
-        outcome,
-        actor=actor,
-        at=at,
-        why=reason,
-        trigger_metric=trigger_metric,
-        details={"verdict": verdict.to_dict() if verdict else None},
-        state="aborted",
-        ended_at=at,
-        reason=reason,
-        verdict=verdict.to_dict() if verdict else rollout.verdict,
-    )
-    entry = promoter.archive_path(
-        project, name, rollout.candidate_version, rollout.candidate_digest
-    )
-    if entry.exists():
-        try:
-            promoter.record_archive_reason(
-                entry, "failed", why=reason, trigger_metric=trigger_metric, rollout_id=rollout.id
-            )
-        except OSError as exc:
-            outcome.warnings.append(f"the archive note could not be written: {exc.strerror or exc}")
-    return outcome
-
-
-def advance(
-    project: Project,
-    store: Store,
-    name: str,
-    *,
-    actor: str,
-    force: bool = False,
-    reason: str | None = None,
-    stage: str | None = None,
-) -> RolloutOutcome:
-    """The next step (or completion, after the last), when the analysis says the step succeeded,
-    or with `force` and a reason whatever it says."""
-    from skillstage.lifecycle.readiness import ingest_on_demand
-
-    if force and not (reason or "").strip():
-        raise UsageError("--force needs --reason", hint='e.g. --reason "enough data by hand"')
-    rollout = _opened(store, project, name, stage)
-    if rollout.state != "active":
-        raise RolloutError(
-            f"the rollout of {name} is paused", hint=f"`skillstage rollout resume {name}` first"
-        )
-    ingest_on_demand(project, store)
-    with store.reading() as tx:
-        verdict = analyse(project, tx, rollout, _now())
-    if verdict.outcome != SUCCESSFUL and not force:
-        return RolloutOutcome(
-            success=False,
-            name=name,
-            action="waiting" if verdict.outcome != FAILED else "blocked",
-            rollout=rollout,
-            verdict=verdict,
-            error=f"step {rollout.step_index + 1} is {verdict.outcome}: "
-            + "; ".join(verdict.reasons),
-        )
-    return _step(project, store, rollout, verdict, actor=actor, forced=force, reason=reason)
-
-
-def _step(
-    project: Project,
-    store: Store,
-    rollout: RolloutRecord,
-    verdict: Verdict,
-    *,
-    actor: str,
-    forced: bool = False,
-    reason: str | None = None,
-) -> RolloutOutcome:
-    if rollout.last_step:
-        return _complete(
-            project, store, rollout, verdict, actor=actor, forced=forced, reason=reason
-        )
-    outcome = RolloutOutcome(success=True, name=rollout.name, action="advanced", verdict=verdict)
-    at = _now()
-    weight = rollout.steps[rollout.step_index + 1]
-    _change(
-        project,
-        store,
-        rollout,
-        "rollout_step",
-        outcome,
-        actor=actor,
-        at=at,
-        why=reason or f"step {rollout.step_index + 1} {verdict.outcome}: now {weight}%",
-        details={"weight": weight, "forced": forced, "verdict": verdict.to_dict()},
-        step_index=rollout.step_index + 1,
-        step_started_at=at,
-        verdict=verdict.to_dict(),
-    )
-    return outcome
-
-
-def _complete(
-    project: Project,
-    store: Store,
-    rollout: RolloutRecord,
-    verdict: Verdict,
-    *,
-    actor: str,
-    forced: bool,
-    reason: str | None,
-) -> RolloutOutcome:
-    """The last step succeeded: the candidate is promoted into the stage by the promoter, whose
-    transaction closes the rollout."""
-    from skillstage.lifecycle import promote as promoter
-
-    why = reason or (
-        f"rollout #{rollout.id} completed: {rollout.candidate_version} served "
-        f"{' → '.join(f'{s}%' for s in rollout.steps)}"
-    )
-    options: dict[str, Any] = {
-        "to": rollout.stage,
-        "actor": actor,
-        "overwrite": True,
-        "force": forced,
-        "reason": why,
-        "digest": rollout.candidate_digest,  # the content that served, not a later copy
-        "rollout_id": rollout.id,
-    }
-    # A dry run first: a completion its gates refuse is said at every tick, but recorded as a
-    # refused promotion only when someone asks for it (advance), not once a tick.
-    result = promoter.promote(project, store, rollout.name, dry_run=True, **options)
-    if result.success:
-        result = promoter.promote(
-            project, store, rollout.name, rollout_verdict=verdict.to_dict(), **options
-        )
-    outcome = RolloutOutcome(
-        success=result.success,
-        name=rollout.name,
-        action="completed" if result.success else "blocked",
-        verdict=verdict,
-        gates=result.gates,
-        error=None if result.success else f"completion refused: {result.error}",
-        warnings=result.warnings,
-        deliveries=result.deliveries,
-    )
-    with store.reading() as tx:
-        outcome.rollout = store_rollouts.rollouts(tx, rollout_id=rollout.id)[0]
-    return outcome
-
-
-def retry(
-    project: Project, store: Store, name: str, *, actor: str, stage: str | None = None
-) -> RolloutOutcome:
-    """Start again, from the first step, the last rollout of `name` that was aborted, with its
-    settings (its candidate must still be the copy waiting in the stage before)."""
-    with store.reading() as tx:
-        if tx.skill_id(name) is None:
-            raise UsageError(f"no skill named {name!r} in the store")
-        found = store_rollouts.rollouts(tx, name=name, stage=stage, limit=1)
-    if not found or found[0].state != "aborted":
-        state = f"its last rollout is {found[0].state}" if found else "it has had no rollout"
-        raise RolloutError(
-            f"{name} has no aborted rollout to retry: {state}",
-            hint=f"`skillstage rollout start {name}` starts a new one",
-        )
-    last = found[0]
-    return start(
-        project,
-        store,
-        name,
-        actor=actor,
-        candidate=last.candidate_digest,
-        stage=last.stage,
-        steps=last.steps,
-        step_min_duration_s=last.step_min_duration_s,
-        step_min_executions=last.step_min_executions,
-        segments=last.segments,
-        group_id=last.group_id,
-        on_failure=last.on_failure,
-        retry_of=last.id,
-        reason=f"retry of rollout #{last.id}",
-    )
-
-
-# -- tick ----------------------------------------------------------------------------------------
-
-
-def tick(
-    project: Project, store: Store, *, actor: str = "skillstage-rollout"
-) -> list[RolloutOutcome]:
-    """Evaluate every active rollout once: advance a successful step (complete after the last),
-    abort (or pause, as configured) a failed one, and leave the rest waiting, saying for what."""
-    from skillstage.lifecycle.readiness import ingest_on_demand
-    from skillstage.runtime.registry_file import refresh_registry
-
-    ingest_on_demand(project, store)
-    with store.reading() as tx:
-        active = [r for r in store_rollouts.rollouts(tx, open_only=True) if r.state == "active"]
-    outcomes = []
-    for rollout in active:
-        recover(project, store, rollout.name)
-    with contextlib.suppress(OSError):  # said by the change that writes it
-        refresh_registry(project, store)
-    for rollout in active:
-        try:
-            outcomes.append(_tick_one(project, store, rollout, actor=actor))
-        except SkillstageError as exc:
-            outcomes.append(
-                RolloutOutcome(
-                    success=False,
-                    name=rollout.name,
-                    action="blocked",
-                    rollout=rollout,
-                    error=str(exc),
-                )
-            )
-    return outcomes
-
-
-def _tick_one(
-    project: Project, store: Store, rollout: RolloutRecord, *, actor: str
-) -> RolloutOutcome:
-    if recover(project, store, rollout.name):
-        with store.reading() as tx:
-            rollout = store_rollouts.rollouts(tx, rollout_id=rollout.id)[0]
-        if rollout.state != "active":
-            return RolloutOutcome(
-                success=True,
-                name=rollout.name,
-                action="completed" if rollout.state == "completed" else rollout.state,
-                rollout=rollout,
-                warnings=["a move an earlier process left half done was settled first"],
-            )
-    with store.reading() as tx:
-        verdict = analyse(project, tx, rollout, _now())
-    if verdict.outcome == SUCCESSFUL:
-        return _step(project, store, rollout, verdict, actor=actor)
-    if verdict.outcome == FAILED:
-        why = verdict.trigger or "analysis_failed"
-        if rollout.on_failure == "pause":
-            outcome = RolloutOutcome(
-                success=False, name=rollout.name, action="paused", verdict=verdict
-            )
-            _change(
-                project,
-                store,
-                rollout,
-                "rollout_pause",
-                outcome,
-                actor=actor,
-                at=_now(),
-                why=why,
-                trigger_metric=verdict.trigger_metric,
-                details={"verdict": verdict.to_dict()},
-                state="paused",
-                reason="; ".join(verdict.reasons),
-                verdict=verdict.to_dict(),
-            )
-            return outcome
-        aborted = abort(
-            project,
-            store,
-            rollout.name,
-            actor=actor,
-            reason=why,
-            trigger_metric=verdict.trigger_metric,
-            stage=rollout.stage,
-            verdict=verdict,
-        )
-        aborted.success = False
-        return aborted
-    with store.atomic() as tx:
-        store_rollouts.update_rollout(tx, rollout.id, verdict=verdict.to_dict())
-    return RolloutOutcome(
-        success=True, name=rollout.name, action="waiting", rollout=rollout, verdict=verdict
-    )
