@@ -104,3 +104,32 @@ def echo_json(data: Any) -> None:
 
 def rule(width: int = 52) -> str:
     return "━" * width
+
+
+def key_values(values: tuple[str, ...], option: str, example: str) -> dict[str, str] | None:
+    """Repeated `--option KEY=VALUE` as a dict (None when none was given); a malformed pair or a
+    key given twice is a usage error naming the option."""
+    from skillstage.errors import UsageError
+
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f"{option} {value!r} is not KEY=VALUE", hint=f"e.g. {option} {example}"
+            )
+        if key in found:
+            raise UsageError(f"{option} {key} is given twice ({found[key]!r} and {text!r})")
+        found[key] = text
+    return found or None
+
+
+def show_deliveries(deliveries: list[dict[str, Any]]) -> None:
+    """Each hook or notification that failed after a change, and that it is queued."""
+    for delivery in deliveries:
+        if not delivery["ok"]:
+            click.echo(
+                click.style("⚠ ", fg="yellow")
+                + f"{delivery['kind']} ({delivery['name']}) failed: {delivery['error']}; "
+                "it is queued: `skillstage outbox --retry` runs it again"
+            )

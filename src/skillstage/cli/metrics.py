@@ -11,26 +11,14 @@ from typing import Any
 import click
 
 from skillstage import api
-from skillstage.cli.context import LIMIT, CliContext, echo_json, is_terminal
-from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
+from skillstage.cli.context import LIMIT, CliContext, echo_json, is_terminal, key_values
+from skillstage.errors import EXIT_FAILED, EXIT_OK
 
 
 @click.group()
 def metrics() -> None:
     """Execution metrics (seed 002 §5): record executions of a skill version into the
     append-only inbox, ingest them into the store, and watch the ingestion lag."""
-
-
-def _tags(values: tuple[str, ...]) -> dict[str, str] | None:
-    tags: dict[str, str] = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--tag {value!r} is not KEY=VALUE", hint="e.g. --tag channel=web")
-        if key in tags:
-            raise UsageError(f"--tag {key} is given twice ({tags[key]!r} and {text!r})")
-        tags[key] = text
-    return tags or None
 
 
 def _ids(value: str | None) -> list[str] | None:
@@ -98,7 +86,7 @@ def record(
         "false_negative": false_negative,
         "critical": critical,
         "subject": subject,
-        "tags": _tags(tags),
+        "tags": key_values(tags, "--tag", "channel=web"),
     }
     written = api.record_execution(
         obj.project(), skill, **{k: v for k, v in fields.items() if v is not None}

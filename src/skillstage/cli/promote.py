@@ -8,7 +8,7 @@ import sys
 import click
 
 from skillstage import api
-from skillstage.cli.context import STAGE, WAIT, CliContext, echo_json, rule
+from skillstage.cli.context import STAGE, WAIT, CliContext, echo_json, rule, show_deliveries
 from skillstage.config import Project
 from skillstage.errors import EXIT_FAILED, EXIT_OK, SkillstageError, UsageError
 from skillstage.lifecycle.promote import PromotionResult
@@ -47,16 +47,6 @@ def _show_gates(result: PromotionResult, *, err: bool = False) -> None:
         click.echo(f"  {_MARK[gate.status]} {gate.gate:<13} {gate.message}", err=err)
         for line in gate.details:
             click.echo(f"      {line}", err=err)
-
-
-def _show_deliveries(result: PromotionResult) -> None:
-    for delivery in result.deliveries:
-        if not delivery["ok"]:
-            click.echo(
-                click.style("⚠ ", fg="yellow")
-                + f"{delivery['kind']} ({delivery['name']}) failed: {delivery['error']}; "
-                "it is queued: `skillstage outbox --retry` runs it again"
-            )
 
 
 def _box(title: str, rows: list[tuple[str, str]]) -> None:
@@ -211,7 +201,7 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
         + ([("Commit", result.commit_hash[:12])] if result.commit_hash else [])
         + ([("Forced", ", ".join(result.forced))] if result.forced else []),
     )
-    _show_deliveries(result)
+    show_deliveries(result.deliveries)
 
 
 @click.command()
@@ -299,5 +289,5 @@ def rollback(
             ("Reason", reason + (f" ({trigger_metric})" if trigger_metric else "")),
         ],
     )
-    _show_deliveries(result)
+    show_deliveries(result.deliveries)
     return EXIT_OK

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from skillstage import api
-from skillstage.cli.context import STAGE, CliContext, echo_json
+from skillstage.cli.context import STAGE, CliContext, echo_json, key_values, show_deliveries
 from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
 from skillstage.rollout.engine import RolloutStatus
 from skillstage.rollout.plan import RolloutOutcome, parse_steps
@@ -194,13 +194,7 @@ def _render(outcome: RolloutOutcome) -> None:
         )
     if outcome.error and outcome.action not in ("started", "blocked"):
         click.echo(click.style("✗ ", fg="red") + outcome.error)
-    for delivery in outcome.deliveries:
-        if not delivery["ok"]:
-            click.echo(
-                click.style("⚠ ", fg="yellow")
-                + f"{delivery['kind']} ({delivery['name']}) failed: {delivery['error']}; "
-                "it is queued: `skillstage outbox --retry` runs it again"
-            )
+    show_deliveries(outcome.deliveries)
 
 
 def _segments(segments: dict[str, list[str]]) -> str:
@@ -362,18 +356,6 @@ def tick(obj: CliContext, actor: str | None, as_json: bool) -> int:
     return EXIT_OK if all(o.success for o in outcomes) else EXIT_FAILED
 
 
-def _context(values: tuple[str, ...]) -> dict[str, str] | None:
-    context: dict[str, str] = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise UsageError(
-                f"--context {value!r} is not KEY=VALUE", hint="e.g. --context tier=internal"
-            )
-        context[key] = text
-    return context or None
-
-
 @click.command("resolve")
 @click.argument("name")
 @click.option(
@@ -400,7 +382,11 @@ def resolve(
     """Which copy of NAME serves a request from SUBJECT: the version, its digest, its path and
     why (stable, or a rollout's candidate). For agent hosts written in shell."""
     resolution = api.resolve(
-        obj.project(), name, subject=subject, context=_context(context), stage=stage
+        obj.project(),
+        name,
+        subject=subject,
+        context=key_values(context, "--context", "tier=internal"),
+        stage=stage,
     )
     if as_json:
         echo_json(resolution.to_dict())

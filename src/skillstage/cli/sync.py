@@ -13,24 +13,10 @@ from types import FrameType
 import click
 
 from skillstage import api
-from skillstage.cli.context import STAGE, CliContext, NonEmptyPath, echo_json
-from skillstage.errors import EXIT_OK, UsageError
+from skillstage.cli.context import STAGE, CliContext, NonEmptyPath, echo_json, key_values
+from skillstage.errors import EXIT_OK
 from skillstage.runtime.routing import serving_stage
 from skillstage.runtime.sync import SyncedSkill, SyncResult
-
-
-def _context(values: tuple[str, ...]) -> dict[str, str] | None:
-    context: dict[str, str] = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise UsageError(
-                f"--context {value!r} is not KEY=VALUE", hint="e.g. --context tier=internal"
-            )
-        if key in context:
-            raise UsageError(f"--context {key} is given twice ({context[key]!r} and {text!r})")
-        context[key] = text
-    return context or None
 
 
 @click.command("sync")
@@ -82,7 +68,7 @@ def sync(
     not install is never replaced or removed.
     """
     project = obj.project()
-    wanted = _context(context)
+    wanted = key_values(context, "--context", "tier=internal")
     if not keep_watching:
         result = api.sync(project, into, subject=subject, context=wanted, stage=stage)
         _warn(result.warnings)
