@@ -937,7 +937,8 @@ def test_demote_check_with_no_minimum_of_executions_judges_fidelity_over_all(
     config = project.root / "skillstage.toml"
     project = configure(project)
     config.write_text(
-        config.read_text().replace("min_executions = 100", "min_executions = 0"), encoding="utf-8"
+        config.read_text().replace("\nmin_executions = 100", "\nmin_executions = 0"),
+        encoding="utf-8",
     )
     project = load_config_file(config)
     spam_filter(project, STAGING)
