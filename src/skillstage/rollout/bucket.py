@@ -15,7 +15,6 @@ from collections.abc import Mapping
 import mmh3
 
 NORMALIZER = 100
-_random = random.SystemRandom()
 
 
 def bucket(group: str, subject: str) -> int:
@@ -25,7 +24,9 @@ def bucket(group: str, subject: str) -> int:
 
 def random_bucket() -> int:
     """A bucket for a request that names no subject: drawn anew on every call."""
-    return _random.randint(1, NORMALIZER)
+    # Not a secret, so not SystemRandom (a system call per draw doubled such a resolve); the
+    # module's generator, which Python reseeds in a forked child.
+    return int(random.random() * NORMALIZER) + 1
 
 
 def in_segments(segments: Mapping[str, list[str]], context: Mapping[str, object] | None) -> bool:
