@@ -575,7 +575,9 @@ def promote(
     actor = default_actor(actor)
     several = len(dict.fromkeys(names)) > 1
     results = []
-    with Store.open(project.database_url) as store:
+    from skillstage.runtime.registry_file import one_export
+
+    with Store.open(project.database_url) as store, one_export(project, store):
         for ref in dict.fromkeys(names):
             try:
                 results.append(

@@ -11,6 +11,8 @@ import pytest
 
 from skillstage import api
 from skillstage.config import Project, load_config_file
+from skillstage.store import Store
+from skillstage.store.rollouts import generation
 from tests.skilltree import write_skill
 
 STAGING = Path(".claude/skills/staging")
@@ -80,3 +82,19 @@ def test_the_registry_path_is_configurable(project: Project) -> None:
     write_skill(project.root / STAGING, "auth-v2")
     api.promote(project, ["auth-v2"], to="production")
     assert "auth-v2" in _registry(project)["skills"]
+
+
+def test_a_promotion_of_several_skills_ends_with_the_registry_of_all(project: Project) -> None:
+    # Exported once at the end of the call: the file names every skill, at the store's
+    # generation after the last move.
+    staging = project.root / STAGING
+    names = [f"skill-{n}" for n in range(4)]
+    for name in names:
+        write_skill(staging, name)
+    results = api.promote(project, names, to="production")
+    assert all(r.success for r in results)
+    registry = _registry(project)
+    assert set(registry["skills"]) == set(names)
+    with Store.open(project.database_url) as store, store.reading() as tx:
+        assert registry["generation"] == generation(tx)
+    assert not list(project.registry_file.parent.glob(".skillstage-writing-*"))

@@ -5,9 +5,12 @@ or `sync`."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from skillstage.config import Project
@@ -79,9 +82,38 @@ def registry_document(project: Project, store: Store) -> dict[str, Any]:
     return {"version": REGISTRY_FORMAT, "generation": generation, "skills": skills}
 
 
+_deferred = threading.local()
+
+
+@contextlib.contextmanager
+def one_export(project: Project, store: Store) -> Iterator[None]:
+    """Within the block, exports wait and the registry is written once at its end (a promotion
+    of 1,000 skills rewrote the whole file 1,000 times). A block cut short by a kill leaves the
+    file behind the store's generation, and `refresh_registry` rewrites it."""
+    if getattr(_deferred, "active", False):
+        yield
+        return
+    _deferred.active, _deferred.pending = True, False
+    try:
+        yield
+    finally:
+        pending = _deferred.pending
+        _deferred.active = _deferred.pending = False
+        if pending:
+            # As after a single move, a file that cannot be written does not fail what was done;
+            # the next change, `rollout tick` or `sync` writes it.
+            with contextlib.suppress(OSError):
+                export_registry(project, store)
+
+
 def export_registry(project: Project, store: Store) -> None:
-    """Rewrite the registry file atomically from the store."""
+    """Rewrite the registry file atomically from the store (at the end of a `one_export` block,
+    when in one)."""
     from skillstage.lifecycle.fs import write_atomically
+
+    if getattr(_deferred, "active", False):
+        _deferred.pending = True
+        return
 
     document = registry_document(project, store)
     path = project.registry_file
