@@ -34,6 +34,9 @@ TABLES = {
     "eval_run",
     "rollout",
     "routing_generation",
+    "skill_control",
+    "alert_episode",
+    "action_step",
 }
 
 

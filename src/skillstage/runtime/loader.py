@@ -32,6 +32,7 @@ from typing import Any
 from skillstage.config import Project, load_project
 from skillstage.errors import SkillReadError, SkillstageError, StoreError, UsageError
 from skillstage.runtime.routing import (
+    DISABLED,
     Resolution,
     RoutingTable,
     UnknownSkillError,
@@ -85,6 +86,12 @@ def _project(where: Project | str | os.PathLike[str]) -> Project:
     if not path.is_dir():
         raise UsageError(f"{path} is neither a project directory nor a config file")
     return load_project(start=path)
+
+
+class SkillDisabledError(SkillstageError):
+    """The kill switch is on for the skill asked for (`skillstage disable`)."""
+
+    code = "SKILL_DISABLED"
 
 
 class Loader:
@@ -244,6 +251,8 @@ class Loader:
         entries = []
         for name in table.names(stage):
             route = table.route(name, stage)
+            if route.disabled:
+                continue  # the kill switch: the agent is not told the skill exists
             resolution = table.resolve(name, stage, subject, context)
             entries.append(
                 CatalogEntry(
@@ -276,6 +285,11 @@ class Loader:
 
     def load(self, resolution: Resolution) -> LoadedSkill:
         """The SKILL.md body and file list of the resolved copy, read once per digest."""
+        if resolution.arm == DISABLED:
+            raise SkillDisabledError(
+                f"{resolution.name} is switched off in {resolution.stage}: nothing serves it",
+                hint=f"`skillstage enable {resolution.name}` serves it again",
+            )
         loaded = self._loaded.get(resolution.digest)
         if loaded is None:
             loaded = self._read_copy(resolution)
@@ -456,4 +470,11 @@ def _after_fork(reference: weakref.ReferenceType[Loader]) -> None:
         loader._after_fork()
 
 
-__all__ = ["CatalogEntry", "LoadedSkill", "Loader", "Resolution", "UnknownSkillError"]
+__all__ = [
+    "CatalogEntry",
+    "LoadedSkill",
+    "Loader",
+    "Resolution",
+    "SkillDisabledError",
+    "UnknownSkillError",
+]

@@ -18,11 +18,13 @@ from skillstage.config import Project
 from skillstage.errors import SkillstageError, UsageError
 from skillstage.rollout.bucket import bucket, in_segments, random_bucket
 from skillstage.store import Transaction
+from skillstage.store import controls
 from skillstage.store import rollouts as store_rollouts
 
 STABLE = "stable"
 CANDIDATE = "candidate"
 DISABLED = "disabled"
+FALLBACK = "fallback"  # the version live before, served while a loader's breaker is open
 
 
 class UnknownSkillError(SkillstageError):
@@ -41,7 +43,7 @@ class Resolution(NamedTuple):
     version: str
     digest: str
     path: str
-    arm: str  # stable, candidate or disabled
+    arm: str  # stable, candidate, disabled (the kill switch) or fallback (a breaker open)
     rollout_id: int | None
     stage: str
     subject: str | None = None
@@ -66,6 +68,8 @@ class Route:
     group: str = ""
     segments: dict[str, list[str]] = field(default_factory=dict)
     rollout: store_rollouts.RolloutRecord | None = None  # open (active or paused)
+    disabled: bool = False  # the kill switch is on: nothing serves
+    fallback: Resolution | None = None  # the version live before (arm FALLBACK), if archived
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class RoutingTable:
         if route is None:
             raise self._unknown(name, stage)
         stable = route.stable
+        if route.disabled:
+            return stable._replace(arm=DISABLED, rollout_id=None, subject=subject)
         candidate = route.candidate
         if candidate is None or (route.segments and not in_segments(route.segments, context)):
             if subject is None:
@@ -160,6 +166,8 @@ def archive_entry(project: Project, name: str, version: str, digest: str) -> Pat
 def build_table(project: Project, tx: Transaction, *, built_at: dt.datetime) -> RoutingTable:
     """The routing table as the store has it now (one read)."""
     generation = store_rollouts.generation(tx)
+    disabled = controls.disabled_routes(tx)
+    previous = store_rollouts.previous_versions(tx)
     routes: dict[tuple[str, str], Route] = {}
     for row in store_rollouts.routing_rows(tx):
         if row.stage not in project.config.stages:
@@ -190,6 +198,19 @@ def build_table(project: Project, tx: Transaction, *, built_at: dt.datetime) -> 
                 rollout.id,
                 row.stage,
             )
+        fallback = None
+        if (row.name, row.stage) in previous:
+            version, digest = previous[(row.name, row.stage)]
+            fallback = Resolution(
+                row.name,
+                version,
+                digest,
+                str(archive_entry(project, row.name, version, digest)),
+                FALLBACK,
+                None,
+                row.stage,
+            )
+        off = disabled.get(row.name, set())
         description = row.frontmatter.get("description")
         routes[(row.stage, row.name)] = Route(
             name=row.name,
@@ -202,5 +223,7 @@ def build_table(project: Project, tx: Transaction, *, built_at: dt.datetime) -> 
             group=rollout.group_id if rollout is not None else row.name,
             segments=rollout.segments if rollout is not None else {},
             rollout=rollout,
+            disabled=bool(off & {row.stage, controls.EVERY_STAGE}),
+            fallback=fallback,
         )
     return RoutingTable(generation, routes, built_at)

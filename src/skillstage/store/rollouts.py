@@ -219,6 +219,41 @@ def routing_rows(tx: Transaction) -> list[RoutingRow]:
     ]
 
 
+def previous_versions(tx: Transaction) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(name, stage): (version, digest)} of the version live in each stage before the one live
+    now, skipping versions rolled back as failed: where a loader's circuit breaker falls back to
+    (seed 002 §3.3)."""
+    d = tx.dialect
+    failed: set[tuple[str, str]] = set()
+    for name, details in tx.query(
+        "SELECT s.name, e.details FROM event e JOIN skill s ON s.id = e.skill_id"
+        " WHERE e.kind = 'rollback' AND e.success"
+    ):
+        found = d.read_json(details) or {}
+        if found.get("failed_digest"):
+            failed.add((name, found["failed_digest"]))
+    live = {
+        (name, stage): digest
+        for name, stage, digest in tx.query(
+            "SELECT s.name, a.stage, v.digest FROM stage_assignment a"
+            " JOIN skill s ON s.id = a.skill_id JOIN skill_version v ON v.id = a.version_id"
+            " WHERE a.left_at IS NULL"
+        )
+    }
+    previous: dict[tuple[str, str], tuple[str, str]] = {}
+    for name, stage, version, digest in tx.query(
+        "SELECT s.name, a.stage, v.version, v.digest FROM stage_assignment a"
+        " JOIN skill s ON s.id = a.skill_id JOIN skill_version v ON v.id = a.version_id"
+        " WHERE a.left_at IS NOT NULL ORDER BY a.left_at DESC, a.id DESC"
+    ):
+        key = (name, stage)
+        if key in previous or key not in live or live[key] == digest:
+            continue
+        if (name, digest) not in failed:
+            previous[key] = (version, digest)
+    return previous
+
+
 def last_moves(tx: Transaction) -> dict[str, dict[str, dt.datetime]]:
     """Each skill's latest successful promotion and rollback: {name: {"promote": at, …}}."""
     found: dict[str, dict[str, dt.datetime]] = {}

@@ -329,6 +329,74 @@ routing_generation = Table(
     Column("changed_at", UTCDateTime, nullable=False),
 )
 
+# A person's or the watcher's hand on a skill: `hold` (automation leaves it alone: no automated
+# rollback, demotion or rollout step, and no promotion or rollout of it until a person clears
+# the hold; set by every automated rollback) and `disabled` (the kill switch: loaders and sync
+# stop serving it). `stage` is one stage, or "*" for every stage. Set while `cleared_at` is NULL.
+skill_control = Table(
+    "skill_control",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("skill_id", Integer, ForeignKey("skill.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # hold | disabled
+    Column("stage", String(64), nullable=False),
+    Column("digest", String(64), nullable=True),  # the version a hold was set after, if any
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("details", _json(), nullable=True),
+    Column("set_at", UTCDateTime, nullable=False),
+    Column("cleared_at", UTCDateTime, nullable=True),
+    Column("cleared_by", Text, nullable=True),
+    Column("clear_reason", Text, nullable=True),
+)
+Index(
+    "uq_skill_control_set",
+    skill_control.c.skill_id,
+    skill_control.c.kind,
+    skill_control.c.stage,
+    unique=True,
+    sqlite_where=skill_control.c.cleared_at.is_(None),
+    postgresql_where=skill_control.c.cleared_at.is_(None),
+)
+
+# An alert episode: a condition (`key`, e.g. "error_rate:auth-v2:production") that went bad is
+# announced once when it opens, not at every pass, and once more when it recovers (closed).
+alert_episode = Table(
+    "alert_episode",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("name", Text, nullable=True),  # the skill, when the alert is about one
+    Column("kind", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),  # warning | critical
+    Column("message", Text, nullable=False),
+    Column("details", _json(), nullable=True),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+)
+Index(
+    "uq_alert_episode_open",
+    alert_episode.c.key,
+    unique=True,
+    sqlite_where=alert_episode.c.closed_at.is_(None),
+    postgresql_where=alert_episode.c.closed_at.is_(None),
+)
+
+# The steps of an automated rollback or abort after its commit (seed 002 §3.2's timeline: alert
+# sent, failed version archived, re-index done, report written), each once, with its time.
+action_step = Table(
+    "action_step",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("event.id"), nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=True),
+    UniqueConstraint("event_id", "step"),
+)
+
 # The seeds' tables, kept as views over the tables above (created by the migrations).
 SEED_VIEWS = (
     "staged_skills",
