@@ -79,8 +79,9 @@ def with_transition(**transition: Any) -> dict[str, Any]:
         ),
         (
             {"notifications": {"events": ["promoted", "deleted"]}},
-            "bad value for 'notifications.events.1': must be 'gate_failed', 'promoted', "
-            "'rolled_back', 'rollout_aborted', 'rollout_paused' or 'sla_breach', not 'deleted'",
+            "bad value for 'notifications.events.1': must be 'alert', 'disabled', 'enabled', "
+            "'gate_failed', 'promoted', 'recovered', 'rolled_back', 'rollout_aborted', "
+            "'rollout_paused' or 'sla_breach', not 'deleted'",
         ),
         (
             {"validation": {"max_files": 0}},

@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 import msgspec.inspect
@@ -53,6 +53,9 @@ class StageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     path: str  # path template; its last component contains {name}
     sla_hours: _Hours | None = None
     label: str | None = None  # the stage's name in messages (seed 000 says "staging")
+    # A check run after every promotion (or rollout completion) into this stage (seed 001 Step 6
+    # "post-promotion validation"); exit 0 passes. A failure rolls the version back at once.
+    smoke: str | None = None
 
     def __post_init__(self) -> None:
         parts = self.path.rstrip("/").split("/")
@@ -209,22 +212,36 @@ class HooksConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 NotificationEvent = Literal[
-    "promoted", "rolled_back", "gate_failed", "sla_breach", "rollout_aborted", "rollout_paused"
-]
-NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
     "promoted",
     "rolled_back",
     "gate_failed",
     "sla_breach",
     "rollout_aborted",
     "rollout_paused",
-)
+    "alert",
+    "recovered",
+    "disabled",
+    "enabled",
+]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = get_args(NotificationEvent)
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+
+
+class NotificationTarget(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One URL that only hears of some things: `min_severity = "critical"` pages on automated
+    rollbacks and critical alerts only; `events` narrows it further."""
+
+    url: str
+    min_severity: Severity = "info"
+    events: list[NotificationEvent] | None = None
 
 
 class NotificationsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Where to tell people: Apprise URLs (slack://, mailto://, json:// webhooks, ...)."""
+    """Where to tell people: Apprise URLs (slack://, mailto://, json:// webhooks, ...), each a
+    plain URL (hears every event below) or a table with its own severity and events."""
 
-    urls: list[str] = msgspec.field(default_factory=list)
+    urls: list[str | NotificationTarget] = msgspec.field(default_factory=list)
     events: list[NotificationEvent] = msgspec.field(
         default_factory=lambda: list(NOTIFICATION_EVENTS)
     )
@@ -315,6 +332,93 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The agent seed 002's registry names for every skill (`primary_agent`), unless a skill's
     # frontmatter says `metadata.primary_agent`.
     primary_agent: str | None = None
+    # The loader's circuit breaker, per host and per version (seed 002 §3.3): after this many
+    # failed executions in a row (an exception, or a critical false negative) the loader serves
+    # the previous good version at once, and tries the version again after breaker_reset_seconds
+    # (one request goes through; a success closes the breaker).
+    breaker_fail_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    breaker_reset_seconds: Annotated[float, msgspec.Meta(ge=0.01, le=86_400)] = 60
+
+
+class TriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """When the watcher rolls a live version back by itself (seed 002 §3.1's automated rollback
+    triggers, with its numbers as defaults; seed 001's error rate and performance degradation as
+    optional ones). A limit set to nothing (omitted in a skill's override is "as the project
+    says"; `false`/absent here for the optional ones) is not checked."""
+
+    window: _PositiveCount = 10  # fidelity, quality and time: the last N executions
+    rate_window: _PositiveCount = 20  # false positives, exceptions, errors: the last N
+    min_pattern_fidelity: _Fraction | None = 0.85
+    min_outcome_quality: _Fraction | None = 0.80
+    max_critical_false_negatives: _Count | None = 0  # any one rolls back
+    max_false_positive_rate: _Fraction | None = 0.10
+    max_exception_rate: _Fraction | None = 0.05
+    max_execution_time_ratio: Annotated[float, msgspec.Meta(gt=1, le=1000)] | None = 3.0
+    # The baseline a version's time is compared with: its executions before it entered the
+    # stage (the latest this many), or else its first this many in the stage.
+    baseline_executions: _PositiveCount = 20
+    max_error_rate: _Fraction | None = None  # seed 001: 0.01 (an exception or a miss)
+    max_performance_degradation: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    # A command whose failure (exit not 0, or no answer within health_timeout_seconds) rolls
+    # back: the skill's data store, its MCP endpoint. Per skill in [triggers.skills.NAME].
+    health_check: str | None = None
+    dependencies: list[str] = msgspec.field(default_factory=list)  # names in [dependencies]
+    health_timeout_seconds: _Seconds = 10
+    # Per-skill overrides: [triggers.skills.NAME] with any of the keys above.
+    skills: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+    def for_skill(self, name: str, metadata: Any = None) -> TriggerConfig:
+        """The triggers of skill `name`: these, then [triggers.skills.NAME], then the skill's
+        frontmatter `metadata.triggers` (a table, or "key=value, ..." text)."""
+        merged = {f: getattr(self, f) for f in self.__struct_fields__ if f != "skills"}
+        merged.update(self.skills.get(name, {}))
+        found = metadata.get("triggers") if isinstance(metadata, dict) else None
+        if isinstance(found, str):
+            found = dict(
+                part.split("=", 1) for part in found.replace(";", ",").split(",") if "=" in part
+            )
+        if isinstance(found, dict):
+            merged.update({k.strip(): _none_or(v) for k, v in found.items()})
+        return msgspec.convert(merged, TriggerConfig, strict=False)
+
+
+def _none_or(value: Any) -> Any:
+    """Frontmatter text: "none", "off" and "" switch a trigger off."""
+    if isinstance(value, str):
+        text = value.strip()
+        return None if text.lower() in ("", "none", "off", "false") else text
+    return value
+
+
+class DependencyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Something skills need at run time, checked by a command each watch pass."""
+
+    command: str
+    timeout_seconds: _Seconds = 10
+    skills: list[str] = msgspec.field(default_factory=list)  # who needs it; empty: every skill
+
+
+class WatchConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The watcher (`skillstage watch`): which stages it guards, how often, as whom."""
+
+    stages: list[str] | None = None  # default: the last stage (production)
+    interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 30
+    actor: str = "skillstage-watch"
+
+
+class AlertsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Warning and critical alert levels (seed 003's thresholds), each announced once per
+    episode, and again when it recovers. Errors are exceptions and misses."""
+
+    window: _PositiveCount = 100  # the last N executions of each live version
+    min_executions: _PositiveCount = 20  # fewer than this: no alert yet
+    error_rate_warning: _Fraction | None = 0.05
+    error_rate_critical: _Fraction | None = 0.10
+    performance_warning: Annotated[float, msgspec.Meta(gt=1, le=1000)] | None = 1.20
+    performance_critical: Annotated[float, msgspec.Meta(gt=1, le=1000)] | None = 1.50
+    # An execution's memory, when the host records it as tag memory_mb.
+    memory_warning_mb: Annotated[float, msgspec.Meta(gt=0)] | None = 75
+    memory_critical_mb: Annotated[float, msgspec.Meta(gt=0)] | None = 100
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -334,6 +438,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
     rollout: RolloutConfig = msgspec.field(default_factory=RolloutConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    triggers: TriggerConfig = msgspec.field(default_factory=TriggerConfig)
+    dependencies: dict[str, DependencyConfig] = msgspec.field(default_factory=dict)
+    watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -394,6 +502,23 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     f"transitions: {which} is given twice; keep one, with all its gates"
                 )
             seen.add((transition.from_stage, transition.to_stage))
+        for stage in self.watch.stages or []:
+            if stage not in self.stages:
+                raise ValueError(
+                    f"watch: stages names {stage!r}, which is not under [stages] "
+                    f"(stages: {', '.join(self.stages)})"
+                )
+        for name in self.triggers.dependencies:
+            if name not in self.dependencies:
+                raise ValueError(
+                    f"triggers: dependencies names {name!r}; add [dependencies.{name}] with "
+                    "its command"
+                )
+        for skill in self.triggers.skills:
+            try:
+                self.triggers.for_skill(skill)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"triggers: skills.{skill}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -766,9 +891,10 @@ retry_base_seconds = 1
 
 # Notifications through Apprise URLs: slack://…, mailto://…, json://host/path (a webhook), …
 [notifications]
-urls = []
+urls = []                           # or tables: { url = "...", min_severity = "critical" }
 events = [
     "promoted", "rolled_back", "gate_failed", "sla_breach", "rollout_aborted", "rollout_paused",
+    "alert", "recovered", "disabled", "enabled",
 ]
 
 [git]
@@ -805,6 +931,48 @@ on_failure = "abort"                # or "pause": a person decides what a failed
 refresh_ms = 250                    # how often loaders check for a change to what serves
 # registry_path = ".skillstage/skills_registry.json"   # seed 002's registry file, an export
 # primary_agent = "claude"          # the registry's primary_agent, unless metadata says
+breaker_fail_max = 5                # failed executions in a row before a loader falls back
+breaker_reset_seconds = 60          # then one request tries the version again
+
+# The watcher (`skillstage watch`) rolls a live version back by itself when one of these fires
+# (omit a limit, or set it per skill, to change it; the optional ones are off until set).
+[watch]
+# stages = ["production"]           # default: the last stage
+interval_seconds = 30
+actor = "skillstage-watch"
+
+[triggers]
+window = 10                         # fidelity, quality and time: over the last 10 executions
+rate_window = 20                    # false positives, exceptions, errors: over the last 20
+min_pattern_fidelity = 0.85
+min_outcome_quality = 0.80
+max_critical_false_negatives = 0    # any critical miss rolls back
+max_false_positive_rate = 0.10
+max_exception_rate = 0.05
+max_execution_time_ratio = 3.0      # mean time over its baseline mean
+baseline_executions = 20
+# max_error_rate = 0.01             # exceptions and misses
+# max_performance_degradation = 0.20
+# health_check = "scripts/check-data-store.sh"
+dependencies = []                   # names under [dependencies] every watched skill needs
+health_timeout_seconds = 10
+# [triggers.skills.auth-v2]         # one skill's own limits
+# min_pattern_fidelity = 0.90
+
+# [dependencies.mcp]                # checked every pass; a failure rolls back who needs it
+# command = "curl -fsS http://127.0.0.1:3000/health"
+# skills = ["auth-v2"]              # empty: every watched skill
+
+# Alerts: announced once per episode (and again when it recovers), at two levels.
+[alerts]
+window = 100
+min_executions = 20
+error_rate_warning = 0.05
+error_rate_critical = 0.10
+performance_warning = 1.20          # mean execution time over the baseline
+performance_critical = 1.50
+memory_warning_mb = 75              # from the tag memory_mb, when hosts record it
+memory_critical_mb = 100
 
 # Command gates: name one in a transition's gates to run it; exit 0 passes. For example:
 # [gates.lint]

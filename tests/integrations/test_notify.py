@@ -93,6 +93,7 @@ def test_one_item_per_url_and_none_for_an_event_not_subscribed() -> None:
     assert [item["target"] for item in items] == ["json://127.0.0.1:8080/***", "slack://***/***"]
     assert items[0] == {
         "event": "promoted",
+        "severity": "info",
         "url": urls[0],
         "target": "json://127.0.0.1:8080/***",
         "title": "Promoted auth-v2 2.0.0",
@@ -101,6 +102,28 @@ def test_one_item_per_url_and_none_for_an_event_not_subscribed() -> None:
     }
     assert payloads(config, "sla_breach") == []
     assert payloads(NotificationsConfig()) == []
+
+
+def test_a_target_hears_only_its_severity_and_events() -> None:
+    from skillstage.config import NotificationTarget
+
+    pager = NotificationTarget(url="json://127.0.0.1:9/pager", min_severity="critical")
+    alerts_only = NotificationTarget(url="json://127.0.0.1:9/alerts", events=["alert"])
+    config = NotificationsConfig(urls=["json://127.0.0.1:9/all", pager, alerts_only])
+
+    def heard(event: str, severity: str) -> list[str]:
+        return [
+            item["url"].rsplit("/", 1)[1]
+            for item in notification_items(
+                config, event, title="t", body="b", skill="s", severity=severity  # type: ignore[arg-type]
+            )
+        ]
+
+    assert heard("rolled_back", "critical") == ["all", "pager"]
+    assert heard("rolled_back", "warning") == ["all"]
+    assert heard("alert", "warning") == ["all", "alerts"]
+    assert heard("alert", "critical") == ["all", "pager", "alerts"]
+    assert heard("promoted", "info") == ["all"]
 
 
 @pytest.mark.parametrize(

@@ -155,9 +155,11 @@ def _not_runnable(message: str) -> HookResult:
     )
 
 
-def run_hook(project: Project, payload: Mapping[str, Any]) -> HookResult:
+def run_hook(
+    project: Project, payload: Mapping[str, Any], *, timeout: float | None = None
+) -> HookResult:
     """Run the hook an outbox payload describes, from the project root, with the configured
-    timeout. Never raises: every failure is a `HookResult` with `ok` False."""
+    timeout (or `timeout`). Never raises: every failure is a `HookResult` with `ok` False."""
     hook = str(payload.get("hook", "hook"))
     command = str(payload.get("command") or "")
     try:
@@ -169,7 +171,8 @@ def run_hook(project: Project, payload: Mapping[str, Any]) -> HookResult:
     problem = _cannot_start(hook, args[0], project.root)
     if problem is not None:
         return _not_runnable(problem)
-    timeout = project.config.hooks.timeout_seconds
+    source = "" if timeout is not None else " (hooks.timeout_seconds)"
+    timeout = timeout if timeout is not None else project.config.hooks.timeout_seconds
     try:
         completed = run(
             args, cwd=project.root, timeout=timeout, env=hook_environment(project, payload)
@@ -183,7 +186,7 @@ def run_hook(project: Project, payload: Mapping[str, Any]) -> HookResult:
         line for line in completed.output_tail(OUTPUT_TAIL_LINES).splitlines() if line.strip()
     )
     if completed.timed_out:
-        tail = f"killed after {timeout:g} s (hooks.timeout_seconds)" + (f"\n{tail}" if tail else "")
+        tail = f"killed after {timeout:g} s{source}" + (f"\n{tail}" if tail else "")
     deployment_id = _last_line(completed.stdout) if hook == "deploy" and completed.ok else None
     return HookResult(
         ok=completed.ok,

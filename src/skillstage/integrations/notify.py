@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from skillstage.config import NotificationEvent, NotificationsConfig
+from skillstage.config import SEVERITIES, NotificationEvent, NotificationsConfig, Severity
 
 REDACTED: Final = "***"
 
@@ -39,22 +39,34 @@ def notification_items(
     title: str,
     body: str,
     skill: str,
+    severity: Severity = "info",
 ) -> list[dict[str, Any]]:
-    """One outbox payload per configured URL for `event` (enqueue each with kind `notify`);
-    none when the event is not in `notifications.events` or there are no URLs."""
+    """One outbox payload per configured URL that hears `event` at `severity` (enqueue each with
+    kind `notify`); none when the event is not in `notifications.events` or no URL hears it."""
     if event not in config.events:
         return []
-    return [
-        {
-            "event": event,
-            "url": url,
-            "target": redact_url(url),
-            "title": title,
-            "body": body,
-            "skill": skill,
-        }
-        for url in config.urls
-    ]
+    items = []
+    for entry in config.urls:
+        if isinstance(entry, str):
+            url, least, events = entry, "info", None
+        else:
+            url, least, events = entry.url, entry.min_severity, entry.events
+        if SEVERITIES.index(severity) < SEVERITIES.index(least):
+            continue
+        if events is not None and event not in events:
+            continue
+        items.append(
+            {
+                "event": event,
+                "severity": severity,
+                "url": url,
+                "target": redact_url(url),
+                "title": title,
+                "body": body,
+                "skill": skill,
+            }
+        )
+    return items
 
 
 def _shows_host(host: str) -> bool:

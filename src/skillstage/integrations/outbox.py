@@ -177,6 +177,19 @@ def _deliver_one(
     if outcome.ok:
         recorded = box.mark_delivered(store, item.id, output=outcome.output, tries=runs)
         status: str | None = box.DELIVERED if recorded else None
+        timeline = item.payload.get("timeline")
+        if recorded and isinstance(timeline, Mapping):
+            # A step of an automated rollback's timeline (the alert sent, the re-index done).
+            from skillstage.store.controls import record_step
+
+            with store.atomic() as tx:
+                record_step(
+                    tx,
+                    int(timeline["event_id"]),
+                    str(timeline["step"]),
+                    at=clock(),
+                    detail=target(item.kind, item.payload),
+                )
     else:
         # The next delivery continues the backoff where this one stopped.
         wait = hooks.retry_base_seconds * 2 ** max(runs, 1)

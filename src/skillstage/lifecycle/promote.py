@@ -29,7 +29,7 @@ from skillstage.errors import EXIT_INTERRUPTED, SkillReadError, SkillstageError,
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.gates import BUILTIN_GATES, GateContext, GateResult, gates_for
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
-from skillstage.rollout.guard import refuse_if_open
+from skillstage.rollout.guard import refuse_if_held, refuse_if_open
 from skillstage.runtime.registry_file import export_registry
 from skillstage.skill.checks import check_skill
 from skillstage.skill.files import scan_skill_files
@@ -37,6 +37,7 @@ from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill, stage_directories
 from skillstage.store import Assignment, Store, Transaction
 from skillstage.store import rollouts as store_rollouts
+from skillstage.store.controls import HOLD, record_step, set_control
 
 
 class PromotionError(SkillstageError):
@@ -94,6 +95,7 @@ class PromotionResult:
     previous_version: str | None = None  # rollback: the version taken out
     deliveries: list[dict[str, Any]] = field(default_factory=list)  # hooks and notifications
     warnings: list[str] = field(default_factory=list)  # e.g. --deploy with no deploy hook
+    unchanged: bool = False  # rollback: another process had already rolled that version back
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +117,7 @@ class PromotionResult:
             "previous_version": self.previous_version,
             "deliveries": self.deliveries,
             "warnings": self.warnings,
+            "unchanged": self.unchanged,
         }
 
 
@@ -299,6 +302,7 @@ def promote(
     with store.reading() as tx:
         if tx.skill_id(source.name) is not None:
             refuse_if_open(tx, source.name, to_stage, "a promotion", rollout_id)
+            refuse_if_held(tx, source.name, to_stage, "a promotion")
     _refuse_unwritable(source.path.parent, target.parent)
     result = PromotionResult(
         success=False,
@@ -389,6 +393,7 @@ def promote(
         recover(project, store, source.name)
         with store.reading() as tx:  # again: a rollout may have started while the gates ran
             refuse_if_open(tx, source.name, to_stage, "a promotion", rollout_id)
+            refuse_if_held(tx, source.name, to_stage, "a promotion")
         try:
             again = read_skill(source.path, project.config.validation)
         except SkillReadError:
@@ -697,12 +702,20 @@ def rollback(
     git_commit: bool = False,
     demote: bool = False,
     dry_run: bool = False,
+    approver: str | None = None,
+    only_if_live: str | None = None,
+    hold: bool = False,
 ) -> PromotionResult:
     """Put the previous good version of `name` (or `to_version`) back live in its stage (the last
     stage by default), from the archive, with one atomic exchange. With no earlier version, or
     with `demote` (seed 002 §3.1's staged → prototype), the skill leaves the stage and returns to
     the one before it (seed 002 §3.2). With `dry_run`, everything is checked and the result says
-    what would happen; nothing moves and nothing is recorded."""
+    what would happen; nothing moves and nothing is recorded.
+
+    The watcher's rollback: `only_if_live` (a digest) makes it a no-op (`unchanged`) when that
+    version is no longer live, so two watchers that saw one failure make one rollback; `hold`
+    holds the skill in the stage in the rollback's own transaction. `approver` records a person's
+    manual override (seed 002 §4.1)."""
     if not reason.strip():
         raise UsageError("a rollback needs --reason", hint='e.g. --reason "fidelity dropped"')
     repo = _git_repository(project) if git_commit or project.config.git.commit else None
@@ -740,6 +753,13 @@ def rollback(
                 "stopped after its move; it is now completed, and nothing more was rolled back"
             )
             return result
+        if only_if_live is not None and (not current or current[0].digest != only_if_live):
+            result.success = result.unchanged = True
+            result.warnings.append(
+                f"the version of {name} to roll back is no longer live in {stage}: another "
+                "process rolled it back first; nothing more was done"
+            )
+            return result
         if not current:
             raise PromotionError(
                 f"{name} is not in {stage}",
@@ -775,6 +795,8 @@ def rollback(
             "reason": reason,
             "trigger_metric": trigger_metric,
             "actor": actor,
+            "approver": approver,
+            "hold": hold,
             "at": at.isoformat(),
         }
         if good is None:
@@ -940,13 +962,31 @@ def _finish_rollback(
             actor=details["actor"],
             reason=details["reason"],
             trigger_metric=details.get("trigger_metric"),
+            approver=details.get("approver"),
             path=path,
             details={
                 "failed_version": details["bad_version"],
                 "failed_digest": details["bad_digest"],
+                **({"automated": True} if details.get("hold") else {}),
+                **({"override": True} if details.get("approver") else {}),
             },
             at=at,
         )
+        if details.get("hold"):
+            set_control(
+                tx,
+                HOLD,
+                name,
+                stage=details["stage"],
+                actor=details["actor"],
+                reason=f"rolled back automatically: {details['reason']}"
+                + (f" ({details['trigger_metric']})" if details.get("trigger_metric") else ""),
+                digest=details["bad_digest"],
+                details={"event_id": event_id, "failed_version": details["bad_version"]},
+                at=at,
+            )
+        # Seed 002 §3.2's timeline: the switch is this commit (loaders see the routing bump).
+        record_step(tx, event_id, "switched", at=_now())
         effects = {
             **details,
             "version": version,
@@ -955,7 +995,9 @@ def _finish_rollback(
             "target": path,
             "notify": True,  # seed 002 §3.2: an alert within a minute of every rollback
         }
-        outbox_ids = _queue_side_effects(project, tx, effects, "rolled_back")
+        outbox_ids = _queue_side_effects(
+            project, tx, effects, "rolled_back", event_id=event_id
+        )
     fs.fault_point("rollback:committed")
     entry = archive_path(project, name, details["bad_version"], details["bad_digest"])
     if entry.exists():
@@ -965,6 +1007,7 @@ def _finish_rollback(
             ),
             details,
         )
+        _tidy(lambda: _record_step(store, event_id, "archived", detail=str(entry)), details)
     if "incoming" in details:
         _tidy(lambda: fs.retire(Path(details["incoming"]), retired_path(project)), details)
     _tidy(lambda: export_registry(project, store), details)
@@ -1020,6 +1063,7 @@ def _tidy(step: Callable[[], Any], details: Mapping[str, Any]) -> None:
 # -- side effects (git, hooks, notifications) -------------------------------------------------
 
 GIT_COMMIT_KIND = "git_commit"
+SMOKE_KIND = "smoke"  # the stage's post-promotion check (seed 001 Step 6)
 
 
 def _git_repository(project: Project) -> Path:
@@ -1083,11 +1127,23 @@ def _promotion_commit(
     return {"repo_root": str(repo), "paths": [str(source.path), str(target)], "message": message}
 
 
+def _record_step(store: Store, event_id: int, step: str, **fields: Any) -> None:
+    with store.atomic() as tx:
+        record_step(tx, event_id, step, at=_now(), **fields)
+
+
 def _queue_side_effects(
-    project: Project, tx: Transaction, details: Mapping[str, Any], event: str
+    project: Project,
+    tx: Transaction,
+    details: Mapping[str, Any],
+    event: str,
+    *,
+    event_id: int | None = None,
 ) -> list[int]:
     """Outbox items for what follows a state change: deploy (if asked), the post-change hook,
-    re-index (seed 002: after every state change), notifications (if asked)."""
+    re-index (seed 002: after every state change), notifications (if asked), the stage's smoke
+    check after a promotion. A rollback's re-index and alert record their step of its timeline
+    (event `event_id`) when delivered."""
     from skillstage.integrations.hooks import hook_item
     from skillstage.integrations.notify import notification_items
     from skillstage.store.outbox import enqueue
@@ -1111,16 +1167,43 @@ def _queue_side_effects(
             path=details["target"],
         )
         if payload is not None:
+            if hook == "reindex" and event_id is not None:
+                payload["timeline"] = {"event_id": event_id, "step": "reindexed"}
             ids.append(enqueue(tx, hook, payload))
+        elif hook == "reindex" and event_id is not None:
+            record_step(tx, event_id, "reindexed", at=_now(), detail="no reindex hook configured")
+    smoke = project.config.stages[details["to_stage"]].smoke if event == "promoted" else None
+    if smoke:
+        ids.append(
+            enqueue(
+                tx,
+                SMOKE_KIND,
+                {
+                    "hook": SMOKE_KIND,
+                    "command": smoke,
+                    "event": event,
+                    "skill": details["name"],
+                    "version": details["version"],
+                    "digest": details["digest"],
+                    "from_stage": details.get("from_stage"),
+                    "to_stage": details["to_stage"],
+                    "path": details["target"],
+                },
+            )
+        )
     if details.get("notify"):
         title, body = _message(event, details)
+        automated = bool(details.get("hold"))
         for payload in notification_items(
             project.config.notifications,
             event,  # type: ignore[arg-type]
             title=title,
             body=body,
             skill=details["name"],
+            severity="critical" if automated else "warning" if event == "rolled_back" else "info",
         ):
+            if event_id is not None:
+                payload["timeline"] = {"event_id": event_id, "step": "alert_sent"}
             ids.append(enqueue(tx, "notify", payload))
     return ids
 

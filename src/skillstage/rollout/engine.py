@@ -21,7 +21,7 @@ from skillstage.errors import SkillReadError, UsageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.rollout.analysis import Verdict, analyse
-from skillstage.rollout.guard import refuse_if_open
+from skillstage.rollout.guard import refuse_if_held, refuse_if_open
 from skillstage.rollout.plan import (
     RolloutError,
     RolloutOutcome,
@@ -108,6 +108,7 @@ def start(
                 hint=f"a first version enters {stage} with `skillstage promote {name}`",
             )
         refuse_if_open(tx, name, stage, "another rollout")
+        refuse_if_held(tx, name, stage, "a rollout")
     source = project.stage_path(before, name)
     try:
         skill = read_skill(source, project.config.validation)
@@ -202,6 +203,7 @@ def start(
         )
     with skill_lock(project, store, name, timeout=DEFAULT_LOCK_TIMEOUT), store.atomic() as tx:
         refuse_if_open(tx, name, stage, "another rollout")
+        refuse_if_held(tx, name, stage, "a rollout")
         now_live = tx.current_assignments(stage=stage, name=name)
         if not now_live or now_live[0].digest != stable.digest:
             raise RolloutError(

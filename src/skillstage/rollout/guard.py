@@ -28,3 +28,25 @@ def refuse_if_open(
         hint=f"`skillstage rollout abort {name} --reason …` ends it, or let it complete "
         f"(`skillstage rollout status {name}`)",
     )
+
+
+class SkillHeldError(SkillstageError):
+    """A move was refused: the skill is held (after an automated rollback, or by a person)."""
+
+    code = "SKILL_HELD"
+
+
+def refuse_if_held(tx: Transaction, name: str, stage: str, what: str) -> None:
+    """Refuse `what` (a promotion into `stage`, a rollout there) while a hold covers it: after an
+    automated rollback nothing goes back in until a person has looked (and cleared the hold)."""
+    from skillstage.store.controls import HOLD, control_on
+
+    found = control_on(tx, HOLD, name, stage)
+    if found is None:
+        return
+    raise SkillHeldError(
+        f"{name} is held in {stage} (since {found.set_at:%Y-%m-%d %H:%M} UTC, by "
+        f"{found.actor}: {found.reason}); {what} waits until a person clears the hold",
+        hint=f'`skillstage hold clear {name} --by YOU --reason "…"` lets it through; '
+        f"`skillstage report {name} --failure` shows what went wrong",
+    )

@@ -95,6 +95,7 @@ class RolloutOutcome:
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+    event_id: int | None = None  # the event the change recorded
 
     def to_dict(self) -> dict[str, Any]:
         return {

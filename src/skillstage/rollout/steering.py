@@ -29,6 +29,7 @@ from skillstage.rollout.plan import (
 )
 from skillstage.store import Store, Transaction
 from skillstage.store import rollouts as store_rollouts
+from skillstage.store.controls import HOLD, control_on, set_control
 from skillstage.store.rollouts import RolloutRecord
 
 # -- changing state ------------------------------------------------------------------------------
@@ -46,20 +47,25 @@ def _change(
     why: str | None = None,
     trigger_metric: str | None = None,
     details: Mapping[str, Any] | None = None,
+    hold: bool = False,
     **columns: Any,
 ) -> RolloutRecord:
     """One state change of a rollout (`columns`), its event, its alert and the routing bump, in
-    one transaction; the rollout as it is after. Refused when another process changed it first."""
+    one transaction; the rollout as it is after. Refused when another process changed it first
+    (the update names the state it changes from, so of two writers one wins). `hold` also holds
+    the skill in the stage (an automated abort: no retry of that version until a person
+    clears it)."""
     with store.atomic() as tx:
-        current = store_rollouts.rollouts(tx, rollout_id=rollout.id)[0]
-        if (current.state, current.step_index) != (rollout.state, rollout.step_index):
+        if not store_rollouts.update_rollout(
+            tx, rollout.id, expect=(rollout.state, rollout.step_index), **columns
+        ):
+            current = store_rollouts.rollouts(tx, rollout_id=rollout.id)[0]
             raise RolloutError(
                 f"rollout #{rollout.id} of {rollout.name} was changed by another process "
                 f"(now {current.state} at step {current.step_index + 1})",
                 hint=f"`skillstage rollout status {rollout.name}` shows it",
             )
-        store_rollouts.update_rollout(tx, rollout.id, **columns)
-        tx.append_event(
+        event_id = tx.append_event(
             kind,
             name=rollout.name,
             version=rollout.candidate_version,
@@ -73,6 +79,20 @@ def _change(
             at=at,
         )
         tx.bump_routing(at)
+        if hold:
+            set_control(
+                tx,
+                HOLD,
+                rollout.name,
+                stage=rollout.stage,
+                actor=actor,
+                reason=f"rollout aborted automatically: {why}"
+                + (f" ({trigger_metric})" if trigger_metric else ""),
+                digest=rollout.candidate_digest,
+                details={"event_id": event_id, "rollout_id": rollout.id},
+                at=at,
+            )
+        outcome.event_id = event_id
         alerts = (
             _queue_alert(project, tx, rollout, kind, why, trigger_metric)
             if kind in ("rollout_abort", "rollout_pause")
@@ -188,9 +208,11 @@ def abort(
     trigger_metric: str | None = None,
     stage: str | None = None,
     verdict: Verdict | None = None,
+    hold: bool = False,
 ) -> RolloutOutcome:
     """All traffic back on the stable version for good; the candidate archived as failed, with
-    the reason and the metric that triggered it, and an alert sent."""
+    the reason and the metric that triggered it, and an alert sent (`hold`: and the skill held,
+    as after an automated abort)."""
     from skillstage.lifecycle import promote as promoter
 
     if not reason.strip():
@@ -208,7 +230,11 @@ def abort(
         at=at,
         why=reason,
         trigger_metric=trigger_metric,
-        details={"verdict": verdict.to_dict() if verdict else None},
+        details={
+            "verdict": verdict.to_dict() if verdict else None,
+            **({"automated": True} if hold else {}),
+        },
+        hold=hold,
         state="aborted",
         ended_at=at,
         reason=reason,
@@ -388,7 +414,8 @@ def tick(
     project: Project, store: Store, *, actor: str = "skillstage-rollout"
 ) -> list[RolloutOutcome]:
     """Evaluate every active rollout once: advance a successful step (complete after the last),
-    abort (or pause, as configured) a failed one, and leave the rest waiting, saying for what."""
+    abort (or pause, as configured) a failed one, and leave the rest waiting, saying for what.
+    A held skill's rollout is left as it is (a person holds it); an abort holds the skill."""
     from skillstage.lifecycle.readiness import ingest_on_demand
     from skillstage.runtime.registry_file import refresh_registry
 
@@ -431,7 +458,17 @@ def _tick_one(
                 warnings=["a move an earlier process left half done was settled first"],
             )
     with store.reading() as tx:
+        held = control_on(tx, HOLD, rollout.name, rollout.stage)
         verdict = analyse(project, tx, rollout, _now())
+    if held is not None:
+        return RolloutOutcome(
+            success=True,
+            name=rollout.name,
+            action="held",
+            rollout=rollout,
+            verdict=verdict,
+            warnings=[f"held by {held.actor}: {held.reason}; nothing is changed until cleared"],
+        )
     if verdict.outcome == SUCCESSFUL:
         return _step(project, store, rollout, verdict, actor=actor)
     if verdict.outcome == FAILED:
@@ -465,6 +502,7 @@ def _tick_one(
             trigger_metric=verdict.trigger_metric,
             stage=rollout.stage,
             verdict=verdict,
+            hold=True,
         )
         aborted.success = False
         return aborted

@@ -166,8 +166,11 @@ def insert_rollout(tx: Transaction, fields: Mapping[str, Any]) -> int:
     return found
 
 
-def update_rollout(tx: Transaction, rollout_id: int, **changes: Any) -> None:
-    """Change some of a rollout's columns."""
+def update_rollout(
+    tx: Transaction, rollout_id: int, *, expect: tuple[str, int] | None = None, **changes: Any
+) -> bool:
+    """Change some of a rollout's columns; with `expect` (state, step index), only if it is
+    still there (False when another writer changed it first)."""
     d = tx.dialect
     values = {}
     for key, value in changes.items():
@@ -177,10 +180,16 @@ def update_rollout(tx: Transaction, rollout_id: int, **changes: Any) -> None:
             value = d.time(value)
         values[key] = value
     assignments = ", ".join(f"{key} = :{key}" for key in values)
-    tx.execute(
-        f"UPDATE rollout SET {assignments} WHERE id = :rollout_id",
-        {**values, "rollout_id": rollout_id},
+    where = " AND state = :expect_state AND step_index = :expect_step" if expect else ""
+    changed = tx.execute(
+        f"UPDATE rollout SET {assignments} WHERE id = :rollout_id{where}",
+        {
+            **values,
+            "rollout_id": rollout_id,
+            **({"expect_state": expect[0], "expect_step": expect[1]} if expect else {}),
+        },
     )
+    return changed == 1
 
 
 @dataclass(frozen=True)
