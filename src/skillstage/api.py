@@ -54,6 +54,9 @@ if TYPE_CHECKING:
     from skillstage.runtime.sync import SyncResult
     from skillstage.skill.model import SkillVersion
     from skillstage.store import Event, Store
+    from skillstage.store.controls import Control
+    from skillstage.watch.switches import SwitchResult
+    from skillstage.watch.watcher import PassResult as WatchPass
 from skillstage.skill.read import iter_skill_dirs, read_skill, read_skill_md, stage_directories
 
 # The store (SQLAlchemy) is imported by the functions that use it: `validate` never needs it, and
@@ -655,9 +658,11 @@ def rollback(
     lock_timeout: float = 60.0,
     git_commit: bool = False,
     dry_run: bool = False,
+    approver: str | None = None,
 ) -> PromotionResult:
     """Put the previous good version of a skill back live (seed 002 §3.2); with `dry_run`, say
-    which version would come back, from where, and change nothing."""
+    which version would come back, from where, and change nothing. `approver`: a person's manual
+    override of the automation (seed 002 §4.1), recorded as such."""
     from skillstage.lifecycle import promote as promoter
     from skillstage.store import Store
 
@@ -674,6 +679,7 @@ def rollback(
             lock_timeout=lock_timeout,
             git_commit=git_commit,
             dry_run=dry_run,
+            approver=approver,
         )
 
 
@@ -1333,3 +1339,66 @@ def sync_watch(
         context=context,
         stage=stage,
     )
+
+
+# -- the watcher, holds and the kill switch ----------------------------------------------------
+
+
+@checked
+def watch_pass(project: Project, *, dry_run: bool = False, actor: str | None = None) -> WatchPass:
+    """One watch pass: evaluate every trigger, act (roll back, abort, demote), alert, report."""
+    from skillstage.store import Store
+    from skillstage.watch.watcher import Watcher
+
+    with Store.open(project.database_url) as store:
+        return Watcher(project, store, dry_run=dry_run, actor=actor).run_pass()
+
+
+def watch_loop(
+    project: Project,
+    *,
+    interval: float,
+    dry_run: bool = False,
+    stop: threading.Event | None = None,
+    on_pass: Callable[[WatchPass], None] | None = None,
+) -> int:
+    """Watch passes every `interval` seconds until `stop` is set; the number run."""
+    from skillstage.store import Store
+    from skillstage.watch.watcher import watch
+
+    with Store.open(project.database_url) as store:
+        return watch(project, store, interval=interval, dry_run=dry_run, stop=stop, on_pass=on_pass)
+
+
+@checked
+def switch(
+    project: Project,
+    name: str,
+    *,
+    kind: str,
+    on: bool,
+    stage: str | None = None,
+    actor: str | None = None,
+    reason: str = "",
+) -> SwitchResult:
+    """Set (`on`) or clear a hold (`kind="hold"`) or the kill switch (`kind="disabled"`)."""
+    from skillstage.store import Store
+    from skillstage.watch.switches import clear_switch, set_switch
+
+    change = set_switch if on else clear_switch
+    with Store.open(project.database_url) as store:
+        return change(
+            project, store, kind, name, stage=stage, actor=default_actor(actor), reason=reason
+        )
+
+
+@checked
+def switches(
+    project: Project, *, kind: str | None = None, everything: bool = False
+) -> list[Control]:
+    """The holds and kill switches set now (every one ever, with `everything`)."""
+    from skillstage.store import Store
+    from skillstage.watch.switches import listed
+
+    with Store.open(project.database_url) as store:
+        return listed(store, kind, everything=everything)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -133,3 +137,37 @@ def show_deliveries(deliveries: list[dict[str, Any]]) -> None:
                 + f"{delivery['kind']} ({delivery['name']}) failed: {delivery['error']}; "
                 "it is queued: `skillstage outbox --retry` runs it again"
             )
+
+
+def until_stopped(run: Callable[[threading.Event], None], *, grace: float = 5) -> None:
+    """Run `run(stop)` in a thread until it returns or SIGTERM or SIGINT sets `stop`; its error
+    is raised here.
+
+    The loop runs off the main thread so the signal handler only sets an event the main thread
+    is not waiting on (a handler that interrupted the main thread's own `stop.wait` could
+    deadlock on the event's lock). After a stop, `run` has `grace` seconds to finish its work."""
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            run(stop)
+        except BaseException as exc:  # raised again in the main thread
+            failed.append(exc)
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=body, name="skillstage-until-stopped", daemon=True)
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+    finally:
+        stop.set()
+        thread.join(grace)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise failed[0]

@@ -49,6 +49,10 @@ COMMANDS = {
     "rollout": "skillstage.cli.rollout:rollout",
     "resolve": "skillstage.cli.rollout:resolve",
     "sync": "skillstage.cli.sync:sync",
+    "watch": "skillstage.cli.watch:watch",
+    "hold": "skillstage.cli.watch:hold",
+    "disable": "skillstage.cli.watch:disable",
+    "enable": "skillstage.cli.watch:enable",
 }
 
 

@@ -216,6 +216,11 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
 @click.option("--dry-run", is_flag=True, help="Say which version would come back; change nothing.")
 @click.option("--git-commit", is_flag=True, help="Commit the restored paths.")
 @click.option("--by", "actor", metavar="ACTOR", help="Who rolls back (default: $USER).")
+@click.option(
+    "--approver",
+    metavar="NAME",
+    help="A manual override of the automation, approved by NAME: recorded with the rollback.",
+)
 @_lock_timeout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
@@ -230,10 +235,11 @@ def rollback(
     dry_run: bool,
     git_commit: bool,
     actor: str | None,
+    approver: str | None,
     lock_timeout: float,
     as_json: bool,
 ) -> int:
-    """Put the previous good version of NAME back live (seed 002 §3.2).
+    """Put the previous good version of NAME back live.
 
     The version comes back from the archive with one atomic exchange; the failed one is kept in
     the archive as failed, with the reason and triggering metric. With no earlier version, the
@@ -255,6 +261,7 @@ def rollback(
         lock_timeout=lock_timeout,
         git_commit=git_commit,
         dry_run=dry_run,
+        approver=approver,
     )
     for warning in result.warnings:
         click.echo(click.style("⚠ ", fg="yellow") + warning, err=True)
@@ -287,6 +294,7 @@ def rollback(
             ("Location", _relative(result.production_path)),
             ("Failed", f"{result.previous_version} (archived as failed)"),
             ("Reason", reason + (f" ({trigger_metric})" if trigger_metric else "")),
+            *([("Approver", f"{approver} (manual override)")] if approver else []),
         ],
     )
     show_deliveries(result.deliveries)

@@ -4,16 +4,20 @@ copies one subject resolves to, once or (`--watch`) as rollouts and promotions m
 from __future__ import annotations
 
 import json
-import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from skillstage import api
-from skillstage.cli.context import STAGE, CliContext, NonEmptyPath, echo_json, key_values
+from skillstage.cli.context import (
+    STAGE,
+    CliContext,
+    NonEmptyPath,
+    echo_json,
+    key_values,
+    until_stopped,
+)
 from skillstage.errors import EXIT_OK
 from skillstage.runtime.routing import serving_stage
 from skillstage.runtime.sync import SyncedSkill, SyncResult
@@ -109,42 +113,8 @@ def sync(
             on_error=on_error,
         )
 
-    _until_stopped(run)
+    until_stopped(run)
     return EXIT_OK
-
-
-def _until_stopped(run: Callable[[threading.Event], None]) -> None:
-    """Run `run(stop)` in a thread until it returns or SIGTERM or SIGINT sets `stop`; its error
-    is raised here.
-
-    The loop runs off the main thread so the signal handler only sets an event the main thread
-    is not waiting on (a handler that interrupted the main thread's own `stop.wait` could
-    deadlock on the event's lock)."""
-    stop = threading.Event()
-    failed: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            run(stop)
-        except BaseException as exc:  # raised again in the main thread
-            failed.append(exc)
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    thread = threading.Thread(target=body, name="skillstage-sync-watch", daemon=True)
-    try:
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.5)
-    finally:
-        stop.set()
-        thread.join(5)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if failed:
-        raise failed[0]
 
 
 def _described(skill: SyncedSkill) -> str:

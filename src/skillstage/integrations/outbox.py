@@ -82,10 +82,19 @@ def _git_commit(project: Project, payload: Mapping[str, Any]) -> Outcome:
     return Outcome(True, output=commit)
 
 
+def _smoke(project: Project, payload: Mapping[str, Any]) -> Outcome:
+    from skillstage.watch.watcher import smoke_check
+
+    ok, error, done = smoke_check(project, payload)
+    # Never run again: a failed smoke check has already rolled the version back.
+    return Outcome(ok, None if ok else f"{error}; {done}", done, retryable=False)
+
+
 _HANDLERS: dict[str, Handler] = {
     **{name: _hook for name in HOOK_NAMES},
     NOTIFY_KIND: _notify,
     GIT_COMMIT_KIND: _git_commit,
+    "smoke": _smoke,
 }
 
 

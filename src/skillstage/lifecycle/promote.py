@@ -995,9 +995,7 @@ def _finish_rollback(
             "target": path,
             "notify": True,  # seed 002 §3.2: an alert within a minute of every rollback
         }
-        outbox_ids = _queue_side_effects(
-            project, tx, effects, "rolled_back", event_id=event_id
-        )
+        outbox_ids = _queue_side_effects(project, tx, effects, "rolled_back", event_id=event_id)
     fs.fault_point("rollback:committed")
     entry = archive_path(project, name, details["bad_version"], details["bad_digest"])
     if entry.exists():

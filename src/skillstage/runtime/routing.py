@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 from skillstage.config import Project
 from skillstage.errors import SkillstageError, UsageError
 from skillstage.rollout.bucket import bucket, in_segments, random_bucket
-from skillstage.store import Transaction
-from skillstage.store import controls
+from skillstage.store import Transaction, controls
 from skillstage.store import rollouts as store_rollouts
 
 STABLE = "stable"

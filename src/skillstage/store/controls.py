@@ -162,9 +162,7 @@ def clear_control(
     at: dt.datetime,
 ) -> list[Control]:
     """Clear the set controls of `kind` on `name` (in `stage`, or every one): those cleared."""
-    cleared = [
-        c for c in controls(tx, kind=kind, name=name) if stage is None or c.stage == stage
-    ]
+    cleared = [c for c in controls(tx, kind=kind, name=name) if stage is None or c.stage == stage]
     for found in cleared:
         tx.execute(
             "UPDATE skill_control SET cleared_at = :at, cleared_by = :actor,"

@@ -228,6 +228,27 @@ def routing_rows(tx: Transaction) -> list[RoutingRow]:
     ]
 
 
+def live_versions(
+    tx: Transaction, stages: Sequence[str]
+) -> list[tuple[int, str, str, str, str, dt.datetime, dict[str, Any]]]:
+    """(skill id, name, stage, version, digest, entered at, frontmatter) of every version live
+    in `stages`, by name."""
+    if not stages:
+        return []
+    d = tx.dialect
+    marks = ", ".join(f":s{i}" for i in range(len(stages)))
+    return [
+        (row[0], row[1], row[2], row[3], row[4], d.read_time(row[5]), d.read_json(row[6]) or {})  # type: ignore[misc]
+        for row in tx.query(
+            "SELECT a.skill_id, s.name, a.stage, v.version, v.digest, a.entered_at,"
+            " v.frontmatter FROM stage_assignment a JOIN skill s ON s.id = a.skill_id"
+            " JOIN skill_version v ON v.id = a.version_id"
+            f" WHERE a.left_at IS NULL AND a.stage IN ({marks}) ORDER BY s.name, a.stage",
+            {f"s{i}": stage for i, stage in enumerate(stages)},
+        )
+    ]
+
+
 def previous_versions(tx: Transaction) -> dict[tuple[str, str], tuple[str, str]]:
     """{(name, stage): (version, digest)} of the version live in each stage before the one live
     now, skipping versions rolled back as failed: where a loader's circuit breaker falls back to

@@ -19,8 +19,8 @@ from skillstage.config import TriggerConfig
 from skillstage.store import Transaction
 
 _SAMPLE = (
-    'SELECT pattern_fidelity, outcome_quality, execution_time_ms, exception, false_positive,'
-    ' false_negative, critical FROM execution WHERE skill_id = :skill_id AND digest = :digest'
+    "SELECT pattern_fidelity, outcome_quality, execution_time_ms, exception, false_positive,"
+    " false_negative, critical FROM execution WHERE skill_id = :skill_id AND digest = :digest"
     " AND benchmark = :benchmark"
 )
 
@@ -280,26 +280,26 @@ def evaluate(
     ):
         if limit is None:
             continue
-        window = flags[: t.rate_window]
-        if len(window) < t.rate_window:
-            findings.append(_waiting(code, what, len(window), t.rate_window))
+        marks = flags[: t.rate_window]
+        if len(marks) < t.rate_window:
+            findings.append(_waiting(code, what, len(marks), t.rate_window))
             continue
-        rate = _rate(window)
+        rate = _rate(marks)
         findings.append(
             Finding(
                 code,
                 rate > limit,
                 f"{key}={rate:.2f}",
-                f"{what} {sum(window)}/{len(window)} = {rate:.0%} over the last "
+                f"{what} {sum(marks)}/{len(marks)} = {rate:.0%} over the last "
                 f"{t.rate_window} executions "
                 + ("is above" if rate > limit else "is not above")
                 + f" {limit:.0%}",
-                len(window),
+                len(marks),
                 t.rate_window,
             )
         )
     ratios = [
-        (f"execution_time_above_{_times(t.max_execution_time_ratio)}_baseline", r)
+        (f"execution_time_above_{_times(r)}_baseline", r)
         for r in [t.max_execution_time_ratio]
         if r is not None
     ] + [

@@ -46,9 +46,7 @@ def upgrade() -> None:
         sa.Column("cleared_by", sa.Text(), nullable=True),
         sa.Column("clear_reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_skill_control"),
-        sa.ForeignKeyConstraint(
-            ["skill_id"], ["skill.id"], name="fk_skill_control_skill_id_skill"
-        ),
+        sa.ForeignKeyConstraint(["skill_id"], ["skill.id"], name="fk_skill_control_skill_id_skill"),
     )
     where = sa.text("cleared_at IS NULL")
     op.create_index(
