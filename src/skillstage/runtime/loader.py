@@ -15,6 +15,16 @@ stale. What serves (the routing table) is rebuilt when the store's routing gener
 checked every `runtime.refresh_ms` by a background thread, so `resolve` itself does no I/O and no
 SQL. When the store cannot be reached the last table keeps serving (stale-while-revalidate), and
 `stats()` says so.
+
+A circuit breaker per version guards each loader (seed 002 §3.3; `runtime.breaker_fail_max` and
+`breaker_reset_seconds`): after that many failed executions of a version in a row, recorded
+here (`exception=True`, or a critical false negative), `resolve` gives the previous good version
+instead, at once: a rollout's stable arm in place of its candidate, else the version live before
+(arm "fallback"); with none archived the version keeps serving and `stats()["breakers"]` says
+so. After the reset timeout one resolve gets the version again (the trial, half-open) while the
+others keep the fallback; its record closes the breaker or opens it again. Each opening and
+closing is an event in the store (`breaker_open`, `breaker_closed`), written by `record`. The
+breakers are this process's: a forked child starts with every breaker closed (see `_after_fork`).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import socket
 import threading
 import weakref
 from collections.abc import Mapping
@@ -31,6 +42,7 @@ from typing import Any
 
 from skillstage.config import Project, load_project
 from skillstage.errors import SkillReadError, SkillstageError, StoreError, UsageError
+from skillstage.runtime.breaker import BREAKER_OPEN, BreakerEvent, Breakers
 from skillstage.runtime.routing import (
     DISABLED,
     Resolution,
@@ -103,19 +115,40 @@ class Loader:
         *,
         stage: str | None = None,
         refresh_ms: int | None = None,
+        breaker_fail_max: int | None = None,
+        breaker_reset_seconds: float | None = None,
     ) -> None:
         self.project = _project(project)
         stages = list(self.project.config.stages)
         self.stage = stage or stages[-1]
         if self.stage not in self.project.config.stages:
             raise UsageError(f"unknown stage {self.stage!r}", hint=f"stages: {', '.join(stages)}")
-        self.refresh_s = (refresh_ms or self.project.config.runtime.refresh_ms) / 1000
+        runtime = self.project.config.runtime
+        self.refresh_s = (refresh_ms or runtime.refresh_ms) / 1000
+        fail_max = runtime.breaker_fail_max if breaker_fail_max is None else breaker_fail_max
+        reset = (
+            runtime.breaker_reset_seconds
+            if breaker_reset_seconds is None
+            else breaker_reset_seconds
+        )
+        if fail_max < 1 or reset <= 0:
+            raise UsageError(
+                f"a breaker needs breaker_fail_max >= 1 and breaker_reset_seconds > 0, "
+                f"not {fail_max} and {reset}"
+            )
+        self._breakers = Breakers(fail_max=fail_max, reset_seconds=reset)
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()  # one refresh at a time (the thread, or a load)
         self._loaded: dict[str, LoadedSkill] = {}
         self._files: dict[tuple[str, str], bytes] = {}
         self._levels: dict[tuple[str, str], str] = {}
-        self._counts = {"hits": 0, "misses": 0, "refreshes": 0, "refresh_errors": 0}
+        self._counts = {
+            "hits": 0,
+            "misses": 0,
+            "refreshes": 0,
+            "refresh_errors": 0,
+            "breaker_event_errors": 0,  # a breaker_open/closed event the store did not take
+        }
         self._drift: dict[str, str] = {}  # digest -> what was wrong with the live copy
         self._stale_since: dt.datetime | None = None
         self._last_error: str | None = None
@@ -229,6 +262,10 @@ class Loader:
         self.close()
 
     def _after_fork(self) -> None:
+        # The child starts with every breaker closed: a breaker counts this process's
+        # executions, a trial the parent let through is recorded in the parent, and a lock a
+        # parent thread held at the fork would never be released here.
+        self._breakers = self._breakers.fresh()
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._store = None  # opened again by the child's first refresh
@@ -253,7 +290,10 @@ class Loader:
             route = table.route(name, stage)
             if route.disabled:
                 continue  # the kill switch: the agent is not told the skill exists
-            resolution = table.resolve(name, stage, subject, context)
+            # What would serve, breakers included; a look only, which lets no trial through.
+            resolution = self._breakers.serve(
+                table.resolve(name, stage, subject, context), table, admit=False
+            )
             entries.append(
                 CatalogEntry(
                     name,
@@ -278,8 +318,13 @@ class Loader:
         *,
         stage: str | None = None,
     ) -> Resolution:
-        """The copy of `name` that serves this request (no I/O: the table in memory)."""
-        return self._table.resolve(name, stage or self.stage, subject, context)
+        """The copy of `name` that serves this request (no I/O: the table in memory). While the
+        breaker of the version routing chose is open, the previous good version: the stable arm
+        for a candidate, else the route's fallback (arm "fallback")."""
+        table = self._table
+        return self._breakers.serve(
+            table.resolve(name, stage or self.stage, subject, context), table
+        )
 
     # -- level 2 and 3 ------------------------------------------------------------------------
 
@@ -395,7 +440,24 @@ class Loader:
 
     def record(self, resolution: Resolution, **metrics: Any) -> None:
         """Record one execution of the resolved copy, with its arm, rollout, digest and subject,
-        so rollout analysis is per arm without the host doing anything more."""
+        so rollout analysis is per arm without the host doing anything more.
+
+        It counts for the breaker of the copy's version: `exception=True`, or `false_negative`
+        with `critical`, is a failure, anything else a success. The breaker counts what the host
+        reports even when the record itself is refused (a field not valid)."""
+        failed = bool(metrics.get("exception")) or (
+            bool(metrics.get("false_negative")) and bool(metrics.get("critical"))
+        )
+        breaker, events = self._breakers.outcome(resolution, failed=failed)
+        try:
+            self._write_record(resolution, breaker, metrics)
+        finally:
+            if events:
+                self._announce(events)
+
+    def _write_record(
+        self, resolution: Resolution, breaker: str | None, metrics: dict[str, Any]
+    ) -> None:
         from skillstage.metrics.record import record_execution
 
         tags = dict(metrics.pop("tags", None) or {})
@@ -409,6 +471,8 @@ class Loader:
                     if resolution.bucket is not None
                     else {}
                 ),
+                # "open": served because a breaker was open; "half-open": the trial.
+                **({"breaker": breaker} if breaker else {}),
             }
         )
         metrics.setdefault("subject", resolution.subject)
@@ -422,12 +486,59 @@ class Loader:
             **metrics,
         )
 
+    def _announce(self, events: list[BreakerEvent]) -> None:
+        """Write breaker events to the store; a failure is logged and counted, never raised into
+        the host's call."""
+        actor = f"loader@{socket.gethostname()}:{os.getpid()}"
+        for event in events:
+            LOG.warning(
+                "skillstage: the breaker of %s %s (%s) %s: %s",
+                event.name,
+                event.version,
+                event.digest[:12],
+                "opened" if event.kind == BREAKER_OPEN else "closed",
+                event.reason,
+            )
+            try:
+                store = self._store
+                if store is None:  # after a fork, or a replaced SQLite file: reopened by refresh
+                    self.refresh()
+                    store = self._store
+                if store is None:
+                    raise StoreError("the store cannot be opened")
+                with store.atomic() as tx:
+                    tx.append_event(
+                        event.kind,
+                        name=event.name,
+                        version=event.version,
+                        digest=event.digest,
+                        from_stage=event.stage,
+                        actor=actor,
+                        reason=event.reason,
+                        details=event.details,
+                        trigger_metric=event.trigger_metric,
+                        at=event.at,
+                    )
+            except Exception as exc:
+                with self._lock:
+                    self._counts["breaker_event_errors"] += 1
+                LOG.warning(
+                    "skillstage: the %s event of %s %s could not be written to the store (%s: %s)",
+                    event.kind,
+                    event.name,
+                    event.version,
+                    type(exc).__name__,
+                    exc,
+                )
+
     # -- what happened ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """Cache hits and misses, the routing generation, whether the table is stale (the store
-        unreachable), drift seen, and the disclosure level each skill reached."""
+        unreachable), drift seen, the disclosure level each skill reached, and each breaker
+        not closed or that ever opened (`breakers`)."""
         table = self._table
+        breakers = self._breakers.report()
         with self._lock:
             return {
                 **self._counts,
@@ -442,6 +553,7 @@ class Loader:
                 "levels": {
                     f"{stage}/{name}": level for (stage, name), level in self._levels.items()
                 },
+                "breakers": breakers,
             }
 
 
