@@ -700,6 +700,21 @@ def history(project: Project, name: str | None = None, *, limit: int = 50) -> li
         return events
 
 
+@checked
+def timelines(project: Project, event_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """The timeline of each rollback or abort among `event_ids` (seed 002 §3.2: the switch, the
+    alert sent, the failed version archived, the re-index, the report), each step with its time
+    and its delay after the event."""
+    from skillstage.store import Store
+    from skillstage.store.controls import steps
+
+    with Store.open(project.database_url) as store, store.reading() as tx:
+        return {
+            event_id: [step.to_dict() for step in found]
+            for event_id, found in steps(tx, event_ids).items()
+        }
+
+
 # -- execution metrics ---------------------------------------------------------------------------
 
 

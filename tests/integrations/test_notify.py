@@ -115,7 +115,12 @@ def test_a_target_hears_only_its_severity_and_events() -> None:
         return [
             item["url"].rsplit("/", 1)[1]
             for item in notification_items(
-                config, event, title="t", body="b", skill="s", severity=severity  # type: ignore[arg-type]
+                config,
+                event,
+                title="t",
+                body="b",
+                skill="s",
+                severity=severity,  # type: ignore[arg-type]
             )
         ]
 

@@ -69,6 +69,10 @@ def notification_items(
     return items
 
 
+# How a severity shows in the chat service (Apprise's notify types: colour, icon).
+_NOTIFY_TYPES = {"info": "info", "warning": "warning", "critical": "failure"}
+
+
 def _shows_host(host: str) -> bool:
     # A host name or address (hooks.example.com, 127.0.0.1, localhost) is not a secret; in many
     # Apprise schemes the "host" is a token (slack://T0KEN/…, discord://WEBHOOK_ID/…).
@@ -178,7 +182,8 @@ def send(payload: Mapping[str, Any]) -> NotifyResult:
                     "skillstage.toml; see https://appriseit.com/services/ for URL formats)",
                     retryable=False,
                 )
-            sent = notifier.notify(title=title, body=body)
+            kind = _NOTIFY_TYPES.get(str(payload.get("severity") or "info"), "info")
+            sent = notifier.notify(title=title, body=body, notify_type=kind)
             captured = log.getvalue()
     except Exception as exc:  # a plugin bug must not escape into the promotion's report
         return NotifyResult(False, f"{target}: {scrub(f'{type(exc).__name__}: {exc}', url)}")

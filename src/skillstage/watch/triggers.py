@@ -11,6 +11,7 @@ Each finding carries seed 002's reason code (`pattern_fidelity_drop_below_85`) a
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,7 +169,7 @@ def baseline(tx: Transaction, live: LiveVersion, triggers: TriggerConfig) -> Bas
 
 
 def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    return math.fsum(values) / len(values) if values else None
 
 
 def _rate(flags: Sequence[bool]) -> float:
@@ -241,7 +242,7 @@ def evaluate(
         if len(window) < t.window:
             findings.append(_waiting(code, what, len(window), t.window))
             continue
-        mean = sum(window) / len(window)
+        mean = math.fsum(window) / len(window)  # exact: ten 0.85s are 0.85, not below
         findings.append(
             Finding(
                 code,
@@ -324,7 +325,7 @@ def evaluate(
             if len(window) < t.window:
                 findings.append(_waiting(code, "mean execution time", len(window), t.window))
                 continue
-            mean = sum(window) / len(window)
+            mean = math.fsum(window) / len(window)
             now = mean / base.mean_ms if base.mean_ms > 0 else float("inf")
             findings.append(
                 Finding(
