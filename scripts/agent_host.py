@@ -5,7 +5,8 @@ For each request it resolves the skill for the request's subject (the stable ver
 rollout's candidate for the subjects in its share), loads it (the SKILL.md body, cached by
 digest), "runs" it, and records the execution with the loader, which tags it with the arm, the
 rollout and the subject. How well a run goes is drawn at random; `--candidate-fidelity` makes the
-candidate misbehave.
+candidate misbehave, `--fidelity F --failing-version V` one version (a live version that starts
+failing).
 
     python scripts/agent_host.py PROJECT_DIR --skill spam-filter --requests 2000 --subjects 400
 """
@@ -33,6 +34,12 @@ def main() -> int:
         type=float,
         help="the candidate's mean pattern fidelity (default: as good as the stable version)",
     )
+    parser.add_argument(
+        "--fidelity",
+        type=float,
+        help="the mean pattern fidelity of --failing-version (a live version that misbehaves)",
+    )
+    parser.add_argument("--failing-version", help="the version --fidelity applies to")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     draw = random.Random(args.seed)
@@ -44,19 +51,23 @@ def main() -> int:
     with loader:
         listed = [entry.name for entry in loader.catalog()]
         if args.skill not in listed:
-            print(f"error: {args.skill} is not in the catalog ({', '.join(listed)})", file=sys.stderr)
+            known = ", ".join(listed)
+            print(f"error: {args.skill} is not in the catalog ({known})", file=sys.stderr)
             return 2
         arms: Counter[str] = Counter()
         versions: Counter[str] = Counter()
-        for number in range(args.requests):
+        for _ in range(args.requests):
             subject = f"user-{draw.randrange(args.subjects)}"
             resolution = loader.resolve(args.skill, subject=subject)
             loader.load(resolution)  # what the agent reads when it uses the skill
             arms[resolution.arm] += 1
             versions[resolution.version] += 1
             bad = resolution.arm == "candidate" and args.candidate_fidelity is not None
-            if bad:
-                fidelity = min(1.0, max(0.0, draw.gauss(args.candidate_fidelity, 0.1)))
+            failing = args.fidelity is not None and resolution.version == args.failing_version
+            mean = args.candidate_fidelity if bad else args.fidelity
+            bad = bad or failing
+            if bad and mean is not None:
+                fidelity = min(1.0, max(0.0, draw.gauss(mean, 0.1)))
             else:
                 fidelity = draw.choice([1.0, 1.0, 1.0, 0.67])
             loader.record(

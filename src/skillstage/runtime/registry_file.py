@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from skillstage.config import Project
-from skillstage.store import Store
+from skillstage.store import Store, controls
 from skillstage.store import rollouts as store_rollouts
 
 REGISTRY_FORMAT = "1.0"
@@ -38,6 +38,7 @@ def registry_document(project: Project, store: Store) -> dict[str, Any]:
         generation = store_rollouts.generation(tx)
         rows = [r for r in store_rollouts.routing_rows(tx) if r.stage in order]
         moves = store_rollouts.last_moves(tx)
+        off = controls.disabled_routes(tx)
     skills: dict[str, Any] = {}
     # A skill in several stages is registered at the furthest one (its promotion state); the
     # others are listed under `stages`.
@@ -72,11 +73,14 @@ def registry_document(project: Project, store: Store) -> dict[str, Any]:
                 },
             }
         )
+        disabled = bool(off.get(row.name, set()) & {row.stage, controls.EVERY_STAGE})
         entry["stages"][row.stage] = {
             "version": row.version,
             "digest": row.digest,
             "location": _relative(project, location) + "/",
+            "disabled": disabled,  # the kill switch: nothing serves it there
         }
+        entry["disabled"] = disabled
     # `generation`: the store's routing generation it was written at, so a stale file (its
     # writer killed after the change committed) is told apart and rewritten.
     return {"version": REGISTRY_FORMAT, "generation": generation, "skills": skills}
