@@ -327,4 +327,93 @@ for name, entry in registry["skills"].items():
           f"last promotion {entry['last_promotion']}, rollout {entry['rollout']}")
 PY
 
+# -- The watcher: a live version that starts failing is rolled back by itself -------------------
+
+step "A person looks at the failure report, fixes the regression in 1.2.0 and clears the hold" \
+  "skillstage report spam-filter --failure; skillstage hold clear spam-filter --by alice …"
+skillstage report spam-filter --failure | head -n 12
+skillstage hold clear spam-filter --by alice --reason "1.2.0 fixes the regression"
+sed -i 's/^version: 1.1.0$/version: 1.2.0/' "$stage/spam-filter/SKILL.md"
+$host . --skill spam-filter --stage staged --requests 120 --subjects 30 --seed 14
+skillstage metrics ingest
+skillstage signoff template spam-filter --to production --by alice --ticket APPROVAL_DEMO_004 |
+  sed 's/: NO  #/: YES  #/' > signoff-watch.yaml
+skillstage approve spam-filter --to production --by alice --ticket APPROVAL_DEMO_004 \
+  --decision approved --checklist signoff-watch.yaml
+git add -A && git commit -q -m "spam-filter 1.2.0 signed off"
+skillstage promote spam-filter --to production --yes --overwrite --reason "fixes 1.1.0" | tail -n 3
+
+step "Alerts go to the team's chat: a local HTTP receiver stands in for it" \
+  "notifications.urls = [\"json://127.0.0.1:PORT/hook\"]"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 - "$port" > chat.log 2>/dev/null <<'PY' &
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Chat(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        print(f"[{body.get('type')}] {body.get('title')}: {body.get('message')}", flush=True)
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Chat)
+server.timeout = 1
+for _ in range(600):  # a bounded loop: ten minutes at most
+    server.handle_request()
+PY
+chat=$!
+sed -i "s|^urls = \[\].*|urls = [\"json://127.0.0.1:$port/hook\"]|" skillstage.toml
+grep '^urls' skillstage.toml
+
+step "The watcher runs in the background, a pass every second" "skillstage watch --interval 1s &"
+skillstage watch --interval 1s > watch.log 2>&1 &
+watcher=$!
+trap 'kill $watcher $chat 2>/dev/null || true' EXIT
+sleep 2
+cat watch.log
+
+step "Production's 1.2.0 starts failing: the host records executions with fidelity around 0.5" \
+  "python3 scripts/agent_host.py . --skill spam-filter --requests 40 --fidelity 0.5 --failing-version 1.2.0"
+started=$(date +%s.%N)
+$host . --skill spam-filter --requests 40 --subjects 40 --seed 15 --fidelity 0.5 --failing-version 1.2.0
+for _ in $(seq 100); do
+  skillstage resolve spam-filter --subject user-7 --json | grep -q '"version": "1.0.0"' && break
+  sleep 0.1
+done
+python3 -c "import sys; print(f'the loader serves 1.0.0 again, {float(sys.argv[2]) - float(sys.argv[1]):.1f} s after the first failing execution')" \
+  "$started" "$(date +%s.%N)"
+skillstage resolve spam-filter --subject user-7
+cat watch.log
+
+step "The rollback in history: its reason, its metric and its timeline" skillstage history spam-filter --limit 2
+sleep 1
+skillstage history spam-filter --limit 2
+
+step "What reached the team's chat" "cat chat.log"
+cat chat.log
+
+step "The failure report, written by itself (Markdown and JSON under .skillstage/reports/)" \
+  "skillstage report spam-filter --failure"
+skillstage report spam-filter --failure
+
+step "The skill is held: nothing goes back into production until a person clears it (exit 1 expected)" \
+  "skillstage promote spam-filter --to production --yes"
+if skillstage promote spam-filter --to production --yes --overwrite; then
+  echo "expected the hold to refuse it" >&2; exit 1
+fi
+skillstage hold list
+
+step "The kill switch: switch a skill off everywhere at once, nothing moves on disk" \
+  "skillstage disable spam-filter --reason …; skillstage resolve …; skillstage enable spam-filter"
+skillstage disable spam-filter --reason "demo: stop serving it now"
+skillstage resolve spam-filter --subject user-7
+skillstage enable spam-filter --reason "demo over"
+
+step "SIGTERM: the watcher finishes its pass and exits 0" "kill -TERM \$watcher; wait \$watcher"
+kill -TERM "$watcher"
+wait "$watcher"
+echo "watch exited $?"
+kill "$chat" 2>/dev/null || true
+
 printf '\nDemo workspace: %s\n' "$workspace"
