@@ -1,5 +1,5 @@
 """`skillstage stats` (seed 000's key metrics) and `skillstage report NAME` (seed 001's promotion
-report)."""
+report; with --failure, seed 002's failure analysis)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from skillstage.cli.context import CliContext, echo_json, is_terminal, rule
-from skillstage.errors import EXIT_FAILED, EXIT_OK
+from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
 from skillstage.lifecycle import report as reports
 from skillstage.lifecycle import stats as key_metrics
 
@@ -102,13 +102,34 @@ def _render_report(document: dict[str, Any]) -> None:
     is_flag=True,
     help="Run the live copy's test.sh as the smoke test (otherwise: not run).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print seed 001's report JSON.")
+@click.option(
+    "--failure",
+    is_flag=True,
+    help="The failure analysis of NAME's latest automated rollback or rollout abort instead.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
 @click.pass_obj
-def report(obj: CliContext, name: str, run_tests: bool, as_json: bool) -> int:
+def report(obj: CliContext, name: str, run_tests: bool, failure: bool, as_json: bool) -> int:
     """Seed 001's promotion report for the latest promotion attempt of NAME: stages and date,
     quality gates, promotion criteria (every gate's result, what was forced), deployment (the
     deploy hook's outcome) and validation (re-run now on the live copy).
+
+    With --failure: seed 002's failure analysis of the latest automated rollback or rollout
+    abort of NAME (the trigger, the executions that tripped it, failed against restored, the
+    patterns missed, the exceptions, the timeline against its targets, what to run next), as
+    the watcher wrote it under <state_dir>/reports/. Exits 1 when there is none.
     """
+    if failure:
+        if run_tests:
+            raise UsageError("--run-tests is for the promotion report, not with --failure")
+        from skillstage.watch.report import failure_report
+
+        found = failure_report(obj.project(), name)
+        if as_json:
+            echo_json(found.document)
+        else:
+            click.echo(found.markdown, nl=False)
+        return EXIT_OK
     document = reports.report(obj.project(), name, run_tests=run_tests).to_dict()
     if as_json:
         echo_json(document)
