@@ -891,7 +891,8 @@ retry_base_seconds = 1
 
 # Notifications through Apprise URLs: slack://…, mailto://…, json://host/path (a webhook), …
 [notifications]
-urls = []                           # or tables: { url = "...", min_severity = "critical" }
+# Each URL hears every event below, or only some: { url = "...", min_severity = "critical" }
+urls = []
 events = [
     "promoted", "rolled_back", "gate_failed", "sla_breach", "rollout_aborted", "rollout_paused",
     "alert", "recovered", "disabled", "enabled",

@@ -510,10 +510,11 @@ def test_the_report_of_an_automated_rollout_abort(project: Project) -> None:
     assert document["window"]["execution_ids"] == [f"cand-{i:02d}" for i in range(11, -1, -1)]
     assert document["window"]["mean_fidelity"] == pytest.approx(0.7)
     timeline = {entry["step"]: entry for entry in document["timeline"]}
-    assert list(timeline) == ["switched", "alert_sent", "report_written"]
+    assert list(timeline) == ["switched", "alert_sent", "archived", "report_written"]
     assert timeline["switched"]["status"] == "met"
     assert timeline["switched"]["delay_seconds"] == 0
     assert timeline["alert_sent"]["status"] == "missed"  # no notification target configured
+    assert timeline["archived"]["status"] == "met"
     assert timeline["report_written"]["status"] == "met"
     commands = [entry["command"] for entry in document["commands"]]
     assert f"skillstage rollout retry {NAME}" in commands

@@ -29,7 +29,7 @@ from skillstage.rollout.plan import (
 )
 from skillstage.store import Store, Transaction
 from skillstage.store import rollouts as store_rollouts
-from skillstage.store.controls import HOLD, control_on, set_control
+from skillstage.store.controls import HOLD, control_on, record_step, set_control
 from skillstage.store.rollouts import RolloutRecord
 
 # -- changing state ------------------------------------------------------------------------------
@@ -93,8 +93,10 @@ def _change(
                 at=at,
             )
         outcome.event_id = event_id
+        if kind == "rollout_abort":  # seed 002 §3.2's timeline: traffic is back at this commit
+            record_step(tx, event_id, "switched", at=at)
         alerts = (
-            _queue_alert(project, tx, rollout, kind, why, trigger_metric)
+            _queue_alert(project, tx, rollout, kind, why, trigger_metric, event_id)
             if kind in ("rollout_abort", "rollout_pause")
             else []
         )
@@ -115,8 +117,10 @@ def _queue_alert(
     kind: str,
     why: str | None,
     trigger_metric: str | None,
+    event_id: int,
 ) -> list[int]:
-    """Seed 002 §3.2: an alert at once, through the outbox (delivered after the commit)."""
+    """Seed 002 §3.2: an alert at once, through the outbox (delivered after the commit); an
+    abort's delivery records its "alert_sent" step."""
     from skillstage.integrations.notify import notification_items
     from skillstage.store.outbox import enqueue
 
@@ -129,16 +133,18 @@ def _queue_alert(
         f" at {rollout.steps[rollout.step_index]}%: {why}{metric}. All traffic is on "
         f"{rollout.stable_version}."
     )
-    return [
-        enqueue(tx, "notify", payload)
-        for payload in notification_items(
-            project.config.notifications,
-            event,  # type: ignore[arg-type]
-            title=title,
-            body=body,
-            skill=rollout.name,
-        )
-    ]
+    items = notification_items(
+        project.config.notifications,
+        event,  # type: ignore[arg-type]
+        title=title,
+        body=body,
+        skill=rollout.name,
+        severity="critical" if kind == "rollout_abort" else "warning",
+    )
+    for payload in items:
+        if kind == "rollout_abort":
+            payload["timeline"] = {"event_id": event_id, "step": "alert_sent"}
+    return [enqueue(tx, "notify", payload) for payload in items]
 
 
 def pause(
@@ -248,6 +254,9 @@ def abort(
             promoter.record_archive_reason(
                 entry, "failed", why=reason, trigger_metric=trigger_metric, rollout_id=rollout.id
             )
+            if outcome.event_id is not None:
+                with store.atomic() as tx:
+                    record_step(tx, outcome.event_id, "archived", at=_now(), detail=str(entry))
         except OSError as exc:
             outcome.warnings.append(f"the archive note could not be written: {exc.strerror or exc}")
     return outcome

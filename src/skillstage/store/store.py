@@ -559,16 +559,29 @@ class Transaction:
         return event_id
 
     def events(
-        self, name: str | None = None, limit: int = 50, *, kind: str | None = None
+        self,
+        name: str | None = None,
+        limit: int = 50,
+        *,
+        kind: str | None = None,
+        event_id: int | None = None,
+        where: str | None = None,
     ) -> list[Event]:
-        """The latest events, newest first (optionally of one skill, of one kind)."""
+        """The latest events, newest first (optionally of one skill, of one kind, the one with
+        `event_id`, or those matching `where`, SQL over `e`, the event, for the store's
+        modules)."""
         sql = _EVENT_QUERY + " WHERE 1 = 1"
         if name is not None:
             sql += " AND s.name = :name"
         if kind is not None:
             sql += " AND e.kind = :kind"
+        if event_id is not None:
+            sql += " AND e.id = :event_id"
+        if where is not None:
+            sql += f" AND ({where})"
         sql += " ORDER BY e.at DESC, e.id DESC LIMIT :limit"
         d = self.dialect
+        params = {"name": name, "kind": kind, "event_id": event_id, "limit": limit}
         return [
             Event(
                 id=row[0],
@@ -588,7 +601,7 @@ class Transaction:
                 trigger_metric=row[14],
                 at=d.read_time(row[15]),  # type: ignore[arg-type]
             )
-            for row in self.query(sql, {"name": name, "kind": kind, "limit": limit})
+            for row in self.query(sql, params)
         ]
 
 

@@ -67,7 +67,7 @@ TARGETS = {
 # the candidate stays where it waited, and nothing live changed on disk.
 EXPECTED_STEPS = {
     "rollback": ("switched", "alert_sent", "archived", "reindexed", REPORT_STEP),
-    "rollout_abort": ("switched", "alert_sent", REPORT_STEP),
+    "rollout_abort": ("switched", "alert_sent", "archived", REPORT_STEP),
 }
 
 # Tag keys an execution record may carry exception text under, and pattern information under
@@ -109,11 +109,6 @@ def report_paths(project: Project, name: str, event_id: int) -> tuple[Path, Path
 
 # -- finding the events --------------------------------------------------------------------------
 
-_EVENT_COLUMNS = (
-    "e.id, e.kind, s.name, e.version, e.digest, e.from_stage, e.to_stage, e.actor, e.reason,"
-    " e.success, e.path, e.details, e.approver, e.approval_ticket, e.trigger_metric, e.at"
-)
-
 
 def _automated_sql(tx: Transaction) -> str:
     # `automated` is set (to true) only on the watcher's rollbacks and aborts. SQLite's
@@ -123,36 +118,10 @@ def _automated_sql(tx: Transaction) -> str:
     return f"e.kind IN ({kinds}) AND {flag} IN ('1', 'true')"
 
 
-def _read_event(tx: Transaction, row: Sequence[Any]) -> Event:
-    d = tx.dialect
-    return Event(
-        id=row[0],
-        kind=row[1],
-        name=row[2],
-        version=row[3],
-        digest=row[4],
-        from_stage=row[5],
-        to_stage=row[6],
-        actor=row[7],
-        reason=row[8],
-        success=bool(row[9]),
-        path=row[10],
-        details=d.read_json(row[11]),
-        approver=row[12],
-        approval_ticket=row[13],
-        trigger_metric=row[14],
-        at=d.read_time(row[15]),  # type: ignore[arg-type]
-    )
-
-
 def _failure_event(tx: Transaction, event_id: int) -> Event | None:
     """Event `event_id` if it is an automated rollback or abort."""
-    row = tx.one(
-        f"SELECT {_EVENT_COLUMNS} FROM event e JOIN skill s ON s.id = e.skill_id"
-        f" WHERE e.id = :id AND {_automated_sql(tx)}",
-        {"id": event_id},
-    )
-    return _read_event(tx, row) if row is not None else None
+    found = tx.events(event_id=event_id, where=_automated_sql(tx), limit=1)
+    return found[0] if found else None
 
 
 def _latest_failure_id(tx: Transaction, name: str) -> int | None:
