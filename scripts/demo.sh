@@ -331,9 +331,10 @@ PY
 
 step "A person looks at the failure report, fixes the regression in 1.2.0 and clears the hold" \
   "skillstage report spam-filter --failure; skillstage hold clear spam-filter --by alice …"
-skillstage report spam-filter --failure | head -n 12
+skillstage report spam-filter --failure | head -n 9
 skillstage hold clear spam-filter --by alice --reason "1.2.0 fixes the regression"
 sed -i 's/^version: 1.1.0$/version: 1.2.0/' "$stage/spam-filter/SKILL.md"
+skillstage list --stage staged
 $host . --skill spam-filter --stage staged --requests 120 --subjects 30 --seed 14
 skillstage metrics ingest
 skillstage signoff template spam-filter --to production --by alice --ticket APPROVAL_DEMO_004 |
@@ -398,7 +399,11 @@ step "The failure report, written by itself (Markdown and JSON under .skillstage
 skillstage report spam-filter --failure
 
 step "The skill is held: nothing goes back into production until a person clears it (exit 1 expected)" \
-  "skillstage promote spam-filter --to production --yes"
+  "cp -r …/spam-filter $stage/ (1.2.1); skillstage promote spam-filter --to production --yes"
+cp -r .claude/skills/spam-filter "$stage/spam-filter"
+chmod -R u+w "$stage/spam-filter"
+sed -i 's/^version: 1.0.0$/version: 1.2.1/' "$stage/spam-filter/SKILL.md"
+skillstage list --stage staged > /dev/null
 if skillstage promote spam-filter --to production --yes --overwrite; then
   echo "expected the hold to refuse it" >&2; exit 1
 fi

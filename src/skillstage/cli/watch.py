@@ -4,6 +4,7 @@ and `disable` / `enable` (the kill switch)."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
 import click
@@ -59,6 +60,7 @@ def watch(obj: CliContext, once: bool, interval: str | None, dry_run: bool, as_j
 
     def on_pass(result: PassResult) -> None:
         _show(result, as_json, quiet=True)
+        sys.stdout.flush()  # a log file or a pipe sees each pass as it ends
 
     def run(stop: threading.Event) -> None:
         api.watch_loop(project, interval=every, dry_run=dry_run, stop=stop, on_pass=on_pass)
