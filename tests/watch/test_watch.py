@@ -429,3 +429,27 @@ def test_an_alert_is_sent_once_per_episode_and_its_recovery_once(live: Live) -> 
     with Store.open(project.database_url) as store, store.reading() as tx:
         episodes = store_controls.episodes(tx, open_only=False, name=NAME)
     assert [e.kind for e in episodes if e.kind == "error_rate"] == ["error_rate"]
+
+
+def test_sync_stops_serving_a_switched_off_skill_and_the_loader_will_not_load_it(
+    live: Live, tmp_path: Path
+) -> None:
+    from skillstage.runtime.loader import SkillDisabledError
+
+    laptop = tmp_path / "laptop"
+    api.sync(live.project, laptop, subject="user-7")
+    assert (laptop / NAME / "SKILL.md").is_file()
+    api.switch(live.project, NAME, kind="disabled", on=True, actor="oncall", reason="INC-8")
+    result = api.sync(live.project, laptop, subject="user-7")
+    assert not (laptop / NAME).exists(), result.to_dict()
+    with Loader(live.project) as loader:
+        resolution = loader.resolve(NAME, subject="user-7")
+        assert resolution.arm == "disabled"
+        with pytest.raises(SkillDisabledError, match="switched off"):
+            loader.load(resolution)
+        assert NAME not in [entry.name for entry in loader.catalog()]
+    registry = (live.project.state_dir / "skills_registry.json").read_text()
+    assert '"disabled": true' in registry
+    api.switch(live.project, NAME, kind="disabled", on=False, actor="oncall")
+    api.sync(live.project, laptop, subject="user-7")
+    assert (laptop / NAME / "SKILL.md").is_file()
