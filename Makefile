@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/readiness.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/watch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
