@@ -85,10 +85,10 @@ git add -A && git commit -q -m "Skills in staging"
 step "List staged skills (auth-v2 registered on first sight now; logging-v3 52 hours ago)" skillstage list --stage staged
 skillstage list --stage staged
 
-step "Seed 000's 48-hour staging SLA (exit 1 on a breach, for cron and CI)" skillstage sla check
+step "The 48-hour staging SLA (exit 1 on a breach, for cron and CI)" skillstage sla check
 if skillstage sla check; then echo "expected an SLA breach" >&2; exit 1; fi
 
-step "Seed 000's dashboard query runs unchanged on the store" "sqlite3 .skillstage/state.db '…'"
+step "A dashboard query on the staged_skills table runs unchanged on the store" "sqlite3 .skillstage/state.db '…'"
 python3 - <<'PY'
 import sqlite3
 db = sqlite3.connect(".skillstage/state.db")
@@ -124,7 +124,7 @@ skillstage rollback auth-v2 --reason pattern_fidelity_drop_below_85 --trigger-me
 step "History, newest first" skillstage history
 skillstage history
 
-step "The seed's rollback_events table" "sqlite3 .skillstage/state.db 'SELECT … FROM rollback_events'"
+step "The rollback_events table" "sqlite3 .skillstage/state.db 'SELECT … FROM rollback_events'"
 python3 - <<'PY'
 import sqlite3
 db = sqlite3.connect(".skillstage/state.db")
@@ -134,10 +134,10 @@ for row in db.execute(
     print(" | ".join(str(value) for value in row))
 PY
 
-step "Seed 000's key metrics" skillstage stats
+step "The key promotion metrics" skillstage stats
 skillstage stats || true   # exit 1 flags a metric past its alert threshold
 
-step "Seed 002: metric gates and a human sign-off on every move" \
+step "Metric gates and a human sign-off on every move" \
   "gates += metrics, approval; [approvals] approvers = [alice, Demo User]"
 sed -i 's/"security"\]/"security", "metrics", "approval"]/; s/^approvers = \[\]/approvers = ["alice", "Demo User"]/' skillstage.toml
 grep -n '^gates\|^approvers' skillstage.toml
@@ -256,7 +256,7 @@ skillstage approve spam-filter --to production --by alice --ticket APPROVAL_DEMO
 skillstage promote spam-filter --yes --approver alice --approval-ticket APPROVAL_DEMO_002
 skillstage history spam-filter
 
-step "Seed 002 §3.1: anything in staging to demote?" skillstage demote-check
+step "Anything in staging to demote?" skillstage demote-check
 skillstage demote-check
 
 step "The store and the disk agree" skillstage doctor

@@ -808,8 +808,8 @@ state_dir = ".skillstage"
 # database = ".skillstage/state.db"
 
 # Stages, in lifecycle order. `path` is where a stage's skills live, relative to this file; its
-# last component holds {name}. `sla_hours`: how long a version may wait in the stage (seed 000:
-# 48 hours in staging), checked by `skillstage sla check`.
+# last component holds {name}. `sla_hours`: how long a version may wait in the stage (48 hours
+# in staging), checked by `skillstage sla check`.
 [stages.prototype]
 path = ".claude/skills/prototype/{name}"
 
@@ -823,7 +823,7 @@ path = ".claude/skills/{name}"
 
 # Allowed transitions and their gates: structure, schema, spec, tests, conflicts, dependencies,
 # security, metrics, approval, or the name of a command gate under [gates.<name>]. `metrics` checks
-# the thresholds below (seed 002 §2: benchmark evals for prototype → staged, live executions for
+# the thresholds below (benchmark evals for prototype → staged, live executions for
 # staged → production); `approval` needs a recorded human sign-off (`skillstage approve`).
 [[transitions]]
 from = "prototype"
@@ -864,7 +864,7 @@ regression_time_ratio = 1.5         # worse only if slower than this many times 
 # max_mean_execution_time_ms = 2000 # unset: no limit; a skill's own limit is
 #                                   # metadata.max_execution_time_ms in its SKILL.md
 
-# What `skillstage validate` requires of a skill (seed 000 "Validation Checks").
+# What `skillstage validate` requires of a skill.
 [validation]
 required_files = ["SKILL.md", "execute.sh"]
 executable_files = ["execute.sh", "test.sh"]
@@ -874,7 +874,7 @@ max_total_bytes = 52428800          # 50 MiB
 max_body_lines = 500                # Agent Skills spec: keep SKILL.md under 500 lines
 allowed_extra_fields = []           # frontmatter keys your team accepts without a warning
 test_timeout_seconds = 30
-test_failure = "error"              # or "warning" (seed 000 treats test failures as warnings)
+test_failure = "error"              # or "warning": a failing test.sh then only warns
 
 # Commands run after a promotion or rollback, from the project root, with SKILLSTAGE_SKILL,
 # SKILLSTAGE_VERSION, SKILLSTAGE_DIGEST, SKILLSTAGE_FROM_STAGE, SKILLSTAGE_TO_STAGE,
@@ -884,9 +884,9 @@ test_failure = "error"              # or "warning" (seed 000 treats test failure
 # deploy = "scripts/deploy.sh"      # with --deploy; its last line of output is the deployment id
 # post_promote = "scripts/notify-team.sh"
 # post_rollback = "scripts/page-oncall.sh"
-# reindex = "python holo_index.py --reindex-skills"   # after every state change (seed 002)
+# reindex = "python holo_index.py --reindex-skills"   # after every state change
 timeout_seconds = 60
-retries = 3                         # seed 001: 3 retries with exponential backoff from 1 s
+retries = 3                         # with exponential backoff: 1 s, 2 s, 4 s
 retry_base_seconds = 1
 
 # Notifications through Apprise URLs: slack://…, mailto://…, json://host/path (a webhook), …
@@ -902,7 +902,7 @@ events = [
 commit = false                      # true: every promotion and rollback is committed
 timeout_seconds = 30
 
-# Execution metrics (seed 002 §5): records are appended to the inbox as JSON lines
+# Execution metrics: records are appended to the inbox as JSON lines
 # (<skill>_executions.jsonl) and ingested into the store by `skillstage metrics ingest`, and on
 # demand before every readiness check and metric gate.
 [metrics]
@@ -912,7 +912,7 @@ lag_alert_hours = 1                 # `skillstage metrics lag` exits 1 beyond th
 eval_timeout_seconds = 30           # per benchmark case of `skillstage eval`
 max_clock_skew_minutes = 10         # records dated later than now plus this are refused
 
-# Human sign-off (seed 002 §4): who may approve with `skillstage approve`.
+# Human sign-off: who may approve with `skillstage approve`.
 [approvals]
 approvers = []                      # e.g. ["alice", "bob"]; nobody can approve while empty
 allow_self_approval = false         # four-eyes: a skill's author cannot approve it
@@ -930,7 +930,7 @@ on_failure = "abort"                # or "pause": a person decides what a failed
 # The loader agent hosts call (`skillstage.runtime.Loader`) and the registry file.
 [runtime]
 refresh_ms = 250                    # how often loaders check for a change to what serves
-# registry_path = ".skillstage/skills_registry.json"   # seed 002's registry file, an export
+# registry_path = ".skillstage/skills_registry.json"   # a JSON export for other tools
 # primary_agent = "claude"          # the registry's primary_agent, unless metadata says
 breaker_fail_max = 5                # failed executions in a row before a loader falls back
 breaker_reset_seconds = 60          # then one request tries the version again

@@ -15,7 +15,7 @@ from skillstage.errors import EXIT_FAILED, EXIT_OK
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.pass_obj
 def demote_check(obj: CliContext, apply_now: bool, actor: str | None, as_json: bool) -> int:
-    """List staged versions that broke a demotion rule (seed 002 §3.1): fewer than
+    """List staged versions that broke a demotion rule: fewer than
     min_executions within min_executions_within_days (100 in 7 days), pattern fidelity that
     never reached its threshold, or a regression against the prototype baseline. With --apply,
     move each back to the stage before through the promoter.

@@ -22,7 +22,8 @@ def eval_(obj: CliContext, name: str, version: str | None, as_json: bool) -> int
     """Run every benchmark case of NAME (evals/evals.json) through its execute.sh: the case's
     input as JSON on stdin, a JSON result with `decision` (and optional `breadcrumbs`) on
     stdout. Each case is graded against its expected outcome, scored against patterns.yaml,
-    and recorded as an execution; the run is kept for the `metrics` gate (seed 002 §2.1).
+    and recorded as an execution; the run is kept for the `metrics` gate, which reads the
+    latest run of the content when it leaves the first stage.
 
     Exits 1 when a case failed to run or was graded wrong.
     """

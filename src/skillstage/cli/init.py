@@ -30,9 +30,10 @@ def init(directory: Path, force: bool, print_only: bool, as_json: bool) -> int:
     """Create a skillstage project in DIRECTORY (default: here).
 
     Writes a commented skillstage.toml with every key and its default (stages prototype, staged
-    and production in .claude/skills/, a 48-hour staging SLA, seed 002's promotion thresholds),
-    creates .skillstage/ and the stage folders, and the database. An existing skillstage.toml is
-    kept unless --force.
+    and production in .claude/skills/, a 48-hour staging SLA, the default promotion thresholds:
+    pattern fidelity 0.90, outcome quality 0.85, false-positive rate below 0.05, no critical
+    false negatives, 100 executions before production), creates .skillstage/ and the stage
+    folders, and the database. An existing skillstage.toml is kept unless --force.
     """
     if print_only:
         if as_json:  # the defaults as a script reads them, keys as in the file

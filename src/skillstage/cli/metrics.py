@@ -17,7 +17,7 @@ from skillstage.errors import EXIT_FAILED, EXIT_OK
 
 @click.group()
 def metrics() -> None:
-    """Execution metrics (seed 002 §5): record executions of a skill version into the
+    """Execution metrics: record executions of a skill version into the
     append-only inbox, ingest them into the store, and watch the ingestion lag."""
 
 
@@ -142,7 +142,7 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None] |
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_obj
 def ingest(obj: CliContext, inbox: Path | None, batch_size: int | None, as_json: bool) -> int:
-    """Ingest new execution records from the inbox into the store (seed 002 §5.4).
+    """Ingest new execution records from the inbox into the store.
 
     Safe to run at any time, as often as you like, and from cron: an execution id already stored
     is counted as a duplicate, never stored twice; each file is read on from where the last run
@@ -202,7 +202,7 @@ def lag(obj: CliContext, inbox: Path | None, as_json: bool) -> int:
 
     A record's age is its timestamp's; each file is read up to its first pending record (writers
     append in time order), so a record written late with an old timestamp counts only once it is
-    first in line. Exits 1 when it is older than metrics.lag_alert_hours (seed 002 §7: 1 hour),
+    first in line. Exits 1 when it is older than metrics.lag_alert_hours (default: 1 hour),
     or when an inbox file cannot be read, for cron.
     """
     report = api.metrics_lag(obj.project(), inbox=inbox)

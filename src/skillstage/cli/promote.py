@@ -88,14 +88,24 @@ _lock_timeout_option = click.option(
 @click.option("--force", is_flag=True, help="Promote past failing gates (needs --reason).")
 @click.option("--reason", help="Why: recorded in the event (required with --force).")
 @click.option("--overwrite", is_flag=True, help="Replace the version live in the target stage.")
-@click.option("--git-commit", is_flag=True, help="Commit the moved paths (seed 000's message).")
+@click.option(
+    "--git-commit",
+    is_flag=True,
+    help="Commit the moved paths, with a message that names the skill, the two stages, the "
+    "validation, test and SLA results, and who promoted it when.",
+)
 @click.option("--deploy", is_flag=True, help="Run the deploy hook after the move.")
 @click.option("--notify", is_flag=True, help="Send notifications (config [notifications]).")
 @click.option("--by", "actor", metavar="ACTOR", help="Who promotes (default: $USER).")
-@click.option("--approver", help="Who approved (seed 002's sign-off), recorded in the event.")
+@click.option(
+    "--approver",
+    help="Who signed the move off (with `skillstage approve`), recorded in the event.",
+)
 @click.option("--approval-ticket", help="The approval ticket, recorded in the event.")
 @_lock_timeout_option
-@click.option("--json", "as_json", is_flag=True, help="Print seed 000's result objects as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a list of results as JSON, one per skill."
+)
 @click.pass_obj
 def promote(
     obj: CliContext,
@@ -118,8 +128,8 @@ def promote(
 ) -> int:
     """Promote skills to their next stage (staged → production by default).
 
-    Seed 000's flow: validate (the transition's gates) → report → confirm → atomic move, with the
-    version archived and the event recorded. Each NAME|PATH is promoted independently.
+    Each NAME|PATH is promoted independently: validate (the transition's gates) → report →
+    confirm → atomic move, with the version archived and the event recorded.
     """
     project = obj.project()
     if not refs and all_ready_from is None:

@@ -37,7 +37,7 @@ def status(
     obj: CliContext, name: str, to_stage: str | None, from_stage: str | None, as_json: bool
 ) -> int:
     """Is NAME ready to move? Every gate of its transition with the actual value, the
-    requirement, pass/fail and what is missing (seed 002 §9 "Check promotion readiness").
+    requirement, pass/fail and what is missing.
 
     Ingests the metrics inbox first. Nothing moves. Exits 0 when ready, 1 when not.
     """
@@ -89,7 +89,7 @@ def _value(value: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.pass_obj
 def compare(obj: CliContext, name: str, version_a: str, version_b: str, as_json: bool) -> int:
-    """Compare two versions of NAME metric by metric (seed 002's A/B comparison).
+    """Compare two versions of NAME metric by metric (an A/B comparison).
 
     VERSION_A and VERSION_B are versions (1.2.0), digests or digest prefixes, or stages
     (prototype: the executions of the version there during its stay). For each metric: both

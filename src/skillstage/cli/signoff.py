@@ -13,7 +13,7 @@ from skillstage.errors import EXIT_OK
 
 @click.group()
 def signoff() -> None:
-    """Human sign-off (seed 002 §4): the checklist to fill in before `skillstage approve`."""
+    """Human sign-off: the checklist to fill in before `skillstage approve`."""
 
 
 @signoff.command("template")
@@ -31,7 +31,7 @@ def template(
     ticket: str | None,
     as_json: bool,
 ) -> int:
-    """Print seed 002's sign-off checklist (YAML) for NAME's move into a stage, with the
+    """Print the sign-off checklist (YAML) for NAME's move into a stage, with the
     automated checks filled in from the store. Save it, answer each human_review item YES or
     NO, and pass it to `skillstage approve --checklist FILE` (a JSON copy, from --json, is
     valid YAML too)."""
@@ -80,7 +80,7 @@ def approve(
     approver: str | None,
     as_json: bool,
 ) -> int:
-    """Record a human sign-off of NAME's move into a stage (seed 002 §4), against the content
+    """Record a human sign-off of NAME's move into a stage, against the content
     digest of the copy that would move: a changed skill needs a new sign-off.
 
     The approver must be listed under [approvals] approvers and, unless allow_self_approval,

@@ -16,7 +16,7 @@ _GATE_MARK = {"pass": "✓", "fail": "✗", "warn": "⚠", "skip": "-"}
 
 @click.group()
 def sla() -> None:
-    """Staging SLA (seed 000): find skill versions that waited in a stage longer than its
+    """Staging SLA: find skill versions that waited in a stage longer than its
     sla_hours, and act on them.
 
     Age counts from when the version entered the stage. A skill stays longer with
@@ -52,7 +52,12 @@ def check(obj: CliContext, as_json: bool) -> int:
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 @click.option("--auto-promote", is_flag=True, help="Promote each stale skill whose gates all pass.")
 @click.option("--notify", is_flag=True, help="Send an sla_breach notification per stale skill.")
-@click.option("--git-commit", is_flag=True, help="Commit each auto-promotion (seed 000's message).")
+@click.option(
+    "--git-commit",
+    is_flag=True,
+    help="Commit each auto-promotion, with a message that names the skill, the two stages, the "
+    "validation, test and SLA results, and who promoted it when.",
+)
 @click.option(
     "--auto-deploy", "--deploy", "deploy", is_flag=True, help="Run the deploy hook after each."
 )

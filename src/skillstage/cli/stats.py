@@ -29,7 +29,7 @@ def _title(text: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.pass_obj
 def stats(obj: CliContext, as_json: bool) -> int:
-    """Seed 000's key metrics with their target and alert threshold: staged skills count,
+    """The key promotion metrics, each with its target and alert threshold: staged skills count,
     average time in staging, SLA breach count, promotion success rate and auto-deploy success
     rate (both over 30 days). Status: ok (target met), warn (target missed), alert (past the
     alert threshold), n/a (nothing to measure).
@@ -110,11 +110,11 @@ def _render_report(document: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
 @click.pass_obj
 def report(obj: CliContext, name: str, run_tests: bool, failure: bool, as_json: bool) -> int:
-    """Seed 001's promotion report for the latest promotion attempt of NAME: stages and date,
+    """The promotion report of NAME's latest promotion attempt: stages and date,
     quality gates, promotion criteria (every gate's result, what was forced), deployment (the
     deploy hook's outcome) and validation (re-run now on the live copy).
 
-    With --failure: seed 002's failure analysis of the latest automated rollback or rollout
+    With --failure: the failure analysis of the latest automated rollback or rollout
     abort of NAME (the trigger, the executions that tripped it, failed against restored, the
     patterns missed, the exceptions, the timeline against its targets, what to run next), as
     the watcher wrote it under <state_dir>/reports/. Exits 1 when there is none.
