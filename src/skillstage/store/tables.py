@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -204,6 +205,18 @@ Index(
     execution.c.false_negative,
     execution.c.critical,
     execution.c.benchmark,
+)
+
+# Only the critical misses (any one rolls a live version back): the watcher counts them per
+# version at every pass without reading the version's other executions.
+Index(
+    "ix_execution_critical_miss",
+    execution.c.skill_id,
+    execution.c.digest,
+    execution.c.timestamp,
+    execution.c.benchmark,
+    sqlite_where=text("false_negative AND critical"),
+    postgresql_where=text("false_negative AND critical"),
 )
 
 # Ingestion's place in each inbox file, keyed by the file's identity (device, inode) so that a

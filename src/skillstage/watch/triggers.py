@@ -19,10 +19,14 @@ from typing import Any
 from skillstage.config import TriggerConfig
 from skillstage.store import Transaction
 
+# A critical false negative, as the partial index ix_execution_critical_miss is defined: a query
+# that says exactly this uses it.
+CRITICAL_MISS = "false_negative AND critical"
+
 _SAMPLE = (
     "SELECT pattern_fidelity, outcome_quality, execution_time_ms, exception, false_positive,"
-    " false_negative, critical FROM execution WHERE skill_id = :skill_id AND digest = :digest"
-    " AND benchmark = :benchmark"
+    ' false_negative, critical, "timestamp" FROM execution WHERE skill_id = :skill_id'
+    " AND digest = :digest AND benchmark = :benchmark"
 )
 
 
@@ -84,6 +88,7 @@ class Sample:
     false_positive: list[bool]
     false_negative: list[bool]
     critical: list[bool]
+    timed_at: list[dt.datetime]  # the time of each execution with a time, as time_ms
 
     @property
     def count(self) -> int:
@@ -125,16 +130,21 @@ def sample(
         false_positive=[bool(r[4]) for r in rows],
         false_negative=[bool(r[5]) for r in rows],
         critical=[bool(r[6]) for r in rows],
+        timed_at=[d.read_time(r[7]) for r in rows if r[2] is not None],  # type: ignore[misc]
     )
 
 
 def critical_misses(tx: Transaction, live: LiveVersion) -> int:
-    """Critical false negatives of `live` since it entered its stage."""
+    """Critical false negatives of `live` since it entered its stage (a partial index holds
+    only those, so this reads none of the version's other executions)."""
+    # SQLite, without statistics, would pick the wider index of every execution; PostgreSQL's
+    # planner knows the partial one is small.
+    hint = " INDEXED BY ix_execution_critical_miss" if tx.dialect.name == "sqlite" else ""
     return int(
         tx.scalar(
-            "SELECT COUNT(*) FROM execution WHERE skill_id = :skill_id AND digest = :digest"
-            ' AND benchmark = :benchmark AND "timestamp" >= :since AND false_negative'
-            " AND critical",
+            f"SELECT COUNT(*) FROM execution{hint} WHERE skill_id = :skill_id"
+            ' AND digest = :digest AND benchmark = :benchmark AND "timestamp" >= :since'
+            f" AND {CRITICAL_MISS}",
             {
                 "skill_id": live.skill_id,
                 "digest": live.digest,
@@ -154,6 +164,7 @@ class Baseline:
     count: int
     source: str  # "before the stage" | "first in the stage"
     complete: bool  # enough executions: the baseline no longer changes
+    until: dt.datetime | None = None  # first in the stage: the last of them (later ones count)
 
 
 def baseline(tx: Transaction, live: LiveVersion, triggers: TriggerConfig) -> Baseline:
@@ -165,7 +176,8 @@ def baseline(tx: Transaction, live: LiveVersion, triggers: TriggerConfig) -> Bas
         return Baseline(_mean(before.time_ms), len(before.time_ms), "before the stage", True)
     first = sample(tx, live, limit=n, since=live.entered_at, oldest_first=True)
     count = len(first.time_ms)
-    return Baseline(_mean(first.time_ms), count, "first in the stage", count >= n)
+    last = first.timed_at[-1] if first.timed_at else None
+    return Baseline(_mean(first.time_ms), count, "first in the stage", count >= n, last)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -310,11 +322,12 @@ def evaluate(
     ]
     if ratios:
         base = base if base is not None else baseline(tx, live, t)
-        skip = base.count if base.source == "first in the stage" else 0
         # Timed executions after the baseline's, newest first.
-        timed = recent.time_ms
-        if skip:
-            timed = timed[: max(0, _timed_in_stage(tx, live) - skip)]
+        timed = [
+            ms
+            for ms, at in zip(recent.time_ms, recent.timed_at, strict=True)
+            if base.until is None or at > base.until
+        ]
         window = timed[: t.window]
         for code, ratio in ratios:
             if base.mean_ms is None or not base.complete:
@@ -341,23 +354,6 @@ def evaluate(
                 )
             )
     return findings
-
-
-def _timed_in_stage(tx: Transaction, live: LiveVersion) -> int:
-    return int(
-        tx.scalar(
-            "SELECT COUNT(*) FROM execution WHERE skill_id = :skill_id AND digest = :digest"
-            ' AND benchmark = :benchmark AND "timestamp" >= :since'
-            " AND execution_time_ms IS NOT NULL",
-            {
-                "skill_id": live.skill_id,
-                "digest": live.digest,
-                "benchmark": False,
-                "since": tx.dialect.time(live.entered_at),
-            },
-        )
-        or 0
-    )
 
 
 def fired(findings: Sequence[Finding]) -> Finding | None:

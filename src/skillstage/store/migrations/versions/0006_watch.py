@@ -93,8 +93,20 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", "step", name="uq_action_step_event_id_step"),
     )
 
+    # The watcher counts each live version's critical misses at every pass: an index of only
+    # those rows (there are few) answers without reading the version's other executions.
+    critical = sa.text("false_negative AND critical")
+    op.create_index(
+        "ix_execution_critical_miss",
+        "execution",
+        ["skill_id", "digest", "timestamp", "benchmark"],
+        sqlite_where=critical,
+        postgresql_where=critical,
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_execution_critical_miss", table_name="execution")
     op.drop_table("action_step")
     op.drop_index("uq_alert_episode_open", table_name="alert_episode")
     op.drop_table("alert_episode")
