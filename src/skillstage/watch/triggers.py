@@ -103,8 +103,10 @@ def sample(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     oldest_first: bool = False,
+    times: bool = False,
 ) -> Sample:
-    """Up to `limit` executions of `live` (in its stage: since it entered, by default)."""
+    """Up to `limit` executions of `live` (in its stage: since it entered, by default); with
+    `times`, when each timed one ran (reading them is most of a large pass's cost)."""
     d = tx.dialect
     sql = _SAMPLE
     params: dict[str, Any] = {
@@ -130,7 +132,9 @@ def sample(
         false_positive=[bool(r[4]) for r in rows],
         false_negative=[bool(r[5]) for r in rows],
         critical=[bool(r[6]) for r in rows],
-        timed_at=[d.read_time(r[7]) for r in rows if r[2] is not None],  # type: ignore[misc]
+        timed_at=[d.read_time(r[7]) for r in rows if r[2] is not None]  # type: ignore[misc]
+        if times
+        else [],
     )
 
 
@@ -174,7 +178,7 @@ def baseline(tx: Transaction, live: LiveVersion, triggers: TriggerConfig) -> Bas
     before = sample(tx, live, limit=n, until=live.entered_at)
     if len(before.time_ms) >= min(n, triggers.window):
         return Baseline(_mean(before.time_ms), len(before.time_ms), "before the stage", True)
-    first = sample(tx, live, limit=n, since=live.entered_at, oldest_first=True)
+    first = sample(tx, live, limit=n, since=live.entered_at, oldest_first=True, times=True)
     count = len(first.time_ms)
     last = first.timed_at[-1] if first.timed_at else None
     return Baseline(_mean(first.time_ms), count, "first in the stage", count >= n, last)
@@ -323,11 +327,12 @@ def evaluate(
     if ratios:
         base = base if base is not None else baseline(tx, live, t)
         # Timed executions after the baseline's, newest first.
-        timed = [
-            ms
-            for ms, at in zip(recent.time_ms, recent.timed_at, strict=True)
-            if base.until is None or at > base.until
-        ]
+        timed = recent.time_ms
+        if base.until is not None:
+            dated = sample(tx, live, limit=size, times=True)
+            timed = [
+                ms for ms, at in zip(dated.time_ms, dated.timed_at, strict=True) if at > base.until
+            ]
         window = timed[: t.window]
         for code, ratio in ratios:
             if base.mean_ms is None or not base.complete:
