@@ -1,4 +1,4 @@
-"""`skillstage demote-check`: seed 002 §3.1's automatic demotion."""
+"""`skillstage demote-check`: staged versions that broke a demotion rule, moved back."""
 
 from __future__ import annotations
 

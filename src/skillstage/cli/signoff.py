@@ -1,4 +1,4 @@
-"""`skillstage approve` and `skillstage signoff template`: seed 002 §4's human sign-off."""
+"""`skillstage approve` and `skillstage signoff template`: a person's sign-off of a move."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`skillstage sla check` and `skillstage sla enforce`: seed 000's 48-hour rule, for cron and CI."""
+"""`skillstage sla check` and `skillstage sla enforce`: the 48-hour staging rule, for cron."""
 
 from __future__ import annotations
 

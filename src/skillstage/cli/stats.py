@@ -1,5 +1,5 @@
-"""`skillstage stats` (seed 000's key metrics) and `skillstage report NAME` (seed 001's promotion
-report; with --failure, seed 002's failure analysis)."""
+"""`skillstage stats` (the key promotion metrics) and `skillstage report NAME` (the promotion
+report; with --failure, the failure analysis of the latest automated rollback)."""
 
 from __future__ import annotations
 
