@@ -11,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from skillstage.config import Project, find_config_file, load_config_file, load_project
 from skillstage.errors import SkillstageError
+
+if TYPE_CHECKING:
+    from skillstage.config import Project
 
 
 @dataclass
@@ -26,6 +28,10 @@ class CliContext:
 
     def project(self) -> Project:
         """The project; a `ConfigError` (exit 2) when there is none."""
+        # The config module is imported here, not at start-up: `--help` and `--version` read no
+        # config.
+        from skillstage.config import load_project
+
         if self._project is None:
             self._project = load_project(self.config_path)
         return self._project
@@ -33,6 +39,8 @@ class CliContext:
     def optional_project(self) -> Project | None:
         """The project if there is one; None outside a project. A broken config is still an
         error."""
+        from skillstage.config import find_config_file, load_config_file
+
         if self.config_path is not None:
             return self.project()
         found = find_config_file(Path.cwd())

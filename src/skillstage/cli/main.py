@@ -24,35 +24,93 @@ from skillstage.errors import (
     as_usage_error,
 )
 
-# Each command's module, imported only when that command runs (or help lists it): most commands
-# never need SQLAlchemy, Apprise or the promoter, and importing them all costs most of a second.
+# Each command's module, imported only when that command runs, and its line in `skillstage --help`
+# (so that the listing imports none of them): most commands never need the store, Apprise or the
+# promoter, and importing every command's module costs most of a second.
 COMMANDS = {
-    "validate": "skillstage.cli.validate:validate",
-    "init": "skillstage.cli.init:init",
-    "list": "skillstage.cli.list_:list_skills",
-    "promote": "skillstage.cli.promote:promote",
-    "rollback": "skillstage.cli.promote:rollback",
-    "history": "skillstage.cli.history:history",
-    "outbox": "skillstage.cli.outbox:outbox",
-    "sla": "skillstage.cli.sla:sla",
-    "doctor": "skillstage.cli.doctor:doctor",
-    "stats": "skillstage.cli.stats:stats",
-    "report": "skillstage.cli.stats:report",
-    "db": "skillstage.cli.db:db",
-    "metrics": "skillstage.cli.metrics:metrics",
-    "status": "skillstage.cli.readiness:status",
-    "compare": "skillstage.cli.readiness:compare",
-    "approve": "skillstage.cli.signoff:approve",
-    "signoff": "skillstage.cli.signoff:signoff",
-    "eval": "skillstage.cli.eval:eval_",
-    "demote-check": "skillstage.cli.demote:demote_check",
-    "rollout": "skillstage.cli.rollout:rollout",
-    "resolve": "skillstage.cli.rollout:resolve",
-    "sync": "skillstage.cli.sync:sync",
-    "watch": "skillstage.cli.watch:watch",
-    "hold": "skillstage.cli.watch:hold",
-    "disable": "skillstage.cli.watch:disable",
-    "enable": "skillstage.cli.watch:enable",
+    "validate": (
+        "skillstage.cli.validate:validate",
+        "Validate skill directories, or every skill in a tree.",
+    ),
+    "init": (
+        "skillstage.cli.init:init",
+        "Create a skillstage project in DIRECTORY (default: here).",
+    ),
+    "list": (
+        "skillstage.cli.list_:list_skills",
+        "List skills per stage with version, age and path.",
+    ),
+    "promote": (
+        "skillstage.cli.promote:promote",
+        "Promote skills to their next stage behind its gates.",
+    ),
+    "rollback": (
+        "skillstage.cli.promote:rollback",
+        "Put the previous good version of NAME back live.",
+    ),
+    "history": (
+        "skillstage.cli.history:history",
+        "Promotions, rollbacks, sign-offs, holds and switches.",
+    ),
+    "outbox": (
+        "skillstage.cli.outbox:outbox",
+        "Queued deploy and re-index hooks and notifications.",
+    ),
+    "sla": (
+        "skillstage.cli.sla:sla",
+        "Find versions that waited in a stage too long; act on them.",
+    ),
+    "doctor": (
+        "skillstage.cli.doctor:doctor",
+        "Report drift between the store and the skills on disk.",
+    ),
+    "stats": ("skillstage.cli.stats:stats", "Key promotion metrics with their targets and alerts."),
+    "report": (
+        "skillstage.cli.stats:report",
+        "The promotion report of NAME, or its failure report.",
+    ),
+    "db": ("skillstage.cli.db:db", "Manage the state store (SQLite, or PostgreSQL for teams)."),
+    "metrics": ("skillstage.cli.metrics:metrics", "Record, ingest and inspect execution metrics."),
+    "status": (
+        "skillstage.cli.readiness:status",
+        "Is NAME ready to move? Every gate with what is missing.",
+    ),
+    "compare": (
+        "skillstage.cli.readiness:compare",
+        "Compare two versions of NAME metric by metric (A/B).",
+    ),
+    "approve": (
+        "skillstage.cli.signoff:approve",
+        "Record a human sign-off of NAME's move into a stage.",
+    ),
+    "signoff": (
+        "skillstage.cli.signoff:signoff",
+        "The sign-off checklist to fill in before `approve`.",
+    ),
+    "eval": ("skillstage.cli.eval:eval_", "Run NAME's benchmark cases through its execute.sh."),
+    "demote-check": (
+        "skillstage.cli.demote:demote_check",
+        "List staged versions that broke a demotion rule.",
+    ),
+    "rollout": (
+        "skillstage.cli.rollout:rollout",
+        "Gradual rollouts: a new version serves a share first.",
+    ),
+    "resolve": (
+        "skillstage.cli.rollout:resolve",
+        "Which version of NAME serves a request from SUBJECT.",
+    ),
+    "sync": ("skillstage.cli.sync:sync", "Copy the serving version of every skill into DIR."),
+    "watch": (
+        "skillstage.cli.watch:watch",
+        "Guard live versions: roll back by itself when a trigger fires.",
+    ),
+    "hold": ("skillstage.cli.watch:hold", "Keep automation off a skill until a person clears it."),
+    "disable": (
+        "skillstage.cli.watch:disable",
+        "Switch NAME off everywhere it is served (kill switch).",
+    ),
+    "enable": ("skillstage.cli.watch:enable", "Serve NAME again after `skillstage disable`."),
 }
 
 
@@ -88,10 +146,21 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in COMMANDS and cmd_name not in self.commands:
-            module_name, attribute = COMMANDS[cmd_name].split(":")
+            target, summary = COMMANDS[cmd_name]
+            module_name, attribute = target.split(":")
             command = getattr(importlib.import_module(module_name), attribute)
+            command.short_help = summary
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the table, importing no command's module."""
+        rows = [
+            (name, self.commands[name].get_short_help_str() if name in self.commands else summary)
+            for name, (_, summary) in sorted(COMMANDS.items())
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(

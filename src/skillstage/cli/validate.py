@@ -7,18 +7,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from skillstage import api
-from skillstage.api import Progress as ProgressCallback
-from skillstage.api import ValidationReport
 from skillstage.cli.context import TIMEOUT, CliContext, NonEmptyPath, echo_json, is_terminal
 from skillstage.errors import EXIT_FAILED, EXIT_OK
-from skillstage.skill.checks import Finding, SkillReport
+
+if TYPE_CHECKING:
+    from skillstage.api import Progress as ProgressCallback
+    from skillstage.api import ValidationReport
+    from skillstage.skill.checks import Finding, SkillReport
 
 _PROGRESS_FROM = 50  # skills; below this a bar only flickers
 
@@ -74,6 +73,8 @@ def validate(
 
     Exit 0 when no errors, 1 when any error, 2 on a usage or configuration error.
     """
+    from skillstage import api
+
     project = obj.optional_project()
     if test_timeout is not None and not run_tests:
         click.echo("⚠ --test-timeout has no effect without --run-tests", err=True)
@@ -103,6 +104,10 @@ def _progress_bar(enabled: bool) -> Iterator[ProgressCallback | None]:
     if not enabled:
         yield None
         return
+    # rich is imported only to draw on a terminal: piped output (scripts, CI) does not pay for it.
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         SpinnerColumn(),
         TextColumn("validating"),
@@ -171,6 +176,9 @@ _MESSAGE_WIDTH = 30  # the least a message column is given in the table
 def _render_table(report: ValidationReport) -> None:
     """A compact table of findings, numbered; the fixes follow, keyed by number, so that long
     hints and test output do not squeeze the table."""
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     rows = [(skill, finding) for skill in report.skills for finding in skill.findings]
     # Columns that are never cut, and room for the message beside them: on a terminal narrower

@@ -10,7 +10,6 @@ in the spirit of seed 000's troubleshooting section.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import functools
 import os
 import re
@@ -22,10 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
-import semver
-
 from skillstage.config import ValidationPolicy
-from skillstage.process import run
 from skillstage.skill.files import FileScan, SkillFile, scan_skill_files
 from skillstage.skill.frontmatter import FrontmatterError, SkillDocument, parse_skill_md
 from skillstage.skill.model import (
@@ -34,6 +30,7 @@ from skillstage.skill.model import (
     SPEC_FIELDS,
     Frontmatter,
     FrontmatterTypeError,
+    is_semantic_version,
     suggest_version,
 )
 from skillstage.skill.secrets import find_secrets
@@ -496,7 +493,7 @@ class _Checker:
                 hint="add 'version: 1.0.0' (semantic versioning MAJOR.MINOR.PATCH)",
             )
             return
-        if isinstance(value, str) and semver.Version.is_valid(value):
+        if isinstance(value, str) and is_semantic_version(value):
             self.report.version = value
             return
         shown = value if isinstance(value, str) else repr(value)
@@ -602,6 +599,8 @@ class _Checker:
 def _close_field_names(key: str) -> list[str]:
     # The same unknown keys recur across a team's skills; difflib is slow enough to cache.
     known = sorted(SPEC_FIELDS | SEED_FIELDS | PLATFORM_EXTENSION_FIELDS)
+    import difflib  # only when a key is unknown: most skills never need it
+
     return difflib.get_close_matches(key, known, n=1)
 
 
@@ -826,6 +825,8 @@ def check_dependencies(reports: Sequence[SkillReport], known: Mapping[str, Seque
     for report in reports:
         for dependency in report.dependencies:
             if dependency not in known:
+                import difflib
+
                 close = difflib.get_close_matches(dependency, list(known), n=1)
                 report.findings.append(
                     Finding(
@@ -932,6 +933,8 @@ def run_skill_tests(report: SkillReport, policy: ValidationPolicy) -> None:
     script = report.path / "test.sh"
     if not script.is_file() or not os.access(script, os.X_OK):
         return  # absence and a missing executable bit are reported by the content rules
+    from skillstage.process import run  # subprocess only when tests run
+
     result = run(["./test.sh"], cwd=report.path, timeout=policy.test_timeout_seconds)
     if result.timed_out:
         report.findings.append(

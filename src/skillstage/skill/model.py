@@ -196,6 +196,23 @@ class SkillVersion:
         return {key: _jsonable(value) for key, value in data.items() if value is not None}
 
 
+# Semantic Versioning 2.0.0's own regular expression (semver.org, "Is there a suggested regular
+# expression"), at most 255 characters as the semver package allows: the package itself costs a
+# short command a few milliseconds of start-up (it imports argparse), for one match.
+_SEMVER = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,
+)
+_SEMVER_MAX_LENGTH = 255
+
+
+def is_semantic_version(text: str) -> bool:
+    """Whether `text` is a semantic version MAJOR.MINOR.PATCH[-pre][+build]."""
+    return len(text) <= _SEMVER_MAX_LENGTH and _SEMVER.fullmatch(text) is not None
+
+
 def suggest_version(value: Any) -> str:
     """A semantic version close to what was written: `v3.1` → `3.1.0`."""
     text = str(value).strip().lstrip("vV")

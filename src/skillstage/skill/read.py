@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import semver
-
 from skillstage.config import Project, ValidationPolicy
 from skillstage.errors import SkillReadError
 from skillstage.skill.files import SkillFile, scan_skill_files
@@ -18,6 +16,7 @@ from skillstage.skill.model import (
     Frontmatter,
     FrontmatterTypeError,
     SkillVersion,
+    is_semantic_version,
     suggest_version,
 )
 
@@ -93,7 +92,7 @@ def read_skill(directory: Path, policy: ValidationPolicy | None = None) -> Skill
             code="NAME_INVALID_CHARS",
         )
     version = meta.effective_version
-    if version is None or not semver.Version.is_valid(version):
+    if version is None or not is_semantic_version(version):
         raise SkillReadError(
             "Missing required field in frontmatter: version"
             if version is None
