@@ -456,6 +456,26 @@ def commit_paths(
     return new_head
 
 
+def uncommitted_paths(repo_root: Path, path: Path, *, timeout: float = 30) -> list[str]:
+    """What under `path` differs from HEAD: staged, unstaged or untracked files (ignored files do
+    not count), as POSIX paths relative to `path`, sorted.
+
+    In a repository with no commits yet, every file under `path` is uncommitted; an empty
+    directory (which git does not track) never is. Raises `GitError` when `repo_root` is not in a
+    repository.
+    """
+    failed = "cannot check for uncommitted changes"
+    top = _toplevel(repo_root, timeout=timeout, failed=failed)
+    if top is None:
+        raise GitSetupError(f"{failed}: {repo_root} is not in a git repository", hint=_SETUP_HINT)
+    spec = _pathspec(top, path, failed=failed)
+    prefix = "" if spec == "." else f"{spec.rstrip('/')}/"
+    # `XY path`, the path from the repository root (a directory with a trailing slash never
+    # appears: --untracked-files=all lists the files in it).
+    found = {entry[3:] for entry in _status(top, [spec], timeout=timeout, failed=failed)}
+    return sorted(p[len(prefix) :] if p.startswith(prefix) else p for p in found)
+
+
 def has_uncommitted_changes(repo_root: Path, path: Path, *, timeout: float = 30) -> bool:
     """Whether anything under `path` differs from HEAD: staged, unstaged or untracked (ignored
     files do not count).
@@ -464,9 +484,4 @@ def has_uncommitted_changes(repo_root: Path, path: Path, *, timeout: float = 30)
     with no commits yet, any file under `path` is uncommitted; an empty directory (which git
     does not track) never is. Raises `GitError` when `repo_root` is not in a repository.
     """
-    failed = "cannot check for uncommitted changes"
-    top = _toplevel(repo_root, timeout=timeout, failed=failed)
-    if top is None:
-        raise GitSetupError(f"{failed}: {repo_root} is not in a git repository", hint=_SETUP_HINT)
-    spec = _pathspec(top, path, failed=failed)
-    return bool(_status(top, [spec], timeout=timeout, failed=failed))
+    return bool(uncommitted_paths(repo_root, path, timeout=timeout))

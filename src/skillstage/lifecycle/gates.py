@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from skillstage.config import CommandGateConfig, Project, TransitionConfig
+from skillstage.config import CommandGateConfig, Project, TransitionConfig, ValidationPolicy
 from skillstage.errors import ConfigError
+from skillstage.lifecycle.archive import archive_path, differing_files
 from skillstage.process import child_environment, run
 from skillstage.skill.checks import Finding, SkillReport, run_skill_tests
+from skillstage.skill.files import scan_skill_files
 from skillstage.skill.model import SkillVersion
 from skillstage.store import Store
 
@@ -138,30 +140,90 @@ class ConflictsGate:
                 ["use --overwrite (the version there is kept in the archive)"],
             )
         if context.target.exists():
-            dirty = _uncommitted(context)
-            if dirty is not None:
-                return dirty
+            edits = uncommitted_edits(
+                context.project,
+                context.store,
+                skill.name,
+                context.to_stage,
+                context.target,
+                retry="promote again",
+            )
+            if edits is not None:
+                return edits
             return GateResult(self.name, "warn", f"{context.target} will be overwritten")
         return GateResult(self.name, "pass", "no conflict")
 
 
-def _uncommitted(context: GateContext) -> GateResult | None:
-    """Seed 000 §4: uncommitted changes in the live copy would be lost by overwriting it."""
-    from skillstage.integrations.git import GitError, has_uncommitted_changes, repository_root
+def _shown(paths: Sequence[str], limit: int = 5) -> str:
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
 
-    timeout = context.project.config.git.timeout_seconds
+
+def uncommitted_edits(
+    project: Project, store: Store, name: str, stage: str, target: Path, *, retry: str
+) -> GateResult | None:
+    """Seed 000 §4's "uncommitted changes in production": edits to the live copy `target` of
+    `name` in `stage` that git has not committed, which replacing the copy would lose. A failing
+    `conflicts` result that names the files and the safe next steps (`retry`: what to do after
+    them, e.g. "promote again"), a warning when git cannot be asked, else None.
+
+    Skillstage's own write is no such edit: a promotion or rollback without --git-commit leaves
+    the live copy uncommitted, and when the copy is exactly the version the store records live
+    there (same digest) nothing in it is lost (the archive keeps that version). Promote and
+    rollback both ask this before replacing a live copy."""
+    policy = project.config.validation
+    recorded = next(iter(store.current_assignments(stage=stage, name=name)), None)
+    if recorded is not None and recorded.digest == _digest(target, policy):
+        return None
+    from skillstage.integrations.git import GitError, repository_root, uncommitted_paths
+
+    timeout = project.config.git.timeout_seconds
     try:
-        root = repository_root(context.target, timeout=timeout)
-        if root is None or not has_uncommitted_changes(root, context.target, timeout=timeout):
-            return None
+        root = repository_root(target, timeout=timeout)
+        uncommitted = [] if root is None else uncommitted_paths(root, target, timeout=timeout)
     except GitError as exc:
-        return GateResult("conflicts", "warn", f"could not ask git about {context.target}: {exc}")
+        return GateResult("conflicts", "warn", f"could not ask git about {target}: {exc}")
+    if root is None or not uncommitted:
+        return None
+    steps = [
+        f"to keep them, commit them (`git -C {root} add -- {target}`, then `git -C {root} "
+        f"commit`), then {retry}",
+        "or run `skillstage doctor` to see the drift",
+    ]
+    if recorded is None:
+        return GateResult(
+            "conflicts",
+            "fail",
+            f"uncommitted changes in {target}, which holds no version skillstage put there: "
+            f"{_shown(uncommitted)}",
+            steps,
+        )
+    entry = archive_path(project, name, recorded.version, recorded.digest)
+    differing = differing_files(target, entry, policy) if entry.is_dir() else []
+    if differing:
+        listing = _shown(differing)
+    else:  # nothing to compare with (no archive copy, an unreadable file): what git lists
+        why = "its archive copy is missing" if not entry.is_dir() else "they cannot be compared"
+        listing = f"{_shown(uncommitted)} ({why}: the uncommitted files are shown)"
+    steps[1] += (
+        f" (`skillstage doctor --repair` keeps the edited copy in the archive and puts "
+        f"{recorded.version} back)"
+    )
     return GateResult(
         "conflicts",
         "fail",
-        f"uncommitted changes in {context.target}",
-        [f"commit or discard them first: git -C {root} status -- {context.target}"],
+        f"uncommitted changes in {target} that skillstage did not make (against {name} "
+        f"{recorded.version}, the version it put there): {listing}",
+        steps,
     )
+
+
+def _digest(directory: Path, policy: ValidationPolicy) -> str | None:
+    if not directory.is_dir():
+        return None
+    return scan_skill_files(
+        directory, max_files=policy.max_files, max_total_bytes=policy.max_total_bytes
+    ).digest
 
 
 class DependenciesGate:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +26,15 @@ from typing import Any
 from skillstage.config import Project
 from skillstage.errors import EXIT_INTERRUPTED, SkillReadError, SkillstageError, UsageError
 from skillstage.lifecycle import fs
-from skillstage.lifecycle.gates import BUILTIN_GATES, GateContext, GateResult, gates_for
+from skillstage.lifecycle.archive import archive_path as archive_path
+from skillstage.lifecycle.archive import record_archive_reason as record_archive_reason
+from skillstage.lifecycle.gates import (
+    BUILTIN_GATES,
+    GateContext,
+    GateResult,
+    gates_for,
+    uncommitted_edits,
+)
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.rollout.guard import refuse_if_held, refuse_if_open
 from skillstage.runtime.registry_file import export_registry
@@ -125,11 +132,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def archive_path(project: Project, name: str, version: str, digest: str) -> Path:
-    """Where a version's immutable copy lives: `<state_dir>/archive/<name>/<version>-<digest12>`."""
-    return project.state_dir / "archive" / name / f"{version}-{digest[:12]}"
-
-
 def in_project(project: Project, assignment: Assignment) -> Assignment:
     """`assignment` with its path where the skill lives in this project now. The store keeps the
     path it was registered at, which is elsewhere once the project is moved or copied, or when
@@ -141,16 +143,6 @@ def in_project(project: Project, assignment: Assignment) -> Assignment:
 def retired_path(project: Project) -> Path:
     """Where copies swapped out of a live directory wait out the readers that still hold them."""
     return project.state_dir / "retired"
-
-
-def record_archive_reason(entry: Path, reason: str, *, once: bool = False, **details: Any) -> None:
-    """Reasons an archive entry was kept (overwritten, failed, …), beside the immutable copy."""
-    sidecar = entry.with_name(entry.name + ".json")
-    reasons = json.loads(sidecar.read_text()) if sidecar.exists() else []
-    if once and any(r.get("reason") == reason for r in reasons):
-        return
-    reasons.append({"reason": reason, "at": _now().isoformat(), **details})
-    fs.write_atomically(sidecar, json.dumps(reasons, indent=2))
 
 
 def _live_digest(project: Project, path: Path) -> str | None:
@@ -768,6 +760,19 @@ def rollback(
         live = in_project(project, current[0])
         target = Path(live.path)
         result.previous_version = live.version
+        # The rule a promotion's conflicts gate applies: edits to the live copy that git has
+        # not committed, other than skillstage's own write, are not thrown away.
+        edits = (
+            uncommitted_edits(project, store, name, stage, target, retry="roll back again")
+            if target.exists()
+            else None
+        )
+        if edits is not None and edits.blocks:
+            raise PromotionError(
+                f"{edits.message}; nothing was rolled back", hint="; ".join(edits.details)
+            )
+        if edits is not None:
+            result.warnings.append(edits.message)
         good = (
             None
             if demote
