@@ -27,6 +27,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 bench: $(STAMP)
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/promote.py
 	$(BIN)/python bench/ingest.py
