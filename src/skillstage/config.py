@@ -796,7 +796,7 @@ def default_project(root: Path) -> Project:
 
 DEFAULT_CONFIG_TOML = """\
 # skillstage configuration. Every key is shown with its default; delete what you do not change.
-# Docs: README.md, "Configuration".
+# Every key is explained in docs/configuration.md.
 
 # Where state lives: the database (unless `database` says otherwise), the version archive, locks,
 # the metrics inbox.
