@@ -288,7 +288,12 @@ def test_an_approval_named_for_a_promotion_must_be_the_recorded_sign_off(project
     assert not named.success
     (approval,) = [g for g in named.gates if g.blocks]
     assert approval.gate == "approval"
-    assert approval.message.startswith("no sign-off of auth-v2 1.0.0")
+    assert approval.message.startswith(
+        "--approver and --approval-ticket ask for a sign-off: no sign-off of auth-v2 1.0.0"
+    )
+    assert approval.details[-1].endswith(
+        "without --approver and --approval-ticket the promotion needs none"
+    )
     assert (project.root / STAGING / "auth-v2").is_dir()
     assert promote(project, "auth-v2").success  # without naming one, no sign-off is needed
 

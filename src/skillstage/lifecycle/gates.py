@@ -292,6 +292,29 @@ class CommandGate:
         return GateResult(self.name, "pass", f"{self.config.command!r} passed")
 
 
+@dataclass
+class AskedApproval:
+    """The `approval` gate on a transition that does not require it, run because the promotion
+    named an approval (`options`: "--approver", "--approval-ticket" or both): what goes on
+    record must be the recorded sign-off. Its message says that the option asked for it."""
+
+    options: str
+    name: str = "approval"
+
+    def check(self, context: GateContext) -> GateResult:
+        found = BUILTIN_GATES["approval"]().check(context)
+        verb = "ask" if " and " in self.options else "asks"
+        details = list(found.details)
+        if found.blocks:
+            details.append(
+                f"{context.from_stage} → {context.to_stage} itself requires no sign-off: "
+                f"without {self.options} the promotion needs none"
+            )
+        return dataclasses.replace(
+            found, message=f"{self.options} {verb} for a sign-off: {found.message}", details=details
+        )
+
+
 BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
     "structure": lambda: FindingsGate("structure", frozenset({"content"}), "required files"),
     "schema": lambda: FindingsGate("schema", frozenset({"schema"}), "frontmatter schema"),

@@ -29,7 +29,7 @@ from skillstage.lifecycle import fs
 from skillstage.lifecycle.archive import archive_path as archive_path
 from skillstage.lifecycle.archive import record_archive_reason as record_archive_reason
 from skillstage.lifecycle.gates import (
-    BUILTIN_GATES,
+    AskedApproval,
     GateContext,
     GateResult,
     gates_for,
@@ -344,10 +344,12 @@ def promote(
         approval_ticket=approval_ticket,
     )
     gates = gates_for(project, transition)
-    if (approver or approval_ticket) and not any(g.name == "approval" for g in gates):
+    asked = [o for o, v in (("--approver", approver), ("--approval-ticket", approval_ticket)) if v]
+    if asked and not any(g.name == "approval" for g in gates):
         # An approval named for the promotion goes on record with it: it must be the recorded
-        # sign-off even where the transition requires none.
-        gates.append(BUILTIN_GATES["approval"]())
+        # sign-off even where the transition requires none, and the gate says it runs because
+        # the option asked for it (unchecked, anyone could put any approver in the audit trail).
+        gates.append(AskedApproval(" and ".join(asked)))
     try:
         result.gates = [gate.check(context) for gate in gates]
     except (SkillstageError, OSError):
