@@ -8,13 +8,12 @@ which.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from skillstage.config import CommandGateConfig, Project, TransitionConfig, ValidationPolicy
-from skillstage.errors import ConfigError
+from skillstage.config import CommandGateConfig, Project, ValidationPolicy
 from skillstage.lifecycle.archive import archive_path, differing_files
 from skillstage.process import child_environment, run
 from skillstage.skill.checks import Finding, SkillReport, run_skill_tests
@@ -290,60 +289,3 @@ class CommandGate:
                 self.name, "fail", f"{self.config.command!r} exited {result.returncode}", details
             )
         return GateResult(self.name, "pass", f"{self.config.command!r} passed")
-
-
-@dataclass
-class AskedApproval:
-    """The `approval` gate on a transition that does not require it, run because the promotion
-    named an approval (`options`: "--approver", "--approval-ticket" or both): what goes on
-    record must be the recorded sign-off. Its message says that the option asked for it."""
-
-    options: str
-    name: str = "approval"
-
-    def check(self, context: GateContext) -> GateResult:
-        found = BUILTIN_GATES["approval"]().check(context)
-        verb = "ask" if " and " in self.options else "asks"
-        details = list(found.details)
-        if found.blocks:
-            details.append(
-                f"{context.from_stage} → {context.to_stage} itself requires no sign-off: "
-                f"without {self.options} the promotion needs none"
-            )
-        return dataclasses.replace(
-            found, message=f"{self.options} {verb} for a sign-off: {found.message}", details=details
-        )
-
-
-BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
-    "structure": lambda: FindingsGate("structure", frozenset({"content"}), "required files"),
-    "schema": lambda: FindingsGate("schema", frozenset({"schema"}), "frontmatter schema"),
-    "spec": lambda: FindingsGate("spec", frozenset({"parse", "spec"}), "Agent Skills spec"),
-    "security": lambda: FindingsGate("security", frozenset({"security"}), "security checks"),
-    "tests": TestsGate,
-    "conflicts": ConflictsGate,
-    "dependencies": DependenciesGate,
-    "metrics": lambda: _policy_gate("metrics"),
-    "approval": lambda: _policy_gate("approval"),
-}
-
-
-def _policy_gate(name: str) -> Gate:
-    # Seed 002's gates live with the readiness code (metrics, comparisons), which needs this
-    # module: imported here, when a transition names them.
-    from skillstage.lifecycle.readiness import ApprovalGate, MetricsGate
-
-    return MetricsGate() if name == "metrics" else ApprovalGate()
-
-
-def gates_for(project: Project, transition: TransitionConfig) -> list[Gate]:
-    """The gates a transition names, built in or configured commands, in order."""
-    gates: list[Gate] = []
-    for name in transition.gates:
-        if name in BUILTIN_GATES:
-            gates.append(BUILTIN_GATES[name]())
-        elif name in project.config.gates:
-            gates.append(CommandGate(name, project.config.gates[name]))
-        else:  # config validation prevents this; kept for configs built in code
-            raise ConfigError(f"unknown gate {name!r}", path=project.source)
-    return gates

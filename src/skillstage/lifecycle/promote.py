@@ -28,14 +28,10 @@ from skillstage.errors import EXIT_INTERRUPTED, SkillReadError, SkillstageError,
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.archive import archive_path as archive_path
 from skillstage.lifecycle.archive import record_archive_reason as record_archive_reason
-from skillstage.lifecycle.gates import (
-    AskedApproval,
-    GateContext,
-    GateResult,
-    gates_for,
-    uncommitted_edits,
-)
+from skillstage.lifecycle.gates import GateContext, GateResult, uncommitted_edits
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
+from skillstage.lifecycle.readiness import AskedApproval
+from skillstage.lifecycle.transition_gates import gates_for
 from skillstage.rollout.guard import refuse_if_held, refuse_if_open
 from skillstage.runtime.registry_file import export_registry
 from skillstage.skill.checks import check_skill

@@ -14,6 +14,7 @@ Both ingest the metrics inbox first (seed 002: "on-demand before promotion decis
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -495,6 +496,29 @@ class ApprovalGate:
             self.name,
             "pass",
             f"approved by {signoff.approver} ({signoff.ticket}, {signoff.at:%Y-%m-%d %H:%M})",
+        )
+
+
+@dataclass
+class AskedApproval:
+    """The `approval` gate on a transition that does not require it, run because the promotion
+    named an approval (`options`: "--approver", "--approval-ticket" or both): what goes on
+    record must be the recorded sign-off. Its message says that the option asked for it."""
+
+    options: str
+    name: str = "approval"
+
+    def check(self, context: GateContext) -> GateResult:
+        found = ApprovalGate().check(context)
+        verb = "ask" if " and " in self.options else "asks"
+        details = list(found.details)
+        if found.blocks:
+            details.append(
+                f"{context.from_stage} → {context.to_stage} itself requires no sign-off: "
+                f"without {self.options} the promotion needs none"
+            )
+        return dataclasses.replace(
+            found, message=f"{self.options} {verb} for a sign-off: {found.message}", details=details
         )
 
 

@@ -1,0 +1,49 @@
+"""The gates a transition runs: the built-in ones by name, and the commands configured under
+[gates.<name>].
+
+The built-in gates come from two modules, in layers: `gates` (the framework and the checks of a
+skill's files and place) and `readiness` (seed 002's `metrics` and `approval`, which rest on the
+store's evidence and need the framework). This module names them all and imports both; neither
+imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from skillstage.config import Project, TransitionConfig
+from skillstage.errors import ConfigError
+from skillstage.lifecycle.gates import (
+    CommandGate,
+    ConflictsGate,
+    DependenciesGate,
+    FindingsGate,
+    Gate,
+    TestsGate,
+)
+from skillstage.lifecycle.readiness import ApprovalGate, MetricsGate
+
+BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
+    "structure": lambda: FindingsGate("structure", frozenset({"content"}), "required files"),
+    "schema": lambda: FindingsGate("schema", frozenset({"schema"}), "frontmatter schema"),
+    "spec": lambda: FindingsGate("spec", frozenset({"parse", "spec"}), "Agent Skills spec"),
+    "security": lambda: FindingsGate("security", frozenset({"security"}), "security checks"),
+    "tests": TestsGate,
+    "conflicts": ConflictsGate,
+    "dependencies": DependenciesGate,
+    "metrics": MetricsGate,
+    "approval": ApprovalGate,
+}
+
+
+def gates_for(project: Project, transition: TransitionConfig) -> list[Gate]:
+    """The gates a transition names, built in or configured commands, in order."""
+    gates: list[Gate] = []
+    for name in transition.gates:
+        if name in BUILTIN_GATES:
+            gates.append(BUILTIN_GATES[name]())
+        elif name in project.config.gates:
+            gates.append(CommandGate(name, project.config.gates[name]))
+        else:  # config validation prevents this; kept for configs built in code
+            raise ConfigError(f"unknown gate {name!r}", path=project.source)
+    return gates
