@@ -118,7 +118,9 @@ class FilledChecklist:
 def read_checklist(path: Path) -> FilledChecklist:
     """A filled-in template (or a plain mapping of item: YES/NO)."""
     try:
-        _, data = load_yaml_document(path.read_text(encoding="utf-8"), path, what="the checklist")
+        node, data = load_yaml_document(
+            path.read_text(encoding="utf-8"), path, what="the checklist"
+        )
     except SkillReadError as exc:  # an alias bomb, deep nesting, duplicate keys
         raise UsageError(exc.message, path=path, line=exc.line, hint=exc.hint) from None
     except OSError as exc:
@@ -136,8 +138,11 @@ def read_checklist(path: Path) -> FilledChecklist:
         ) from None
     if not isinstance(data, dict):
         raise UsageError("the checklist must be a YAML mapping", path=path)
+    written = _as_written(node)
     stated = {
-        key: "" if data[key] is None else str(data[key]).strip() for key in STATED if key in data
+        key: written.get(key, "" if data[key] is None else str(data[key]).strip())
+        for key in STATED
+        if key in data
     }
     if "human_review" not in data and (stated or "automated_checks" in data):
         raise UsageError(
@@ -161,6 +166,25 @@ def read_checklist(path: Path) -> FilledChecklist:
             )
         answers[str(item)] = "YES" if text in _YES else "NO"
     return FilledChecklist(answers, stated)
+
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def _as_written(root: yaml.Node | None) -> dict[str, str]:
+    """The form's header fields (`STATED`: who, which skill, version, digest, ticket) as the text
+    written in the file. YAML would read `approver: 0102` as the octal number 66, `version: 1.10`
+    as 1.1 and `approver: yes` as true; an identity is compared as written. A field left empty
+    (or `null`) is ""."""
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    written = {}
+    for key, value in root.value:
+        if isinstance(value, yaml.ScalarNode) and key.value in STATED:
+            # (a plain scalar's text as written; a quoted one's text between its quotes)
+            plain_null = value.tag == _NULL_TAG and not value.style  # (C loader: "")
+            written[str(key.value)] = "" if plain_null else str(value.value).strip()
+    return written
 
 
 def _form_mismatches(stated: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
