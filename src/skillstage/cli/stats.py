@@ -9,8 +9,6 @@ import click
 
 from skillstage.cli.context import CliContext, echo_json, is_terminal, rule
 from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
-from skillstage.lifecycle import report as reports
-from skillstage.lifecycle import stats as key_metrics
 
 _STATUS_COLOURS = {"ok": "green", "warn": "yellow", "alert": "red", "n/a": "white"}
 
@@ -34,8 +32,14 @@ def stats(obj: CliContext, as_json: bool) -> int:
     rate (both over 30 days). Status: ok (target met), warn (target missed), alert (past the
     alert threshold), n/a (nothing to measure).
 
+    The promotion success rate is of the promotions that passed their gates: a promotion its
+    gates refused is counted apart (the skill was not ready), not as a failure; a failure is a
+    move that stopped and was undone.
+
     Exits 1 when a metric is past its alert threshold, so a cron job can page on it.
     """
+    from skillstage.lifecycle import stats as key_metrics
+
     metrics = key_metrics.collect(obj.project())
     if as_json:
         echo_json(metrics.to_dict())
@@ -130,6 +134,8 @@ def report(obj: CliContext, name: str, run_tests: bool, failure: bool, as_json: 
         else:
             click.echo(found.markdown, nl=False)
         return EXIT_OK
+    from skillstage.lifecycle import report as reports
+
     document = reports.report(obj.project(), name, run_tests=run_tests).to_dict()
     if as_json:
         echo_json(document)

@@ -11,6 +11,11 @@ status — ok (target met), warn (target missed) or alert (past the alert thresh
 
 A metric with nothing to measure (no skill waiting, no promotion or deployment in the window) is
 "n/a", never a division by zero and never a reassuring 100 %.
+
+The promotion success rate is of the promotions that passed their gates (or were forced past
+them): how many of those moves succeeded. A refusal (a gate said no: the skill is not ready) is
+counted apart, not as a failure; a failure is a move that did not happen (stopped by a full disk,
+a permission, a crash or Ctrl-C, and undone).
 """
 
 from __future__ import annotations
@@ -219,7 +224,7 @@ def key_metrics(project: Project, store: Store, *, now: dt.datetime | None = Non
         _staged_count(waiting, stages),
         _average_time(waiting, queries.finished_stays(store, stages, since=since), now),
         _sla_breaches(project, stages, waiting, now),
-        _promotion_success(queries.promotion_attempts(store, since=since)),
+        _promotion_success(promotion_outcomes(store, since=since)),
         _auto_deploy(queries.outbox_status_counts(store, queries.DEPLOY_KIND, since=since)),
     ]
     return KeyMetrics(now, stages, WINDOW_DAYS, metrics)
@@ -297,19 +302,78 @@ def _sla_breaches(
     )
 
 
-def _promotion_success(attempts: queries.PromotionAttempts) -> Metric:
-    failed = attempts.total - attempts.successful
-    detail = (
-        f"{attempts.successful} of {attempts.total} promotion(s) in {WINDOW_DAYS} days "
-        f"succeeded, {failed} refused or failed"
-        if attempts.total
-        else f"no promotion attempted in {WINDOW_DAYS} days"
-    )
+@dataclass(frozen=True)
+class PromotionOutcomes:
+    """Promotion attempts in a window, by outcome."""
+
+    successful: int
+    refused: int  # a gate said no: recorded as a refused `promote` event with its gates
+    failed: int  # the move failed and was undone; or a failed attempt that names no gate
+
+    @property
+    def moves(self) -> int:
+        """The attempts that passed their gates (or were forced past them): what the success
+        rate is of."""
+        return self.successful + self.failed
+
+    @property
+    def total(self) -> int:
+        return self.moves + self.refused
+
+
+def promotion_outcomes(store: Store, *, since: dt.datetime) -> PromotionOutcomes:
+    """Promotions attempted after `since`: succeeded, refused by a gate, failed moving.
+
+    Every attempt that reached its gates is a `promote` event (seed 000's `skill_promotions`);
+    a refused one records its gates. A move that stopped half-way and was undone records no
+    event: its journal entry was closed as rolled back."""
+    attempts = queries.promotion_attempts(store, since=since)
+    with store.reading() as tx:
+        d = tx.dialect
+        refused = tx.scalar(
+            "SELECT COUNT(*) FROM event WHERE kind = 'promote' AND at > :since"
+            f" AND NOT success AND {d.json_text('details', 'gates')} IS NOT NULL",
+            {"since": d.time(since)},
+        )
+        undone = tx.scalar(
+            "SELECT COUNT(*) FROM journal WHERE operation = 'promote' AND state = 'closed'"
+            f" AND closed_at > :since AND {d.json_text('details', 'outcome')} = 'rolled_back'",
+            {"since": d.time(since)},
+        )
+    refused = int(refused or 0)
+    failed = attempts.total - attempts.successful - refused + int(undone or 0)
+    return PromotionOutcomes(attempts.successful, refused, failed)
+
+
+def _promotion_success(outcomes: PromotionOutcomes) -> Metric:
+    successful, failed, refused = outcomes.successful, outcomes.failed, outcomes.refused
+    if outcomes.moves:
+        detail = (
+            f"{successful} of {outcomes.moves} promotion(s) that passed their gates in "
+            f"{WINDOW_DAYS} days moved, {failed} failed moving"
+        )
+    elif refused:
+        detail = f"no promotion passed its gates in {WINDOW_DAYS} days"
+    else:
+        detail = f"no promotion attempted in {WINDOW_DAYS} days"
+    if refused:
+        counting = _rate(successful, outcomes.total)
+        detail += (
+            f"; {refused} more refused by their gates, not counted in the rate "
+            f"({counting:.2f}% of all {outcomes.total} attempt(s) counting refusals)"
+        )
     return Metric(
         PROMOTION_SUCCESS_RATE,
-        _rate(attempts.successful, attempts.total),
+        _rate(successful, outcomes.moves),
         detail,
-        {"total_promotions": attempts.total, "successful": attempts.successful},
+        {
+            "total_promotions": outcomes.total,
+            "successful": successful,
+            "refused": refused,
+            "failed": failed,
+            "rate_of": "promotions that passed their gates (refusals by a gate are not counted)",
+            "rate_counting_refusals": _rate(successful, outcomes.total),
+        },
     )
 
 
