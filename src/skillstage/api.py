@@ -541,12 +541,30 @@ def default_actor(given: str | None = None) -> str:
     return "skillstage"
 
 
+def one_skill(name: str | None, skill: str | None) -> str:
+    """The skill a command is about, named as its NAME argument or with `--skill NAME` (the
+    runbook's spelling): either, or both when they agree; a `UsageError` otherwise."""
+    if name is not None and skill is not None and name != skill:
+        raise UsageError(
+            f"two different skills named: {name!r} (NAME) and {skill!r} (--skill)",
+            hint="name the skill once, as NAME or as --skill NAME",
+        )
+    chosen = name if name is not None else skill
+    if chosen is None:
+        raise UsageError(
+            "which skill? neither NAME nor --skill NAME was given",
+            hint="pass the skill's name, as NAME or as --skill NAME",
+        )
+    return chosen
+
+
 @checked
 def promote(
     project: Project,
     refs: Sequence[str],
     *,
     to: str | None = None,
+    from_stage: str | None = None,
     all_ready_from: str | None = None,
     actor: str | None = None,
     dry_run: bool = False,
@@ -562,15 +580,27 @@ def promote(
     git_commit: bool = False,
 ) -> list[PromotionResult]:
     """Promote each skill (a name or a path) independently; with `all_ready_from`, every skill in
-    that stage whose gates pass. One result per skill, in order."""
+    that stage whose gates pass. With `from_stage`, each skill must be in that stage, and is
+    promoted from there. One result per skill, in order."""
     from skillstage.lifecycle.promote import PromotionResult, side_effect_warnings
     from skillstage.store import Store
 
+    if from_stage is not None:
+        _known_stage(project, from_stage, "--from")
+        if all_ready_from is not None and all_ready_from != from_stage:
+            raise UsageError(
+                f"--from {from_stage} and --all-ready {all_ready_from} name different stages",
+                hint=f"--all-ready {from_stage} promotes every ready skill in {from_stage}",
+            )
+        refs = [_in_stage(project, ref, from_stage) for ref in refs]
     names = list(refs)
     if all_ready_from is not None:
         if all_ready_from not in project.config.stages:
             raise UsageError(f"unknown stage {all_ready_from!r}")
-        names += [e.name for e in stage_directories(project, all_ready_from)]
+        names += [
+            e.name if from_stage is None else str(e.path)
+            for e in stage_directories(project, all_ready_from)
+        ]
     if not names:
         raise UsageError("nothing to promote", hint="pass NAME|PATH... or --all-ready")
     if force and not (reason or "").strip():
@@ -618,6 +648,42 @@ def promote(
     return results
 
 
+def _known_stage(project: Project, stage: str, option: str) -> None:
+    if stage not in project.config.stages:
+        raise UsageError(
+            f"{option} {stage}: there is no stage {stage!r}",
+            hint="stages, in order: " + " → ".join(project.config.stages),
+        )
+
+
+def _in_stage(project: Project, ref: str, stage: str) -> str:
+    """The path of the copy of `ref` (a name or a path) in `stage`; a `UsageError` saying where
+    the skill is when it is not in that stage."""
+    entries = list(stage_directories(project))
+    given = Path(ref)
+    if given.exists():
+        found = [e for e in entries if e.path.resolve() == given.resolve()]
+        if found and found[0].stage != stage:
+            raise UsageError(
+                f"{ref} is in {found[0].stage}, not in {stage} (--from {stage})",
+                hint=f"drop --from to promote it from {found[0].stage}",
+            )
+        return ref  # (one outside every stage folder is refused by the promoter)
+    path = (
+        project.stage_path(stage, ref) if given.name == ref and ref not in ("", ".", "..") else None
+    )
+    if path is not None and path.is_dir():
+        return str(path)
+    where = [e.stage for e in entries if e.name == ref]
+    raise UsageError(
+        f"{ref} is not in {stage} (--from {stage})"
+        + (f": it is in {', '.join(where)}" if where else ": no stage holds a skill of that name"),
+        hint="drop --from to promote it from where it is; `skillstage list` shows every stage"
+        if where
+        else "`skillstage list` shows the skills in each stage",
+    )
+
+
 def _promote_one(
     project: Project,
     store: Store,
@@ -652,6 +718,7 @@ def rollback(
     *,
     reason: str,
     to_version: str | None = None,
+    to_stage: str | None = None,
     stage: str | None = None,
     trigger_metric: str | None = None,
     actor: str | None = None,
@@ -662,10 +729,16 @@ def rollback(
 ) -> PromotionResult:
     """Put the previous good version of a skill back live (seed 002 §3.2); with `dry_run`, say
     which version would come back, from where, and change nothing. `approver`: a person's manual
-    override of the automation (seed 002 §4.1), recorded as such."""
+    override of the automation (seed 002 §4.1), recorded as such. `to_stage`: the stage to roll
+    back to, `stage` itself (the previous good version) or the stage before it (the skill
+    leaves `stage` and goes back there)."""
     from skillstage.lifecycle import promote as promoter
     from skillstage.store import Store
 
+    demote = (
+        rollback_leaves_stage(project, stage=stage, to_stage=to_stage, to_version=to_version)
+        is not None
+    )
     with Store.open(project.database_url) as store:
         return promoter.rollback(
             project,
@@ -680,7 +753,58 @@ def rollback(
             git_commit=git_commit,
             dry_run=dry_run,
             approver=approver,
+            demote=demote,
         )
+
+
+@checked
+def rollback_leaves_stage(
+    project: Project,
+    *,
+    stage: str | None,
+    to_stage: str | None,
+    to_version: str | None = None,
+) -> tuple[str, str] | None:
+    """(stage, the stage before it) when a rollback in `stage` (default: the last) to `to_stage`
+    takes the skill out of its stage; None when it stays there (no `to_stage`, or `stage`
+    itself). Any other `to_stage` is a `UsageError`: a rollback goes back at most one stage; so
+    is a `to_version` with a rollback that leaves the stage."""
+    leaves = _rollback_leaves_stage(project, stage, to_stage)
+    if leaves is not None and to_version is not None:
+        raise UsageError(
+            f"a rollback to {to_stage} moves the skill's live version back to {to_stage}: there "
+            f"is no version to choose (--to-version {to_version})",
+            hint=f"drop --to-version, or roll back within its stage to restore {to_version}",
+        )
+    return leaves
+
+
+def _rollback_leaves_stage(
+    project: Project, stage: str | None, to_stage: str | None
+) -> tuple[str, str] | None:
+    if to_stage is None:
+        return None
+    order = list(project.config.stages)
+    _known_stage(project, to_stage, "--to")
+    where = stage or order[-1]
+    if where not in order:
+        return None  # the rollback says so, with the stages
+    here, there = order.index(where), order.index(to_stage)
+    if there == here:
+        return None
+    if there == here - 1:
+        return where, to_stage
+    back = f"to {order[here - 1]} (the stage before it), or " if here > 0 else ""
+    raise UsageError(
+        f"cannot roll back from {where} to {to_stage}: "
+        + (
+            f"{to_stage} comes after {where}"
+            if there > here
+            else f"{to_stage} is more than one stage back"
+        ),
+        hint=f"a rollback from {where} goes {back}stays in {where} and restores its previous "
+        f"version; stages, in order: {' → '.join(order)}",
+    )
 
 
 @checked

@@ -118,7 +118,7 @@ def test_rollback_cli(run_cli: Run, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Rolled back auth-v2: 1.1.0 → 1.0.0" in result.stdout
     history = run_cli("history", "auth-v2").stdout.splitlines()
-    assert "rollback  auth-v2 1.0.0  production → production" in history[0]
+    assert "rollback  auth-v2 1.1.0 → 1.0.0  in production  by " in history[0]
     assert history[1].strip() == "reason: fidelity"
     elsewhere = run_cli("rollback", "auth-v2", "--stage", "staged", "--reason", "r", "--yes")
     assert elsewhere.returncode == 1 and "auth-v2 is not in staged" in elsewhere.stderr

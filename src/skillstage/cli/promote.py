@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from skillstage import api
 from skillstage.cli.context import STAGE, WAIT, CliContext, echo_json, rule, show_deliveries
-from skillstage.config import Project
 from skillstage.errors import EXIT_FAILED, EXIT_OK, SkillstageError, UsageError
-from skillstage.lifecycle.promote import PromotionResult
+
+if TYPE_CHECKING:  # (imported when a command runs: start-up imports neither)
+    from skillstage.config import Project
+    from skillstage.lifecycle.promote import PromotionResult
 
 _MARK = {"pass": "✓", "fail": "✗", "warn": "⚠", "skip": "-"}
 
@@ -58,6 +60,26 @@ def _box(title: str, rows: list[tuple[str, str]]) -> None:
     click.echo(rule())
 
 
+def _skills(refs: tuple[str, ...], skills: tuple[str, ...]) -> tuple[str, ...]:
+    """Promote's skills: NAME|PATH... or --skill NAME (repeatable), or both when they agree."""
+    if refs and skills and refs != skills:
+        raise UsageError(
+            f"the skills are named twice, differently: {' '.join(refs)} (NAME|PATH) and "
+            f"{' '.join(skills)} (--skill)",
+            hint="name them once, as NAME|PATH... or as --skill NAME",
+        )
+    return refs or skills
+
+
+def _stage_named(project: Project, value: str) -> str | None:
+    """The stage `value` names (by its name or its label), or None when it names none."""
+    stages = project.config.stages
+    if value in stages:
+        return value
+    by_label = [name for name, stage in stages.items() if stage.label == value]
+    return by_label[0] if len(by_label) == 1 else None
+
+
 # Promote and rollback wait on the same per-skill lock.
 _lock_timeout_option = click.option(
     "--lock-timeout",
@@ -70,6 +92,21 @@ _lock_timeout_option = click.option(
 
 @click.command()
 @click.argument("refs", nargs=-1, metavar="NAME|PATH...")
+@click.option(
+    "--skill",
+    "skills",
+    metavar="NAME",
+    multiple=True,
+    help="The skill to promote (repeatable): the same as NAME.",
+)
+@click.option(
+    "--from",
+    "from_stage",
+    type=STAGE,
+    metavar="STAGE",
+    help="The stage the skill is in now: it is promoted from there, and refused if it is not "
+    "there (default: where it is).",
+)
 @click.option(
     "--to", "to_stage", type=STAGE, metavar="STAGE", help="Target stage (default: the next one)."
 )
@@ -110,6 +147,8 @@ _lock_timeout_option = click.option(
 def promote(
     obj: CliContext,
     refs: tuple[str, ...],
+    skills: tuple[str, ...],
+    from_stage: str | None,
     to_stage: str | None,
     all_ready_from: str | None,
     yes: bool,
@@ -131,9 +170,14 @@ def promote(
     Each NAME|PATH is promoted independently: validate (the transition's gates) → report →
     confirm → atomic move, with the version archived and the event recorded.
     """
+    from skillstage import api
+
+    refs = _skills(refs, skills)
     project = obj.project()
     if not refs and all_ready_from is None:
-        raise UsageError("nothing to promote", hint="pass NAME|PATH... or --all-ready")
+        raise UsageError(
+            "nothing to promote", hint="pass NAME|PATH..., --skill NAME or --all-ready"
+        )
     ask = _needs_confirmation(yes, dry_run)
 
     def confirm(result: PromotionResult) -> bool:
@@ -152,6 +196,7 @@ def promote(
         project,
         refs,
         to=to_stage,
+        from_stage=from_stage,
         all_ready_from=all_ready_from,
         actor=actor,
         dry_run=dry_run,
@@ -199,6 +244,8 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
         "SKILL PROMOTION COMPLETE",
         [
             ("Skill", f"{result.skill_name} {result.version}"),
+            ("From", result.from_stage or "-"),
+            ("To", result.to_stage or "-"),
             ("Location", _relative(result.production_path)),
             (
                 "Promoted",
@@ -215,12 +262,25 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
 
 
 @click.command()
-@click.argument("name")
-@click.option("--to", "to_version", metavar="VERSION", help="The version to restore.")
+@click.argument("name", required=False)
+@click.option("--skill", metavar="NAME", help="The skill to roll back: the same as NAME.")
+@click.option(
+    "--to",
+    "to",
+    metavar="VERSION|STAGE",
+    help="The version to restore; or the stage to roll back to: the stage it is in (its "
+    "previous good version comes back) or the stage before it (the skill leaves its stage and "
+    "goes back there).",
+)
+@click.option("--to-version", metavar="VERSION", help="The version to restore.")
 @click.option("--reason", required=True, help="Why (required): recorded with the failed version.")
 @click.option("--trigger-metric", metavar="METRIC", help='What triggered it, e.g. "fidelity=0.83".')
 @click.option(
-    "--stage", type=STAGE, help="The stage to roll back in (default: the last, production)."
+    "--stage",
+    "--from",
+    "stage",
+    type=STAGE,
+    help="The stage to roll back in, where the skill is now (default: the last, production).",
 )
 @click.option("--yes", "--auto", "yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Say which version would come back; change nothing.")
@@ -236,7 +296,9 @@ def _render_promotion(result: PromotionResult, label: str | None, *, shown_gates
 @click.pass_obj
 def rollback(
     obj: CliContext,
-    name: str,
+    name: str | None,
+    skill: str | None,
+    to: str | None,
     to_version: str | None,
     reason: str,
     trigger_metric: str | None,
@@ -252,12 +314,36 @@ def rollback(
     """Put the previous good version of NAME back live.
 
     The version comes back from the archive with one atomic exchange; the failed one is kept in
-    the archive as failed, with the reason and triggering metric. With no earlier version, the
-    skill leaves the stage and returns to the one before it.
+    the archive as failed, with the reason and triggering metric. With no earlier version, or
+    with --to and the stage before (`--from production --to staged`), the skill leaves the stage
+    and returns to the one before it.
     """
+    from skillstage import api
+
+    name = api.one_skill(name, skill)
     project = obj.project()
+    to_stage = _stage_named(project, to) if to is not None else None
+    if to is not None and to_stage is None and not any(c.isdigit() for c in to):
+        raise UsageError(
+            f"--to {to}: no stage is named {to!r}, and it is not a version",
+            hint="stages, in order: "
+            + " → ".join(project.config.stages)
+            + f"; `skillstage history {name}` lists the versions",
+        )
+    if to is not None and to_stage is None:
+        if to_version is not None and to_version != to:
+            raise UsageError(
+                f"two different versions to restore: --to {to} and --to-version {to_version}",
+                hint="give one",
+            )
+        to_version = to
+    # Checked before asking: the stage to roll back to must be this one or the one before.
+    leaves = api.rollback_leaves_stage(
+        project, stage=stage, to_stage=to_stage, to_version=to_version
+    )
+    question = f"Roll back {name} from {leaves[0]} to {leaves[1]}?" if leaves else None
     if _needs_confirmation(yes, dry_run) and not click.confirm(
-        f"Roll back {name}?", default=False, err=as_json
+        question or f"Roll back {name}?", default=False, err=as_json
     ):
         raise SkillstageError("cancelled: not rolled back", code="CANCELLED")
     result = api.rollback(
@@ -265,6 +351,7 @@ def rollback(
         name,
         reason=reason,
         to_version=to_version,
+        to_stage=to_stage,
         stage=stage,
         trigger_metric=trigger_metric,
         actor=actor,

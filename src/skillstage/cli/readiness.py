@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from skillstage import api
 from skillstage.cli.context import STAGE, CliContext, echo_json, is_terminal
 from skillstage.errors import EXIT_FAILED, EXIT_OK
 
@@ -17,10 +16,12 @@ def _mark(status: str) -> str:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--skill", metavar="NAME", help="The skill to check: the same as NAME.")
 @click.option(
     "--target",
     "--to",
+    "--target-state",
     "to_stage",
     type=STAGE,
     help="The stage to check readiness for (default: the next).",
@@ -34,13 +35,21 @@ def _mark(status: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the readiness as JSON.")
 @click.pass_obj
 def status(
-    obj: CliContext, name: str, to_stage: str | None, from_stage: str | None, as_json: bool
+    obj: CliContext,
+    name: str | None,
+    skill: str | None,
+    to_stage: str | None,
+    from_stage: str | None,
+    as_json: bool,
 ) -> int:
     """Is NAME ready to move? Every gate of its transition with the actual value, the
     requirement, pass/fail and what is missing.
 
     Ingests the metrics inbox first. Nothing moves. Exits 0 when ready, 1 when not.
     """
+    from skillstage import api
+
+    name = api.one_skill(name, skill)
     readiness = api.readiness(obj.project(), name, to_stage=to_stage, from_stage=from_stage)
     if as_json:
         echo_json(readiness.to_dict())
@@ -97,6 +106,8 @@ def compare(obj: CliContext, name: str, version_a: str, version_b: str, as_json:
     two-proportion z-test for rates) with its p-value and effect size. Exits 1 when B is
     significantly worse than A on any metric.
     """
+    from skillstage import api
+
     result = api.compare_versions(obj.project(), name, version_a, version_b)
     comparison = result.comparison
     if as_json:
