@@ -65,8 +65,72 @@ def run(
     (also when the command ended but a child it left behind still holds its output: the
     command's own exit status is then the result)."""
     started = time.monotonic()
+    # `kill <our pid>` (SIGTERM) would end us at once and leave the command running: while it
+    # runs, SIGTERM ends us through the cleanup below, with the status a shell expects (143).
+    # Set before the command starts: a SIGTERM in between would otherwise end us the old way.
+    # (signals: the main thread only; and a handler the host program set is left to it)
+    handling = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
+    previous = signal.signal(signal.SIGTERM, _terminated) if handling else None
     try:
-        process = subprocess.Popen(
+        process = _start(args, cwd=cwd, env=env, stdin=stdin)
+        # When the command itself ends: a child it leaves behind may hold its output open longer,
+        # and that wait is not the command's time.
+        ended: list[float] = []
+
+        def watch() -> None:
+            with contextlib.suppress(Exception):
+                process.wait()
+                ended.append(time.monotonic())
+
+        threading.Thread(target=watch, name="skillstage-process-watch", daemon=True).start()
+        try:
+            stdout, stderr = process.communicate(stdin, timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            # The command itself may have ended in time, leaving a background child that holds its
+            # output open: its exit status stands, and the child goes with the group.
+            timed_out = process.poll() is None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            try:
+                stdout, stderr = process.communicate(timeout=5)
+            except subprocess.TimeoutExpired as exc:
+                # A descendant that left the group (setsid) still holds the pipes; stop waiting on
+                # it, keeping what the command printed.
+                stdout, stderr = _text(exc.stdout), _text(exc.stderr)
+                process.kill()
+                for pipe in (process.stdout, process.stderr):
+                    if pipe is not None:
+                        pipe.close()
+                process.wait()
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): the command runs in its own session, which the
+            # terminal's signal never reaches, so it goes now rather than outliving us.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    finally:
+        if handling:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return Completed(
+        args=tuple(args),
+        returncode=-1 if timed_out else process.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        timed_out=timed_out,
+        seconds=(ended[0] if ended and not timed_out else time.monotonic()) - started,
+    )
+
+
+def _start(
+    args: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None, stdin: str | None
+) -> subprocess.Popen[str]:
+    try:
+        return subprocess.Popen(
             list(args),
             cwd=cwd,
             env=dict(env) if env is not None else child_environment(),
@@ -84,62 +148,6 @@ def run(
             hint="check that the file exists, is executable and starts with a valid #! line",
             code="COMMAND_NOT_RUNNABLE",
         ) from None
-    # When the command itself ends: a child it leaves behind may hold its output open longer,
-    # and that wait is not the command's time.
-    ended: list[float] = []
-
-    def watch() -> None:
-        with contextlib.suppress(Exception):
-            process.wait()
-            ended.append(time.monotonic())
-
-    threading.Thread(target=watch, name="skillstage-process-watch", daemon=True).start()
-    # `kill <our pid>` (SIGTERM) would end us at once and leave the command running: while it
-    # runs, SIGTERM ends us through the cleanup below, with the status a shell expects (143).
-    # (signals: the main thread only; and a handler the host program set is left to it)
-    handling = (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    )
-    previous = signal.signal(signal.SIGTERM, _terminated) if handling else None
-    try:
-        stdout, stderr = process.communicate(stdin, timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        # The command itself may have ended in time, leaving a background child that holds its
-        # output open: its exit status stands, and the child goes with the group.
-        timed_out = process.poll() is None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        try:
-            stdout, stderr = process.communicate(timeout=5)
-        except subprocess.TimeoutExpired as exc:
-            # A descendant that left the group (setsid) still holds the pipes; stop waiting on
-            # it, keeping what the command printed.
-            stdout, stderr = _text(exc.stdout), _text(exc.stderr)
-            process.kill()
-            for pipe in (process.stdout, process.stderr):
-                if pipe is not None:
-                    pipe.close()
-            process.wait()
-    except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): the command runs in its own session, which the
-        # terminal's signal never reaches, so it goes now rather than outliving us.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
-    finally:
-        if handling:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    return Completed(
-        args=tuple(args),
-        returncode=-1 if timed_out else process.returncode,
-        stdout=stdout,
-        stderr=stderr,
-        timed_out=timed_out,
-        seconds=(ended[0] if ended and not timed_out else time.monotonic()) - started,
-    )
 
 
 def _terminated(signum: int, _frame: object) -> None:
