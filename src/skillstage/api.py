@@ -30,13 +30,6 @@ from skillstage.config import (
     load_config_file,
 )
 from skillstage.errors import ConflictError, SkillReadError, SkillstageError, UsageError
-from skillstage.skill.checks import (
-    Finding,
-    SkillReport,
-    check_dependencies,
-    check_skill,
-    run_skill_tests,
-)
 from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
 
 if TYPE_CHECKING:
@@ -52,6 +45,7 @@ if TYPE_CHECKING:
     from skillstage.rollout.plan import RolloutOutcome
     from skillstage.runtime.routing import Resolution, RoutingTable
     from skillstage.runtime.sync import SyncResult
+    from skillstage.skill.checks import Finding, SkillReport
     from skillstage.skill.model import SkillVersion
     from skillstage.store import Event, Store
     from skillstage.store.controls import Control
@@ -160,6 +154,8 @@ def validate(
         reports.append(report)
         if progress is not None:
             progress(len(reports), None)
+    from skillstage.skill.checks import check_dependencies, run_skill_tests
+
     if not spec_only:
         known = _project_dependency_graph(project, exclude=seen)
         known.update({r.name: r.dependencies for r in reports if r.name})
@@ -222,6 +218,9 @@ def _targets(paths: Sequence[Path], project: Project | None, *, all_stages: bool
 
 
 def _check_one(args: _CheckArgs) -> SkillReport:
+    # The checks are imported by the commands that check: a listing or a history does not.
+    from skillstage.skill.checks import check_skill
+
     directory, policy, spec_only, expected_name = args
     return check_skill(directory, policy, spec_only=spec_only, expected_name=expected_name)
 
