@@ -540,23 +540,6 @@ def default_actor(given: str | None = None) -> str:
     return "skillstage"
 
 
-def one_skill(name: str | None, skill: str | None) -> str:
-    """The skill a command is about, named as its NAME argument or with `--skill NAME` (the
-    runbook's spelling): either, or both when they agree; a `UsageError` otherwise."""
-    if name is not None and skill is not None and name != skill:
-        raise UsageError(
-            f"two different skills named: {name!r} (NAME) and {skill!r} (--skill)",
-            hint="name the skill once, as NAME or as --skill NAME",
-        )
-    chosen = name if name is not None else skill
-    if chosen is None:
-        raise UsageError(
-            "which skill? neither NAME nor --skill NAME was given",
-            hint="pass the skill's name, as NAME or as --skill NAME",
-        )
-    return chosen
-
-
 @checked
 def promote(
     project: Project,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from skillstage.errors import SkillstageError
+from skillstage.errors import SkillstageError, UsageError
 
 if TYPE_CHECKING:
     from skillstage.config import Project
@@ -179,3 +179,20 @@ def until_stopped(run: Callable[[threading.Event], None], *, grace: float = 5) -
             signal.signal(sig, handler)
     if failed:
         raise failed[0]
+
+
+def one_skill(name: str | None, skill: str | None) -> str:
+    """The skill a command is about, named as its NAME argument or with `--skill NAME` (the
+    runbook's spelling): either, or both when they agree; a `UsageError` otherwise."""
+    if name is not None and skill is not None and name != skill:
+        raise UsageError(
+            f"two different skills named: {name!r} (NAME) and {skill!r} (--skill)",
+            hint="name the skill once, as NAME or as --skill NAME",
+        )
+    chosen = name if name is not None else skill
+    if chosen is None:
+        raise UsageError(
+            "which skill? neither NAME nor --skill NAME was given",
+            hint="pass the skill's name, as NAME or as --skill NAME",
+        )
+    return chosen

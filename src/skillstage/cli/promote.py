@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from skillstage.cli.context import STAGE, WAIT, CliContext, echo_json, rule, show_deliveries
+from skillstage.cli.context import (
+    STAGE,
+    WAIT,
+    CliContext,
+    echo_json,
+    one_skill,
+    rule,
+    show_deliveries,
+)
 from skillstage.errors import EXIT_FAILED, EXIT_OK, SkillstageError, UsageError
 
 if TYPE_CHECKING:  # (imported when a command runs: start-up imports neither)
@@ -320,7 +328,7 @@ def rollback(
     """
     from skillstage import api
 
-    name = api.one_skill(name, skill)
+    name = one_skill(name, skill)
     project = obj.project()
     to_stage = _stage_named(project, to) if to is not None else None
     if to is not None and to_stage is None and not any(c.isdigit() for c in to):

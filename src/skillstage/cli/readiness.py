@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from skillstage.cli.context import STAGE, CliContext, echo_json, is_terminal
+from skillstage.cli.context import STAGE, CliContext, echo_json, is_terminal, one_skill
 from skillstage.errors import EXIT_FAILED, EXIT_OK
 
 _MARKS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "warn": ("WARN", "yellow")}
@@ -49,7 +49,7 @@ def status(
     """
     from skillstage import api
 
-    name = api.one_skill(name, skill)
+    name = one_skill(name, skill)
     readiness = api.readiness(obj.project(), name, to_stage=to_stage, from_stage=from_stage)
     if as_json:
         echo_json(readiness.to_dict())
