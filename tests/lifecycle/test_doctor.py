@@ -20,10 +20,12 @@ from skillstage import api
 from skillstage.config import Project
 from skillstage.lifecycle import doctor as doc
 from skillstage.lifecycle import fs
+from skillstage.lifecycle.archive import archive_path
 from skillstage.lifecycle.doctor import DoctorReport, Finding, run_doctor
 from skillstage.lifecycle.fs import delete_scratch
 from skillstage.lifecycle.locks import skill_lock
-from skillstage.lifecycle.promote import PromotionError, archive_path, retired_path
+from skillstage.lifecycle.move import retired_path
+from skillstage.lifecycle.promote import PromotionError
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 from tests.lifecycle.test_crash import _assert_whole

@@ -1,5 +1,7 @@
 """The lifecycle modules import one another in layers, never in a circle, and a function-level
-import does not count as a way round one: each imports first, alone, in a fresh interpreter."""
+import does not count as a way round one: each imports first, alone, in a fresh interpreter.
+The journaled move (`move`) and its side effects (`effects`) sit below the gates and the
+promoter's orchestration."""
 
 from __future__ import annotations
 
@@ -45,6 +47,29 @@ def test_no_lifecycle_module_imports_one_that_imports_it_back() -> None:
     assert circles == []
     assert "readiness" in graph["transition_gates"] and "gates" in graph["readiness"]
     assert "readiness" not in graph["gates"]
+    # The crash-safety core knows nothing of gates or of the orchestration around it.
+    assert not {"gates", "readiness", "transition_gates", "promote"} & graph["move"]
+    assert not {"gates", "readiness", "transition_gates", "promote", "move"} & graph["effects"]
+
+
+def test_recovery_loads_neither_gates_nor_checks() -> None:
+    """What every command runs first (finishing a move a crash left open) loads no gate, no
+    skill check and no subprocess machinery: reading commands stay quick to start."""
+    probe = (
+        "import sys, skillstage.lifecycle.move; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('skillstage.'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=60
+    )
+    loaded = set(done.stdout.split())
+    assert "skillstage.lifecycle.move" in loaded
+    assert not loaded & {
+        "skillstage.lifecycle.gates",
+        "skillstage.lifecycle.readiness",
+        "skillstage.lifecycle.promote",
+        "skillstage.skill.checks",
+    }
 
 
 @pytest.mark.parametrize("module", MODULES)

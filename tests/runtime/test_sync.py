@@ -21,7 +21,7 @@ from skillstage import api
 from skillstage.config import Project, load_config_file
 from skillstage.errors import UsageError
 from skillstage.lifecycle import fs
-from skillstage.lifecycle.promote import retired_path
+from skillstage.lifecycle.move import retired_path
 from skillstage.rollout.bucket import bucket
 from skillstage.runtime.routing import archive_entry
 from skillstage.runtime.sync import MANIFEST_NAME, SyncError, SyncResult, watch

@@ -33,6 +33,17 @@ def record_archive_reason(entry: Path, reason: str, *, once: bool = False, **det
     fs.write_atomically(sidecar, json.dumps(reasons, indent=2))
 
 
+def directory_digest(project: Project, directory: Path) -> str | None:
+    """The content digest of a skill directory (None when it is missing or cannot be read whole),
+    under the project's limits: what a version's digest and its archive entry's name are."""
+    if not directory.is_dir():
+        return None
+    policy = project.config.validation
+    return scan_skill_files(
+        directory, max_files=policy.max_files, max_total_bytes=policy.max_total_bytes
+    ).digest
+
+
 def _fingerprints(directory: Path, policy: ValidationPolicy) -> dict[str, tuple[bool, str]]:
     """Each file's (executable bit, content hash), as the digest sees them (the same files, the
     same build litter left out). A file the scan did not read (a link to a directory, a tree over

@@ -34,14 +34,13 @@ from typing import Any, Final
 from skillstage.config import Project
 from skillstage.errors import LockError, SkillReadError, SkillstageError
 from skillstage.lifecycle import fs
+from skillstage.lifecycle.archive import archive_path, record_archive_reason
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
-from skillstage.lifecycle.promote import (
+from skillstage.lifecycle.move import (
     _scratch_dirs,
     _scratch_owner,
     _swap_in,
-    archive_path,
     in_project,
-    record_archive_reason,
     recover,
     retired_path,
 )

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from skillstage.config import CommandGateConfig, Project, ValidationPolicy
-from skillstage.lifecycle.archive import archive_path, differing_files
+from skillstage.config import CommandGateConfig, Project
+from skillstage.lifecycle.archive import archive_path, differing_files, directory_digest
 from skillstage.process import child_environment, run
 from skillstage.skill.checks import Finding, SkillReport, run_skill_tests
-from skillstage.skill.files import scan_skill_files
 from skillstage.skill.model import SkillVersion
 from skillstage.store import Store
 
@@ -172,7 +171,7 @@ def uncommitted_edits(
     rollback both ask this before replacing a live copy."""
     policy = project.config.validation
     recorded = next(iter(store.current_assignments(stage=stage, name=name)), None)
-    if recorded is not None and recorded.digest == _digest(target, policy):
+    if recorded is not None and recorded.digest == directory_digest(project, target):
         return None
     from skillstage.integrations.git import GitError, repository_root, uncommitted_paths
 
@@ -215,14 +214,6 @@ def uncommitted_edits(
         f"{recorded.version}, the version it put there): {listing}",
         steps,
     )
-
-
-def _digest(directory: Path, policy: ValidationPolicy) -> str | None:
-    if not directory.is_dir():
-        return None
-    return scan_skill_files(
-        directory, max_files=policy.max_files, max_total_bytes=policy.max_total_bytes
-    ).digest
 
 
 class DependenciesGate:

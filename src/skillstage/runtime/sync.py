@@ -488,7 +488,7 @@ class _Sync:
     def _retire(self, old: Path) -> None:
         """Keep a swapped-out copy for the readers that hold it, out of DIR, as the promoter
         does; deleted at once where that cannot be (another filesystem, no permission)."""
-        from skillstage.lifecycle.promote import retired_path
+        from skillstage.lifecycle.move import retired_path
 
         try:
             fs.retire(old, retired_path(self.project))
