@@ -419,9 +419,10 @@ def list_skills(
             f"unknown stage {stage!r}",
             hint=f"stages: {', '.join(project.config.stages)}",
         )
+    from skillstage.lifecycle.archive import archive_path
     from skillstage.lifecycle.fs import archive_copy
     from skillstage.lifecycle.locks import skill_lock
-    from skillstage.lifecycle.promote import archive_path, in_project, recover_all
+    from skillstage.lifecycle.move import in_project, recover_all
     from skillstage.store import Store
 
     backdated = now  # tests and the demo register "as of" an earlier time
@@ -564,7 +565,8 @@ def promote(
     """Promote each skill (a name or a path) independently; with `all_ready_from`, every skill in
     that stage whose gates pass. With `from_stage`, each skill must be in that stage, and is
     promoted from there. One result per skill, in order."""
-    from skillstage.lifecycle.promote import PromotionResult, side_effect_warnings
+    from skillstage.lifecycle.effects import side_effect_warnings
+    from skillstage.lifecycle.promote import PromotionResult
     from skillstage.store import Store
 
     if from_stage is not None:
@@ -1026,7 +1028,7 @@ def signoff_template(
 def _skill_copy(project: Project, name: str, version: str | None) -> SkillVersion:
     """The skill's copy in its earliest stage, or the copy (in a stage or the archive) of
     `version`."""
-    from skillstage.lifecycle.promote import archive_path
+    from skillstage.lifecycle.archive import archive_path
 
     policy = project.config.validation
     copies = [

@@ -18,7 +18,7 @@ import pytest
 
 from skillstage import api
 from skillstage.config import Project
-from skillstage.lifecycle.promote import archive_path
+from skillstage.lifecycle.archive import archive_path
 from skillstage.skill.read import read_skill, stage_directories
 from skillstage.store import Store
 from tests.skilltree import write_skill

@@ -24,8 +24,7 @@ from skillstage.lifecycle.archive import archive_path
 from skillstage.lifecycle.doctor import DoctorReport, Finding, run_doctor
 from skillstage.lifecycle.fs import delete_scratch
 from skillstage.lifecycle.locks import skill_lock
-from skillstage.lifecycle.move import retired_path
-from skillstage.lifecycle.promote import PromotionError
+from skillstage.lifecycle.move import PromotionError, retired_path
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 from tests.lifecycle.test_crash import _assert_whole

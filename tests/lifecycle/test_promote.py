@@ -16,10 +16,11 @@ from skillstage import api
 from skillstage.config import Project, load_config_file
 from skillstage.errors import LockError, UsageError
 from skillstage.lifecycle import promote as promote_module
+from skillstage.lifecycle.archive import archive_path
 from skillstage.lifecycle.doctor import run_doctor
 from skillstage.lifecycle.gates import GateContext, GateResult
 from skillstage.lifecycle.locks import skill_lock
-from skillstage.lifecycle.promote import PromotionError, archive_path
+from skillstage.lifecycle.move import PromotionError
 from skillstage.process import run
 from skillstage.skill.read import read_skill
 from skillstage.store import Store

@@ -21,7 +21,7 @@ import pytest
 from skillstage import api
 from skillstage.config import Project, load_config_file
 from skillstage.errors import UsageError
-from skillstage.lifecycle.promote import archive_path
+from skillstage.lifecycle.archive import archive_path
 from skillstage.rollout.guard import RolloutActiveError
 from skillstage.rollout.plan import RolloutError
 from skillstage.runtime import Loader

@@ -28,7 +28,7 @@ import pytest
 
 from skillstage import api
 from skillstage.config import Project, load_config_file
-from skillstage.lifecycle.promote import archive_path
+from skillstage.lifecycle.archive import archive_path
 from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill
 from skillstage.store import Event, Store

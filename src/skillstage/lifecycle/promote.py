@@ -19,9 +19,7 @@ from typing import Any
 from skillstage.config import Project
 from skillstage.errors import SkillReadError, SkillstageError, UsageError
 from skillstage.lifecycle import fs
-from skillstage.lifecycle.archive import archive_path as archive_path
-from skillstage.lifecycle.archive import directory_digest
-from skillstage.lifecycle.archive import record_archive_reason as record_archive_reason
+from skillstage.lifecycle.archive import archive_path, directory_digest
 from skillstage.lifecycle.effects import (
     deliver_now,
     git_repository,
@@ -29,20 +27,18 @@ from skillstage.lifecycle.effects import (
     promotion_commit,
     rollback_commit,
 )
-from skillstage.lifecycle.effects import side_effect_warnings as side_effect_warnings
 from skillstage.lifecycle.gates import GateContext, GateResult, uncommitted_edits
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
-from skillstage.lifecycle.move import PromotionError as PromotionError
-from skillstage.lifecycle.move import in_project as in_project
 from skillstage.lifecycle.move import (
+    PromotionError,
+    in_project,
     move_promotion,
     move_rollback,
+    recover,
     refuse_target,
     refuse_unwritable,
     stopped_error,
 )
-from skillstage.lifecycle.move import recover as recover
-from skillstage.lifecycle.move import recover_all as recover_all
 from skillstage.lifecycle.readiness import AskedApproval
 from skillstage.lifecycle.transition_gates import gates_for
 from skillstage.rollout.guard import refuse_if_held, refuse_if_open
@@ -50,10 +46,6 @@ from skillstage.skill.checks import check_skill
 from skillstage.skill.model import SkillVersion
 from skillstage.skill.read import read_skill, stage_directories
 from skillstage.store import Store
-
-# (The `name as name` imports are names other modules import from here, though they live in
-# archive.py, effects.py and move.py: api.py, rollout/ and watch/ did before those modules
-# existed, and may import them from where they live instead.)
 
 
 @dataclass

@@ -498,7 +498,7 @@ def enforce(
     result = EnforcementResult(now, dry_run, exempt=report.exempt)
     if notify:
         # (imported here: `sla check`, run by cron, never needs the promoter)
-        from skillstage.lifecycle.promote import side_effect_warnings
+        from skillstage.lifecycle.effects import side_effect_warnings
 
         result.warnings += side_effect_warnings(project, notify_event=BREACH_EVENT)
     with Store.open(project.database_url) as store:

@@ -78,6 +78,7 @@ def start(
     """Start serving the candidate (the version waiting in the stage before `stage`) to the first
     step's share of `stage`'s traffic, after the gates a promotion into `stage` runs."""
     from skillstage.lifecycle import promote as promoter
+    from skillstage.lifecycle.archive import archive_path
     from skillstage.skill.read import read_skill
 
     if force and not (reason or "").strip():
@@ -188,7 +189,7 @@ def start(
         return outcome
     # The candidate serves from the archive (immutable), so the copy waiting in the stage
     # before may be edited or moved without changing what a subject gets.
-    entry = promoter.archive_path(project, name, skill.version, skill.digest)
+    entry = archive_path(project, name, skill.version, skill.digest)
     fs.archive_copy(source, entry)
     policy = project.config.validation
     archived = scan_skill_files(
@@ -332,12 +333,12 @@ def recover(project: Project, store: Store, name: str) -> list[str]:
     """Finish or undo a move of `name` a crashed process left half done (a completion killed
     mid-promotion is finished, and closes its rollout, or undone, leaving it open), as every
     mutating command does first."""
-    from skillstage.lifecycle import promote as promoter
+    from skillstage.lifecycle.move import recover
 
     if not store.open_journals(name):
         return []
     with skill_lock(project, store, name, timeout=DEFAULT_LOCK_TIMEOUT):
-        return promoter.recover(project, store, name)
+        return recover(project, store, name)
 
 
 def opened(store: Store, project: Project, name: str, stage: str | None) -> RolloutRecord:

@@ -219,7 +219,7 @@ def abort(
     """All traffic back on the stable version for good; the candidate archived as failed, with
     the reason and the metric that triggered it, and an alert sent (`hold`: and the skill held,
     as after an automated abort)."""
-    from skillstage.lifecycle import promote as promoter
+    from skillstage.lifecycle.archive import archive_path, record_archive_reason
 
     if not reason.strip():
         raise UsageError("an abort needs --reason", hint='e.g. --reason "fidelity dropped"')
@@ -246,12 +246,10 @@ def abort(
         reason=reason,
         verdict=verdict.to_dict() if verdict else rollout.verdict,
     )
-    entry = promoter.archive_path(
-        project, name, rollout.candidate_version, rollout.candidate_digest
-    )
+    entry = archive_path(project, name, rollout.candidate_version, rollout.candidate_digest)
     if entry.exists():
         try:
-            promoter.record_archive_reason(
+            record_archive_reason(
                 entry, "failed", why=reason, trigger_metric=trigger_metric, rollout_id=rollout.id
             )
             if outcome.event_id is not None:

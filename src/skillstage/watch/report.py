@@ -615,7 +615,7 @@ def _declared_patterns(
 ) -> tuple[list[Pattern], str | None]:
     """The failed version's expected patterns (from its archived copy), when a record names
     pattern ids or carries breadcrumbs; and why they could not be read, if so."""
-    from skillstage.lifecycle.promote import archive_path
+    from skillstage.lifecycle.archive import archive_path
     from skillstage.metrics.patterns import PatternsError, load_patterns
 
     wanted = any(

@@ -156,7 +156,7 @@ class Watcher:
         ingest_on_demand(self.project, self.store)
 
     def _recover(self, result: PassResult) -> None:
-        from skillstage.lifecycle.promote import recover_all
+        from skillstage.lifecycle.move import recover_all
 
         result.recovered += recover_all(self.project, self.store)
 
