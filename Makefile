@@ -23,7 +23,10 @@ test: $(STAMP) $(UNLEASH_SPEC)/package/specifications/index.json
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# Bytecode is written first (only for what changed): where PYTHONDONTWRITEBYTECODE is set, an
+# editable install would otherwise compile every module from source in every command.
 demo: $(STAMP)
+	$(BIN)/python -m compileall -q src
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 bench: $(STAMP)

@@ -332,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     say = (lambda *_: None) if options.json else print
     results: dict[str, Any] = {"count": options.count, "seed": options.seed}
 
+    from startup import compile_bytecode
+
+    compile_bytecode()  # the whole-process runs start as an installed package does
     with tempfile.TemporaryDirectory(prefix="skillstage-bench-") as scratch:
         started = time.perf_counter()
         tree = generate_tree(Path(scratch) / "skills", options.count, options.seed)

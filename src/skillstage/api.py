@@ -30,7 +30,6 @@ from skillstage.config import (
     load_config_file,
 )
 from skillstage.errors import ConflictError, SkillReadError, SkillstageError, UsageError
-from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
 
 if TYPE_CHECKING:
     from skillstage.lifecycle.demote import DemoteCheck
@@ -249,6 +248,8 @@ _CHUNK = 32
 
 def _project_dependency_graph(project: Project | None, exclude: set[Path]) -> dict[str, list[str]]:
     """Names and declared dependencies of the project's skills not being validated themselves."""
+    from skillstage.skill.frontmatter import FrontmatterError, parse_skill_md
+
     graph: dict[str, list[str]] = {}
     if project is None:
         return graph

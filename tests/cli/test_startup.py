@@ -144,3 +144,9 @@ def test_the_command_list_shows_every_command_on_one_line() -> None:
     assert [line.split()[0] for line in listing if line.strip()] == sorted(COMMANDS)
     for name, (_, summary) in COMMANDS.items():
         assert f"  {name}" in output and summary in output, name
+
+
+def test_history_reads_the_store_only_and_never_loads_the_yaml_reader(project: Path) -> None:
+    modules = _imported(project, "history")
+    assert "skillstage.store.store" in modules  # it did the work
+    assert not (needless := {"yaml", "skillstage.skill.frontmatter"} & modules), needless

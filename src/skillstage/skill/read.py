@@ -11,7 +11,6 @@ from pathlib import Path
 from skillstage.config import Project, ValidationPolicy
 from skillstage.errors import SkillReadError
 from skillstage.skill.files import SkillFile, scan_skill_files
-from skillstage.skill.frontmatter import MAX_SKILL_MD_BYTES, parse_skill_md
 from skillstage.skill.model import (
     Frontmatter,
     FrontmatterTypeError,
@@ -65,6 +64,9 @@ def read_skill(directory: Path, policy: ValidationPolicy | None = None) -> Skill
             hint="create SKILL.md with name, version and description frontmatter",
             code="SKILL_MD_MISSING",
         )
+    # The YAML reader is imported by what reads a SKILL.md: finding skill directories does not.
+    from skillstage.skill.frontmatter import parse_skill_md
+
     document = parse_skill_md(captured[skill_md], directory / skill_md)
     try:
         meta = Frontmatter.from_mapping(document.frontmatter)
@@ -116,6 +118,8 @@ def read_skill(directory: Path, policy: ValidationPolicy | None = None) -> Skill
 
 def read_skill_md(directory: Path) -> bytes | None:
     """The bytes of a directory's SKILL.md (bounded), or None if it has none."""
+    from skillstage.skill.frontmatter import MAX_SKILL_MD_BYTES
+
     for name in SKILL_MD_NAMES:
         try:
             with (directory / name).open("rb") as handle:
