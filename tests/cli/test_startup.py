@@ -150,3 +150,11 @@ def test_history_reads_the_store_only_and_never_loads_the_yaml_reader(project: P
     modules = _imported(project, "history")
     assert "skillstage.store.store" in modules  # it did the work
     assert not (needless := {"yaml", "skillstage.skill.frontmatter"} & modules), needless
+
+
+def test_a_promotion_without_metric_or_approval_gates_loads_no_metrics(project: Path) -> None:
+    modules = _imported(project, "promote", "changelog", "--yes", "--dry-run")
+    assert "skillstage.lifecycle.gates" in modules  # it did the work
+    assert not (heavy := _top_level(modules) & _HEAVY), heavy
+    needless = {"skillstage.lifecycle.readiness", "skillstage.metrics.compare"} & modules
+    assert not needless, needless

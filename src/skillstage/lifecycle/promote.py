@@ -39,7 +39,6 @@ from skillstage.lifecycle.move import (
     refuse_unwritable,
     stopped_error,
 )
-from skillstage.lifecycle.readiness import AskedApproval
 from skillstage.lifecycle.transition_gates import gates_for
 from skillstage.rollout.guard import refuse_if_held, refuse_if_open
 from skillstage.skill.checks import check_skill
@@ -258,6 +257,8 @@ def promote(
         # An approval named for the promotion goes on record with it: it must be the recorded
         # sign-off even where the transition requires none, and the gate says it runs because
         # the option asked for it (unchecked, anyone could put any approver in the audit trail).
+        from skillstage.lifecycle.readiness import AskedApproval  # only when it was asked for
+
         gates.append(AskedApproval(" and ".join(asked)))
     try:
         result.gates = [gate.check(context) for gate in gates]

@@ -21,7 +21,20 @@ from skillstage.lifecycle.gates import (
     Gate,
     TestsGate,
 )
-from skillstage.lifecycle.readiness import ApprovalGate, MetricsGate
+
+
+def _metrics_gate() -> Gate:
+    # readiness (and the metrics behind it) is imported by a transition that has these gates:
+    # most promotions have neither, and it is a large part of a promotion's start-up.
+    from skillstage.lifecycle.readiness import MetricsGate
+
+    return MetricsGate()
+
+
+def _approval_gate() -> Gate:
+    from skillstage.lifecycle.readiness import ApprovalGate
+
+    return ApprovalGate()
 
 BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
     "structure": lambda: FindingsGate("structure", frozenset({"content"}), "required files"),
@@ -31,8 +44,8 @@ BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
     "tests": TestsGate,
     "conflicts": ConflictsGate,
     "dependencies": DependenciesGate,
-    "metrics": MetricsGate,
-    "approval": ApprovalGate,
+    "metrics": _metrics_gate,
+    "approval": _approval_gate,
 }
 
 
