@@ -453,3 +453,39 @@ def test_sync_stops_serving_a_switched_off_skill_and_the_loader_will_not_load_it
     api.switch(live.project, NAME, kind="disabled", on=False, actor="oncall")
     api.sync(live.project, laptop, subject="user-7")
     assert (laptop / NAME / "SKILL.md").is_file()
+
+
+def test_a_refused_rollback_is_said_and_the_pass_still_rolls_back_the_others(
+    project: Project,
+) -> None:
+    """Someone's uncommitted edits in auth-v2's live copy refuse its rollback (nothing of theirs
+    is thrown away); billing, failing in the same pass, is still rolled back, and `watch --once`
+    exits 1 with the refusal said."""
+    subprocess.run(["git", "init", "-q", str(project.root)], check=True)
+    for name in (NAME, "billing"):
+        for version in ("1.0.0", "1.1.0"):
+            write_skill(project.root / STAGING, name, extra={"version": version})
+            (done,) = api.promote(project, [name], to="production", actor="t", overwrite=True)
+            assert done.success, done.error
+    new = {n: read_skill(project.root / PRODUCTION / n) for n in (NAME, "billing")}
+    for name, skill in new.items():
+        for _ in range(10):
+            api.record_execution(
+                project, name, version="1.1.0", digest=skill.digest, pattern_fidelity=0.5
+            )
+    edited = project.root / PRODUCTION / NAME / "SKILL.md"
+    edited.write_text(edited.read_text() + "\nA hand edit nobody committed.\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "skillstage", "watch", "--once"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "rollback of auth-v2 in production" in run.stderr and "SKILL.md" in run.stderr
+    assert "A hand edit nobody committed." in edited.read_text()  # kept
+    assert read_skill(project.root / PRODUCTION / "billing").version == "1.0.0"
+    assert read_skill(project.root / PRODUCTION / NAME).version == "1.1.0"
+    rollbacks = [e for e in api.history(project, None, limit=100) if e.kind == "rollback"]
+    assert [e.name for e in rollbacks] == ["billing"]

@@ -29,7 +29,12 @@ def _interval(text: str | None, default: float) -> float:
 
 
 @click.command("watch")
-@click.option("--once", is_flag=True, help="One pass, then exit: 1 if it acted, 0 if not (cron).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="One pass, then exit: 1 if it acted or something it should do failed (a refused "
+    "rollback, a step that errored), 0 if not (cron).",
+)
 @click.option(
     "--interval",
     metavar="DURATION",
@@ -56,7 +61,7 @@ def watch(obj: CliContext, once: bool, interval: str | None, dry_run: bool, as_j
     if once:
         result = api.watch_pass(project, dry_run=dry_run)
         _show(result, as_json)
-        return EXIT_FAILED if result.acted else EXIT_OK
+        return EXIT_FAILED if result.acted or result.errors else EXIT_OK
 
     def on_pass(result: PassResult) -> None:
         _show(result, as_json, quiet=True)
@@ -106,6 +111,8 @@ def _action_line(action: dict[str, object]) -> str:
         return line + (f"\n  report: {action['report']}" if action["report"] else "")
     if kind in ("held", "disabled", "blocked"):
         return f"⏸ {what} in {action['stage']}: {action['detail']}"
+    if kind == "refused":
+        return f"⚠ {what} in {action['stage']}: {action['detail']}"
     if kind == "demote":
         return f"✗ demoted {what} from {action['stage']}: {action['reason']}"
     return f"{kind} rollout of {what}: {reason or action['detail'] or ''}"

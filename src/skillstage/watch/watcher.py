@@ -260,7 +260,15 @@ class Watcher:
                 continue
             if self.dry_run:
                 continue
-            self.roll_back(live, trigger, action)
+            try:
+                self.roll_back(live, trigger, action)
+            except (SkillstageError, OSError) as exc:
+                # Refused (someone's edits in the live copy, a locked skill): said, and the
+                # other live versions are still watched in this pass; the next pass tries again.
+                why = exc.message if isinstance(exc, SkillstageError) else str(exc)
+                action.kind = "refused"
+                action.detail = f"not rolled back ({trigger.detail}): {why}"
+                result.errors.append(f"rollback of {live.name} in {live.stage}: {why}")
 
     def roll_back(self, live: LiveVersion, trigger: Finding, action: Action) -> None:
         """The automated rollback of `live` for `trigger`, through the promoter."""
