@@ -13,9 +13,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 from skillstage.errors import SkillReadError
 
@@ -131,6 +132,8 @@ def _node_line(node: yaml.Node, first_line: int = _FIRST_FRONTMATTER_LINE) -> in
 
 
 def _children(node: yaml.Node) -> Iterator[yaml.Node]:
+    import yaml
+
     if isinstance(node, yaml.SequenceNode):
         yield from node.value
     elif isinstance(node, yaml.MappingNode):
@@ -140,6 +143,8 @@ def _children(node: yaml.Node) -> Iterator[yaml.Node]:
 
 
 def _check_mapping_keys(node: yaml.MappingNode, path: Path, first_line: int) -> None:
+    import yaml
+
     seen: dict[tuple[str, str], int] = {}
     for key, _ in node.value:
         if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
@@ -162,6 +167,8 @@ def load_yaml_document(text: str, path: Path, *, what: str) -> tuple[yaml.Node |
     data: composed first (nodes keep their lines, for messages), then checked like frontmatter
     (`check_node_graph`: `SkillReadError` for alias bombs, deep nesting, duplicate keys), then
     constructed. Invalid YAML is a `yaml.YAMLError`, for the caller to word."""
+    import yaml
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node: yaml.Node | None = loader.get_single_node()
@@ -186,6 +193,8 @@ def check_node_graph(
     The composed graph shares aliased nodes, so it stays small; what explodes is any later walk of
     the constructed objects. Count the size the document would have with every alias expanded.
     """
+    import yaml
+
     expanded: dict[int, int] = {}
     on_path: set[int] = set()
     # Iterative post-order walk: (node, depth, children done?)
@@ -238,14 +247,35 @@ class _NeedsFullLoader(Exception):
     """The document uses a YAML feature the event builder leaves to PyYAML's constructor."""
 
 
-_RESOLVER: Any = yaml.resolver.Resolver()
-_SCALARS: Any = yaml.constructor.SafeConstructor()
 _PLAIN = (True, False)
 # First characters for which PyYAML's resolver has an implicit type (bool, int, float, null,
-# timestamp, merge, value).
-_TYPED_FIRST_CHARS = frozenset(
-    key for key in yaml.resolver.Resolver.yaml_implicit_resolvers if key is not None
+# timestamp, merge, value, yaml): `Resolver.yaml_implicit_resolvers`' keys, written out so that
+# reading plain frontmatter needs no YAML import (a test checks the two agree).
+_TYPED_FIRST_CHARS = frozenset("!&*+-.0123456789<=FNOTYfnoty~") | {""}
+# Of the plain scalars starting with a letter, only these have a type (PyYAML's bool and null
+# resolvers); and a dotted version like 1.0.0 is no int, float or timestamp. Both are strings
+# without asking the resolver (a test checks against PyYAML).
+_TYPED_WORDS = frozenset(
+    {"yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE"}
+    | {"on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL"}
 )
+_DOTTED_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def plainly_text(text: str) -> bool:
+    """Whether a plain scalar is a string by YAML 1.1's implicit types, without the resolver."""
+    if text[:1].isalpha():
+        return text not in _TYPED_WORDS
+    return _DOTTED_VERSION.fullmatch(text) is not None
+
+
+@functools.cache
+def _scalar_tools() -> tuple[Any, Any]:
+    """PyYAML's resolver and safe constructor, imported on first use: most frontmatter needs
+    neither."""
+    import yaml
+
+    return yaml.resolver.Resolver(), yaml.constructor.SafeConstructor()
 
 
 def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[str, int]] | None:
@@ -256,6 +286,8 @@ def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[st
     tags, merge keys, complex keys, several documents) returns None and goes through PyYAML's
     full loader; the results agree (tested).
     """
+    import yaml
+
     parser: Any = yaml.CSafeLoader(source)  # used only as the C parser's event stream
     try:
         root: Any = None
@@ -274,7 +306,7 @@ def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[st
                     # Most plain scalars start with a character no implicit type can start with
                     # (a letter other than y/n/t/f/o): those are strings without asking.
                     tag = (
-                        _RESOLVER.resolve(yaml.ScalarNode, value, _PLAIN)
+                        _scalar_tools()[0].resolve(yaml.ScalarNode, value, _PLAIN)
                         if not value or value[0] in _TYPED_FIRST_CHARS
                         else _STR_TAG
                     )
@@ -283,7 +315,8 @@ def _build_from_events(source: str, path: Path) -> tuple[dict[str, Any], dict[st
                     if tag != _STR_TAG:
                         try:
                             node = yaml.ScalarNode(tag, value)
-                            value = _SCALARS.yaml_constructors[tag](_SCALARS, node)
+                            scalars = _scalar_tools()[1]
+                            value = scalars.yaml_constructors[tag](scalars, node)
                         except Exception:
                             return None  # the full loader reports the bad value
 
@@ -363,7 +396,9 @@ _ITEM_LINE = re.compile(r"( *)-(?: +(.*))?")
 @functools.lru_cache(maxsize=4096)
 def _implicit_tag(text: str) -> str:
     # Keys and short values repeat across thousands of skills; the resolver is pure Python.
-    return str(_RESOLVER.resolve(yaml.ScalarNode, text, _PLAIN))
+    import yaml
+
+    return str(_scalar_tools()[0].resolve(yaml.ScalarNode, text, _PLAIN))
 
 
 def _simple_scalar(text: str | None) -> Any:
@@ -381,13 +416,16 @@ def _simple_scalar(text: str | None) -> Any:
         or not text.isprintable()  # also rules out tabs and YAML's other line breaks
     ):
         return _NOT_SIMPLE
-    if text[0] not in _TYPED_FIRST_CHARS:
+    if text[0] not in _TYPED_FIRST_CHARS or plainly_text(text):
         return text
     tag = _implicit_tag(text)
     if tag == _STR_TAG:
         return text
+    import yaml
+
+    scalars = _scalar_tools()[1]
     try:
-        return _SCALARS.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, text))
+        return scalars.yaml_constructors[tag](scalars, yaml.ScalarNode(tag, text))
     except Exception:
         return _NOT_SIMPLE
 
@@ -448,6 +486,8 @@ def _read_simple_lines(source: str, path: Path) -> tuple[dict[str, Any], dict[st
 
 
 def _construct(loader: yaml.CSafeLoader, node: yaml.Node, path: Path) -> Any:
+    import yaml
+
     try:
         return loader.construct_document(node)
     except yaml.YAMLError:
@@ -503,6 +543,8 @@ def _load_frontmatter(source: str, path: Path) -> tuple[dict[str, Any], dict[str
     simple = _read_simple_lines(source, path)
     if simple is not None:
         return simple
+    import yaml
+
     try:
         built = _build_from_events(source, path)
     except yaml.YAMLError:
