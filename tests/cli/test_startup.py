@@ -106,7 +106,7 @@ def test_help_and_version_import_no_command_and_read_no_config(
 ) -> None:
     modules = _imported(project, *args)
     assert not modules & _COMMAND_MODULES
-    assert not _top_level(modules) & (_HEAVY | {"yaml", "msgspec"})
+    assert not (heavy := _top_level(modules) & (_HEAVY | {"yaml", "msgspec", "shutil"})), heavy
     assert not {m for m in modules if m.startswith(("skillstage.config", "skillstage.store"))}
 
 
@@ -158,3 +158,20 @@ def test_a_promotion_without_metric_or_approval_gates_loads_no_metrics(project: 
     assert not (heavy := _top_level(modules) & _HEAVY), heavy
     needless = {"skillstage.lifecycle.readiness", "skillstage.metrics.compare"} & modules
     assert not needless, needless
+
+
+def test_help_wraps_to_the_terminal_width_given_in_columns(project: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SKILLSTAGE_")}
+    for columns in ("60", "120"):
+        done = subprocess.run(
+            [sys.executable, "-m", "skillstage", "--help"],
+            cwd=project,
+            env={**environment, "COLUMNS": columns},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        widest = max(len(line) for line in done.stdout.splitlines())
+        assert widest <= min(int(columns), 100), (columns, widest)
+        assert widest > 50

@@ -114,6 +114,8 @@ COMMANDS = {
 }
 
 
+_HELP_WIDTH = 100  # help is wrapped to the terminal, and never wider than this
+
 # What a shell reports for a program that SIGPIPE ended (`yes | head`): the reader of the output
 # went away. Not 1, which says a check failed.
 EXIT_OUTPUT_CLOSED = 128 + 13
@@ -165,7 +167,7 @@ class _LazyGroup(click.Group):
 
 @click.group(
     cls=_LazyGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": _HELP_WIDTH},
 )
 @click.option(
     "--config",
@@ -268,11 +270,33 @@ def _run_failed(error: SkillstageError, args: Sequence[str]) -> int:
     return error.exit_code
 
 
+def _terminal_columns() -> int:
+    """The width help is wrapped to, as `shutil.get_terminal_size` finds it ($COLUMNS, else the
+    terminal of stdout, else 80): shutil itself (with its compression modules) is most of what
+    `--help` would import beyond click."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    if sys.__stdout__ is None:
+        return 80
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (ValueError, OSError):
+        return 80
+
+
 def _run(args: list[str]) -> int:
     """Run the command; its exit code, its failures printed (on stdout too, as JSON, when it
     was asked for JSON)."""
     try:
-        code = cli.main(args=args, prog_name="skillstage", standalone_mode=False)
+        code = cli.main(
+            args=args,
+            prog_name="skillstage",
+            standalone_mode=False,
+            # as click wraps when it measures the terminal itself (not beyond 100 columns)
+            terminal_width=max(min(_terminal_columns(), _HELP_WIDTH) - 2, 50),
+        )
     except _OutputClosed:
         raise
     except click.exceptions.Exit as exc:
