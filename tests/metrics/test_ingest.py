@@ -190,7 +190,17 @@ def _kill_while_ingesting(
         time.sleep(delay)
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
-        code = child.wait(timeout=30)
+    finally:
+        code, errors = _reap(child)
+    assert code in (0, -signal.SIGKILL), f"the child failed (exit {code}): {errors}"
+    return _counts(store)[0], code
+
+
+def _reap(child: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
+    """A child's exit code and error output, once it has ended (killed if it has not within
+    `timeout` seconds)."""
+    try:
+        code = child.wait(timeout=timeout)
     finally:
         if child.poll() is None:
             child.kill()
@@ -198,8 +208,30 @@ def _kill_while_ingesting(
     assert child.stderr is not None
     errors = child.stderr.read().decode()
     child.stderr.close()
-    assert code in (0, -signal.SIGKILL), f"the child failed (exit {code}): {errors}"
-    return _counts(store)[0], code
+    return code, errors
+
+
+def _committed_then_the_rest(
+    store: Store, inbox: Path, lengths: dict[str, int], total: int, where: str
+) -> int:
+    """After a killed ingestion of `_write_load`'s `total` records: the rows it committed
+    (exactly the lines up to the checkpoints), and then one in this process, which must store
+    exactly the rest. Returns the rows committed before."""
+    before = _counts(store)[0]
+    assert _counts(store) == (before, before), where
+    # Each batch commits with its file's checkpoint: what is stored is exactly the lines up to
+    # the checkpoints, and each checkpoint's offset is just after its last line.
+    saved = checkpoints(store)
+    assert sum(c.line for c in saved) == before, where
+    for checkpoint in saved:
+        assert checkpoint.offset == checkpoint.line * lengths[checkpoint.path], where
+
+    result = ingest(store, inbox, batch_size=500)
+
+    assert _counted(result) == (total - before, total - before, 0, 0), where
+    assert _counts(store) == (total, total), where
+    assert [c.line for c in checkpoints(store)] == [total // _LOAD_FILES] * _LOAD_FILES, where
+    return before
 
 
 def _kill_then_ingest_again(
@@ -214,21 +246,9 @@ def _kill_then_ingest_again(
         before, code = _kill_while_ingesting(
             store, url, inbox, pause=pause, target=target, delay=delay
         )
-        assert _counts(store) == (before, before), where
-        # Each batch commits with its file's checkpoint: what is stored is exactly the lines up
-        # to the checkpoints, and each checkpoint's offset is just after its last line.
-        saved = checkpoints(store)
-        assert sum(c.line for c in saved) == before, where
-        for checkpoint in saved:
-            assert checkpoint.offset == checkpoint.line * lengths[checkpoint.path], where
+        _committed_then_the_rest(store, inbox, lengths, total, where)
         if code == -signal.SIGKILL and before < total:
             interrupted.append(before)
-
-        result = ingest(store, inbox, batch_size=500)
-
-        assert _counted(result) == (total - before, total - before, 0, 0), where
-        assert _counts(store) == (total, total), where
-        assert [c.line for c in checkpoints(store)] == [total // _LOAD_FILES] * _LOAD_FILES
     return interrupted
 
 
@@ -1185,16 +1205,33 @@ def test_two_ingestions_at_once_take_each_line_once(
 ) -> None:
     # Overlapping cron runs: each line is read (inserted or quarantined) by one of them; the
     # other leaves what the first took, so nothing is quarantined twice or counted a duplicate.
+    results = _two_ingestions_at_once(store_url, tmp_path, per_file=20_000, batch_size=100)
+    assert sum(r["read"] for r in results) == 60_000
+    assert sum(r["inserted"] for r in results) == 59_940
+    assert sum(r["duplicates"] for r in results) == 0
+    assert sum(r["quarantined"] for r in results) == 60
+    assert len(_quarantine(store)) == 60
+    assert _counts(store) == (59_940, 59_940)
+
+
+def _two_ingestions_at_once(
+    store_url: str, tmp_path: Path, *, per_file: int, batch_size: int, **fields: Any
+) -> list[dict[str, Any]]:
+    """Two `skillstage metrics ingest` processes started together on an inbox of three skills'
+    files of `per_file` lines, one in 1,000 not JSON; their JSON results."""
     (tmp_path / "skillstage.toml").write_text("")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for skill in ("a", "b", "c"):
-        lines = ["not json\n" if n % 1000 == 7 else _line(f"{skill}-{n}") for n in range(20_000)]
+        lines = [
+            "not json\n" if n % 1000 == 7 else _line(f"{skill}-{n}", **fields)
+            for n in range(per_file)
+        ]
         _append(inbox / f"{skill}_executions.jsonl", "".join(lines))
     command = [sys.executable, "-m", "skillstage", "metrics", "ingest", "--path", str(inbox)]
     runs = [
         subprocess.Popen(
-            [*command, "--batch-size", "100", "--json"],
+            [*command, "--batch-size", str(batch_size), "--json"],
             cwd=tmp_path,
             env=_environment(SKILLSTAGE_DATABASE_URL=store_url),
             stdout=subprocess.PIPE,
@@ -1208,12 +1245,7 @@ def test_two_ingestions_at_once_take_each_line_once(
         out, err = run.communicate(timeout=300)
         assert run.returncode == 0, out + err
         results.append(json.loads(out))
-    assert sum(r["read"] for r in results) == 60_000
-    assert sum(r["inserted"] for r in results) == 59_940
-    assert sum(r["duplicates"] for r in results) == 0
-    assert sum(r["quarantined"] for r in results) == 60
-    assert len(_quarantine(store)) == 60
-    assert _counts(store) == (59_940, 59_940)
+    return results
 
 
 def test_record_execution_into_an_inbox_it_cannot_write_says_so(tmp_path: Path) -> None:

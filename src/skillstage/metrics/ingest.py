@@ -21,27 +21,44 @@ leaves either the batch and its checkpoint or neither; the next run goes on from
   duplicates skipped by id. An array that ends part-way (its writer mid-write) waits for the
   next run, like an incomplete line.
 
+An inbox with more than READER_PROCESS_BYTES to read is read and decoded in a process of its own
+(`_ReadingProcess`), which sends the rows, made ready to insert, to this one's writing thread: so
+reading and writing run on two cores, neither waiting for the other's turn at Python's GIL. Its
+batches and checkpoints are those reading here would make; killed, it fails the ingestion and
+its batches not yet committed are read again next time; it stops when this process ends.
+
 Memory is bounded: files are read in 1 MiB chunks, a line longer than `MAX_LINE_BYTES` is
-quarantined without being held, and at most about `WRITE_RECORDS` records (two batches if they
-are larger) wait for the writer.
+quarantined without being held, and a few units of at most `WRITE_RECORDS` records (a batch if
+it is larger) are on their way to the writer at a time: one being read, about one in the pipe
+from the reading process, two in the writer's queue.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
+import fcntl
+import gc
 import hashlib
-import itertools
 import os
 import queue
+import signal
+import struct
+import subprocess
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 import msgspec
 
+import skillstage
+from skillstage.errors import SkillstageError
 from skillstage.metrics.record import (
     BENCHMARK_SOURCE,
     EARLIEST,
@@ -60,7 +77,11 @@ from skillstage.store import executions as store_executions
 CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 1 << 20
 COMMIT_RECORDS = 100_000  # at most this many records per transaction
-WRITE_RECORDS = 4096  # the writer inserts up to this many records of waiting batches at once
+# How long a write transaction waits for the reader's next records before it commits: a moment's
+# wait spares a commit, which writes and checkpoints the pages the transaction changed.
+WAIT_SECONDS = 0.02
+WRITE_RECORDS = 4096  # the writer inserts up to this many records of a file at once
+READER_PROCESS_BYTES = 8 << 20  # more to read than this: read in a process of its own
 HEAD_BYTES = 256  # the part of a file whose hash tells it from a rewritten one
 MAX_ARRAY_BYTES = 64 << 20  # a file holding one JSON array is read whole: up to this size
 _TOO_LONG = f"line longer than {MAX_LINE_BYTES} bytes"
@@ -118,38 +139,55 @@ def inbox_files(inbox: Path) -> list[InboxFile]:
         return []
     found = []
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
-        match = INBOX_FILE.match(entry.name)
-        if match and entry.is_file(follow_symlinks=False):
-            skill = skill_from_file_name(match["skill"])
-            found.append(InboxFile(Path(entry.path), skill, match["kind"], match["format"]))
+        file = _inbox_file(Path(entry.path))
+        if file is not None and entry.is_file(follow_symlinks=False):
+            found.append(file)
     return found
+
+
+def _inbox_file(path: Path) -> InboxFile | None:
+    """The inbox file at `path`, or None when its name is not an inbox file's."""
+    match = INBOX_FILE.match(path.name)
+    if match is None:
+        return None
+    return InboxFile(path, skill_from_file_name(match["skill"]), match["kind"], match["format"])
 
 
 def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass
-class _Batch:
-    file: InboxFile
+class _Taken(msgspec.Struct, array_like=True):
+    """A batch of a file's lines as the writer sees it: where it ends (its file's checkpoint
+    after it), what it follows, and its bad lines. (MessagePack between the two processes.)"""
+
+    path: str
     device: int
     inode: int
-    rows: list[tuple[Any, ...]]
-    bad: list[tuple[str, int, str, str]]
     offset: int  # after this batch
     line: int  # lines consumed after this batch
-    head: bytes  # the file's first bytes; of a JSON array, all it keeps (`_Reading.kept`)
-    lines: int  # lines in this batch
-    provisional: list[int]  # indexes of the rows that carry a provisional skill id
-    head_length: int  # of `head`, what the checkpoint after this batch hashes (`_head_length`)
+    head_length: int  # of the file's head, what the checkpoint after this batch hashes
     head_hash: str
+    lines: int  # lines in this batch
+    records: int  # rows made of them
+    consumed: int  # bytes
+    bad: list[tuple[str, int, str, str]]
     # The file's checkpoint in the store this batch follows: (offset, line, head hash), or None
     # for none. Another ingestion that moved it meanwhile has taken these lines (`_write`).
-    follows: tuple[int, int, str] | None = None
+    follows: tuple[int, int, str] | None
 
     def checkpoint(self) -> tuple[int, int, str]:
         """The checkpoint after this batch: offset, line, head hash."""
         return self.offset, self.line, self.head_hash
+
+
+class _Unit(msgspec.Struct, array_like=True):
+    """Batches of one file the writer inserts together, their rows made ready by the reading
+    side, and the names of the skills new to the store their provisional ids stand for."""
+
+    batches: list[_Taken]
+    prepared: store_executions.PreparedRows
+    new_skills: dict[int, str]
 
 
 def _head_length(head: bytes, offset: int, array: bool) -> int:
@@ -159,22 +197,23 @@ def _head_length(head: bytes, offset: int, array: bool) -> int:
     return len(head) if array else min(offset, len(head))
 
 
+# A file's checkpoint as reading needs it: (offset, line, head hash, head length).
+_Position = tuple[int, int, str, int]
+
+
 def _start(
-    store: Store, file: InboxFile, handle: Any, result: IngestResult
+    file: InboxFile, handle: Any, found: _Position | None, result: IngestResult
 ) -> tuple[int, int, tuple[int, int, str] | None]:
-    """Where to start reading an open file: its checkpoint, or 0 when it is new or was rewritten;
-    and the checkpoint found (see `_Batch.follows`)."""
-    status = os.fstat(handle.fileno())
-    with store.reading() as tx:
-        found = store_executions.find_checkpoint(tx, status.st_dev, status.st_ino)
+    """Where to start reading an open file: its checkpoint `found`, or 0 when it is new or was
+    rewritten; and the checkpoint found (see `_Taken.follows`)."""
     if found is None:
         return 0, 0, None
-    stored = (found.offset, found.line, found.head_hash)
-    head = os.pread(handle.fileno(), found.head_length, 0)
-    if status.st_size < found.offset or _hash(head) != found.head_hash:
+    offset, line, head_hash, head_length = found
+    head = os.pread(handle.fileno(), head_length, 0)
+    if os.fstat(handle.fileno()).st_size < offset or _hash(head) != head_hash:
         result.restarted.append(str(file.path))
-        return 0, 0, stored
-    return found.offset, found.line, stored
+        return 0, 0, (offset, line, head_hash)
+    return offset, line, (offset, line, head_hash)
 
 
 @dataclass
@@ -270,27 +309,36 @@ class _Rows:
 
     A skill the store does not know yet gets a provisional (negative) id: the writer registers
     it in its own transaction, with the first rows that name it, and publishes the real id in
-    `registered`; rows made before the reader has seen it are rewritten by the writer. (The
-    reader registering it itself would have to wait for the writer's transaction to end.)
+    `registered` (`pull` fetches what the writer published, from another process); rows made
+    before the reader has seen it are given the real id by the writer. (The reader registering
+    it itself would have to wait for the writer's transaction to end.)
     """
 
-    def __init__(self, store: Store, now: dt.datetime, latest: dt.datetime) -> None:
-        self._store = store
+    def __init__(
+        self,
+        known: _Lookups,
+        now: dt.datetime,
+        latest: dt.datetime,
+        *,
+        postgres: bool,
+        pull: Callable[[], None] | None = None,
+    ) -> None:
+        self._known = known
         self._now = now
         self._latest = latest  # the latest timestamp taken
         self._skill_ids: dict[str, int] = {}
         self._digests: dict[int, dict[str, str]] = {}
-        self.postgres = store.dialect == "postgresql"
+        self.postgres = postgres
+        self._pull = pull
         self.new_skills: dict[int, str] = {}  # provisional id -> name
         self.registered: dict[int, int] = {}  # provisional id -> id, filled by the writer
         self._applied = 0  # how many of `registered` `_skill_ids` has taken in
-        self._day, self._day_text = 0, ""  # the last date `sqlite_time` formatted
+        self._day, self._day_text = 0, ""  # the last date `stored_time` formatted
 
     def skill_id(self, name: str) -> int:
         found = self._skill_ids.get(name)
         if found is None:
-            with self._store.reading() as tx:
-                found = tx.skill_id(name)
+            found = self._known.skill_id(name)
             if found is None:
                 found = -1 - len(self.new_skills)
                 self.new_skills[found] = name
@@ -299,20 +347,13 @@ class _Rows:
 
     def refresh(self) -> None:
         """Use the real ids of the skills the writer has registered since the last call."""
+        if self._pull is not None:
+            self._pull()
         if len(self.registered) > self._applied:
             # (a copy: the writer may add to it meanwhile)
             for provisional, real in list(self.registered.items())[self._applied :]:
                 self._skill_ids[self.new_skills[provisional]] = real
                 self._applied += 1
-
-    def register(self, tx: Transaction, provisional: int) -> int:
-        """The writer's side: the real id of a provisional one, registered in `tx` if need be."""
-        found = self.registered.get(provisional)
-        if found is None:
-            found = self.registered[provisional] = tx.ensure_skill(
-                self.new_skills[provisional], self._now
-            )
-        return found
 
     def digest(self, skill_id: int, version: str) -> str | None:
         """The registered digest of a version (a version maps to one digest forever)."""
@@ -320,13 +361,13 @@ class _Rows:
             return None  # a skill new to the store has no versions
         known = self._digests.get(skill_id)
         if known is None:
-            with self._store.reading() as tx:
-                known = self._digests[skill_id] = store_executions.version_digests(tx, skill_id)
+            known = self._digests[skill_id] = self._known.version_digests(skill_id)
         return known.get(version)
 
-    def sqlite_time(self, stamp: dt.datetime) -> str:
-        """`stamp` (UTC) as SQLite keeps it: `stamp.isoformat(" ", "microseconds")[:26]`, built
-        from parts, the date once a day: isoformat goes through printf, ~40% of making a row."""
+    def stored_time(self, stamp: dt.datetime) -> str:
+        """`stamp` (UTC) as the store is given it: naive, as text (SQLite keeps that, and
+        PostgreSQL's COPY reads it), `stamp.isoformat(" ", "microseconds")[:26]` built from
+        parts, the date once a day: isoformat goes through printf, ~40% of making a row."""
         day = stamp.toordinal()
         if day != self._day:
             self._day = day
@@ -360,8 +401,8 @@ class _Rows:
         digest = record.digest
         if digest is None and record.version is not None:
             digest = self.digest(skill_id, record.version)
-        # Naive UTC, as the store keeps time (SQLite: its text form, which date functions read).
-        stamp = stamp.replace(tzinfo=None) if self.postgres else self.sqlite_time(stamp)
+        # Naive UTC, as the store keeps time (SQLite: this text form, which date functions read).
+        stamp = self.stored_time(stamp)
         followed, missed, tags = record.patterns_followed, record.patterns_missed, record.tags
         exception: Any = record.exception
         positive: Any = record.false_positive
@@ -416,54 +457,53 @@ def _open(file: InboxFile, unreadable: list[tuple[str, str]]) -> BinaryIO | None
 
 
 def _batches(
-    store: Store,
     file: InboxFile,
+    found: Callable[[int, int], _Position | None],
     rows: _Rows,
     batch_size: int,
     result: IngestResult,
     progress: Callable[[int], None] | None,
-) -> Iterator[_Batch]:
-    """Read one file from its checkpoint, in batches of decoded rows."""
+) -> Iterator[tuple[_Taken, list[tuple[Any, ...]]]]:
+    """Read one file from its checkpoint (`found` by device and inode), in batches of decoded
+    rows."""
     handle = _open(file, result.unreadable)
     if handle is None:
         return
     with handle:
         status = os.fstat(handle.fileno())
-        offset, line, follows = _start(store, file, handle, result)
+        offset, line, follows = _start(file, handle, found(status.st_dev, status.st_ino), result)
         if status.st_size <= offset:
             return
         head = os.pread(handle.fileno(), HEAD_BYTES, 0)
         decode, make_row, path = _DECODER.decode, rows.row, str(file.path)
         batch: list[tuple[Any, ...]] = []
         bad: list[tuple[str, int, str, str]] = []
-        provisional: list[int] = []
         count = consumed = 0
 
         hashes: dict[int, str] = {}  # of the head's first bytes, by length: an array's once
 
-        def cut() -> _Batch:
+        def cut() -> tuple[_Taken, list[tuple[Any, ...]]]:
             """The lines read since the last batch, as a batch (its checkpoint: `offset`)."""
             nonlocal follows
             length = _head_length(head, offset, reading.kept is not None)
             if length not in hashes:
                 hashes[length] = _hash(head[:length])
-            made = _Batch(
-                file,
+            made = _Taken(
+                path,
                 status.st_dev,
                 status.st_ino,
-                batch,
-                bad,
                 offset,
                 line,
-                head,
-                count,
-                provisional,
                 length,
                 hashes[length],
+                count,
+                len(batch),
+                consumed,
+                bad,
                 follows,
             )
             follows = made.checkpoint()
-            return made
+            return made, batch
 
         rows.refresh()
         reading = _records(file, handle, offset, line, result.unreadable)
@@ -489,15 +529,13 @@ def _batches(
                 if isinstance(made, str):
                     bad.append((path, line, made, text.decode("utf-8", "replace")))
                 else:
-                    if made[1] < 0:
-                        provisional.append(len(batch))
                     batch.append(made)
             if count >= batch_size:
                 offset += consumed
                 yield cut()
                 if progress is not None:
                     progress(consumed)
-                batch, bad, provisional, count, consumed = [], [], [], 0, 0
+                batch, bad, count, consumed = [], [], 0, 0
                 rows.refresh()
         if count:
             offset += consumed
@@ -508,74 +546,180 @@ def _batches(
             result.waiting.append(str(file.path))
 
 
-def _write(
-    tx: Transaction, batches: list[_Batch], rows: _Rows, now: dt.datetime
-) -> tuple[list[_Batch], int]:
-    """Batches, in order, and their files' checkpoints, in the caller's transaction; the batches
-    written, and the number of rows they inserted.
+def _units(
+    files: list[InboxFile],
+    found: Callable[[int, int], _Position | None],
+    rows: _Rows,
+    batch_size: int,
+    most: int,
+    result: IngestResult,
+    progress: Callable[[int], None] | None = None,
+    *,
+    together: int = WRITE_RECORDS,
+) -> Iterator[_Unit]:
+    """The files' batches, their rows made ready to insert; those of a file that go in one
+    statement (up to `together` records; one batch if it is larger) in one unit. `progress` is
+    called after each batch is read, once what was yielded before it is taken (with `together`
+    0, once the unit of that batch alone is).
 
-    A file whose checkpoint is no longer the one its first batch here follows was read meanwhile
-    by another ingestion (two cron runs at once): its batches are left out, not inserted as
-    duplicates nor their bad lines quarantined a second time."""
-    taken: set[tuple[int, int]] = set()
-    checked: set[tuple[int, int]] = set()
-    for batch in batches:
-        identity = (batch.device, batch.inode)
-        if identity not in checked:
-            checked.add(identity)
-            found = store_executions.claim_checkpoint(tx, *identity)
-            stored = (found.offset, found.line, found.head_hash) if found else None
-            if stored != batch.follows:
-                taken.add(identity)
-    batches = [batch for batch in batches if (batch.device, batch.inode) not in taken]
-    if not batches:
-        return batches, 0
-    for batch in batches:
-        for index in batch.provisional:
-            row = batch.rows[index]
-            batch.rows[index] = (row[0], rows.register(tx, row[1]), *row[2:])
+    A unit holds one file's batches: another ingestion that took some of its lines meanwhile
+    makes the writer leave all of them out (`_write`), which batches of several files whose
+    rows are combined could not be."""
+    for file in files:
+        waiting: list[tuple[_Taken, list[tuple[Any, ...]]]] = []
+        records = 0
+        for taken, batch in _batches(file, found, rows, batch_size, result, progress):
+            waiting.append((taken, batch))
+            records += len(batch)
+            if records + batch_size > together:
+                yield _unit(waiting, rows, most)
+                waiting, records = [], 0
+        if waiting:
+            yield _unit(waiting, rows, most)
+
+
+def _unit(batches: list[tuple[_Taken, list[tuple[Any, ...]]]], rows: _Rows, most: int) -> _Unit:
     together = (
-        batches[0].rows
-        if len(batches) == 1
-        else list(itertools.chain.from_iterable(batch.rows for batch in batches))
+        batches[0][1] if len(batches) == 1 else [row for _, batch in batches for row in batch]
     )
-    inserted = store_executions.insert_executions(tx, together)
-    last: dict[tuple[int, int], _Batch] = {}  # each file's last batch
-    for batch in batches:
+    prepared = store_executions.prepare_executions(together, most)
+    new = {skill: rows.new_skills[skill] for skill in prepared.skill_ids if skill < 0}
+    return _Unit([taken for taken, _ in batches], prepared, new)
+
+
+class _Lookups(Protocol):
+    """What reading needs of the store besides the files' checkpoints."""
+
+    def skill_id(self, name: str) -> int | None: ...
+
+    def version_digests(self, skill_id: int) -> dict[str, str]: ...
+
+
+class _StoreLookups:
+    """Looked up in the store as needed (reading in this process)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def skill_id(self, name: str) -> int | None:
+        with self._store.reading() as tx:
+            return tx.skill_id(name)
+
+    def version_digests(self, skill_id: int) -> dict[str, str]:
+        with self._store.reading() as tx:
+            return store_executions.version_digests(tx, skill_id)
+
+
+class _Known(msgspec.Struct, array_like=True):
+    """What the store knows, read before reading starts, for a reading process (which has no
+    connection to the store of its own): skill ids by name and each skill's version digests."""
+
+    skills: dict[str, int]
+    digests: dict[int, dict[str, str]]
+
+    def skill_id(self, name: str) -> int | None:
+        return self.skills.get(name)
+
+    def version_digests(self, skill_id: int) -> dict[str, str]:
+        return self.digests.get(skill_id, {})
+
+
+class _Skills:
+    """The writer's side of provisional skill ids: the names they stand for, and their real ids
+    once registered, passed on to the reading side by `tell`."""
+
+    def __init__(self, now: dt.datetime, tell: Callable[[int, int], None]) -> None:
+        self._now = now
+        self._tell = tell
+        self.names: dict[int, str] = {}  # provisional id -> name
+        self._real: dict[int, int] = {}
+
+    def real(self, tx: Transaction, provisional: int) -> int:
+        """The real id of a provisional one, registered in `tx` if need be."""
+        found = self._real.get(provisional)
+        if found is None:
+            found = self._real[provisional] = tx.ensure_skill(self.names[provisional], self._now)
+            self._tell(provisional, found)
+        return found
+
+
+class _Written:
+    """What one write transaction has done so far: the files' checkpoints as it left them (it
+    claimed them), their last batches (whose checkpoints it saves before it commits), and the
+    skills whose existence it checked."""
+
+    def __init__(self) -> None:
+        self.positions: dict[tuple[int, int], tuple[int, int, str] | None] = {}
+        self.last: dict[tuple[int, int], _Taken] = {}
+        self.skills: set[int] = set()
+
+    def save_checkpoints(self, tx: Transaction, now: dt.datetime) -> None:
+        # Each file's last checkpoint only: the earlier ones would be overwritten in this same
+        # transaction.
+        for batch in self.last.values():
+            store_executions.save_checkpoint(
+                tx,
+                device=batch.device,
+                inode=batch.inode,
+                path=batch.path,
+                offset=batch.offset,
+                line=batch.line,
+                head_hash=batch.head_hash,
+                head_length=batch.head_length,
+                at=now,
+            )
+
+
+def _write(
+    tx: Transaction, unit: _Unit, written: _Written, skills: _Skills, now: dt.datetime
+) -> tuple[list[_Taken], int]:
+    """A unit in the caller's transaction, whose checkpoints `written.save_checkpoints` saves
+    before it commits; the batches written, and the number of rows they inserted.
+
+    A unit whose file's checkpoint is no longer the one its first batch follows was read
+    meanwhile by another ingestion (two cron runs at once): it is left out, not inserted as
+    duplicates nor its bad lines quarantined a second time."""
+    first, last = unit.batches[0], unit.batches[-1]
+    identity = (first.device, first.inode)
+    if identity not in written.positions:
+        found = store_executions.claim_checkpoint(tx, *identity)
+        written.positions[identity] = (found.offset, found.line, found.head_hash) if found else None
+    if written.positions[identity] != first.follows:
+        return [], 0
+    written.positions[identity] = last.checkpoint()
+    written.last[identity] = last
+    unit.prepared.set_skill_ids(lambda provisional: skills.real(tx, provisional))
+    inserted = store_executions.insert_prepared(tx, unit.prepared, written.skills)
+    for batch in unit.batches:
         if batch.bad:
             store_executions.quarantine(tx, batch.bad, now)
-        last[batch.device, batch.inode] = batch
-    # The earlier batches' checkpoints would be overwritten in this same transaction: only the
-    # last one per file is saved (each statement lets the reading thread take the GIL, and the
-    # writer waits up to 5 ms to get it back).
-    for batch in last.values():
-        store_executions.save_checkpoint(
-            tx,
-            device=batch.device,
-            inode=batch.inode,
-            path=str(batch.file.path),
-            offset=batch.offset,
-            line=batch.line,
-            head_hash=batch.head_hash,
-            head_length=batch.head_length,
-            at=now,
-        )
-    return batches, inserted
+    return unit.batches, inserted
 
 
-def pending_bytes(store: Store, inbox: Path) -> int:
-    """Bytes of the inbox not yet ingested (an upper bound: rewritten files count whole)."""
+def _unread(files: list[InboxFile], saved: dict[tuple[int, int], _Position]) -> int:
+    """Bytes of the files not yet ingested (an upper bound: rewritten files count whole)."""
     total = 0
-    by_identity = {(c.device, c.inode): c for c in store_executions.checkpoints(store)}
-    for file in inbox_files(inbox):
+    for file in files:
         try:
             status = file.path.stat()
         except FileNotFoundError:
             continue
-        known = by_identity.get((status.st_dev, status.st_ino))
-        done = known.offset if known is not None and known.offset <= status.st_size else 0
+        known = saved.get((status.st_dev, status.st_ino))
+        done = known[0] if known is not None and known[0] <= status.st_size else 0
         total += status.st_size - done
     return total
+
+
+def _saved(store: Store) -> dict[tuple[int, int], _Position]:
+    return {
+        (c.device, c.inode): (c.offset, c.line, c.head_hash, c.head_length)
+        for c in store_executions.checkpoints(store)
+    }
+
+
+def pending_bytes(store: Store, inbox: Path) -> int:
+    """Bytes of the inbox not yet ingested (an upper bound: rewritten files count whole)."""
+    return _unread(inbox_files(inbox), _saved(store))
 
 
 def ingest(
@@ -590,86 +734,118 @@ def ingest(
     """Ingest every new complete line of the inbox's files; see the module docstring. A record
     dated more than `max_clock_skew` after `now` is quarantined.
 
-    Decoding runs on this thread while a second one writes the batches decoded before, all
-    those waiting in one statement (the database driver releases the GIL while SQLite works
-    through it), so reading and writing overlap.
+    More than READER_PROCESS_BYTES to read: the files are read and decoded in a process of its
+    own (`_ReadingProcess`), and its rows written here by a thread of their own while this one
+    takes the next ones from it; so the two work on two cores, neither waiting for the other's
+    turn at Python's GIL. Less: read and written by this thread, one after the other (starting
+    a process would take longer).
     """
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)
+    latest = now + max_clock_skew
     result = IngestResult()
     files = inbox_files(inbox)
     result.files = len(files)
-    rows = _Rows(store, now, now + max_clock_skew)
-    # Room for what the writer inserts at once, and for the batch being decoded meanwhile.
-    pipe: queue.Queue[_Batch | None] = queue.Queue(maxsize=max(2, 1 + WRITE_RECORDS // batch_size))
-    failure: list[BaseException] = []
-
-    def gather(first: _Batch) -> tuple[list[_Batch], _Batch | None, bool]:
-        """`first` and the batches waiting behind it that go in with it (up to WRITE_RECORDS
-        records); the batch taken that did not fit (or None), and whether the end was taken."""
-        group, records = [first], len(first.rows)
-        while True:
-            try:
-                following = pipe.get_nowait()
-            except queue.Empty:
-                return group, None, False
-            if following is None:
-                return group, None, True
-            records += len(following.rows)
-            if records > WRITE_RECORDS:
-                return group, following, False
-            group.append(following)
-
-    def write(tx: Transaction, group: list[_Batch]) -> int:
-        """Write `group` in `tx`, counted in the result: the lines it took."""
-        group, inserted = _write(tx, group, rows, now)
-        lines = sum(b.lines for b in group)
-        result.read += lines
-        result.inserted += inserted
-        result.duplicates += sum(len(b.rows) for b in group) - inserted
-        result.quarantined += sum(len(b.bad) for b in group)
-        return lines
-
-    if store.single_connection:
-        # An in-memory store lives on one connection, which a writing thread and this one
-        # cannot use at once: each batch is written as soon as it is decoded, here.
+    saved = _saved(store)
+    with store.reading() as tx:
+        most = store_executions.statement_rows(tx)
+    postgres = store.dialect == "postgresql"
+    if store.single_connection or _unread(files, saved) <= READER_PROCESS_BYTES:
+        rows = _Rows(_StoreLookups(store), now, latest, postgres=postgres)
+        skills = _Skills(now, rows.registered.__setitem__)
+        # Each batch is written before the next is read: `progress` may pause (a progress bar
+        # drawing), and what was read before is not left waiting meanwhile.
+        units = _units(files, _finder(saved), rows, batch_size, most, result, progress, together=0)
         with store.bulk_writes(), store_executions.bulk_inserts(store):
-            for file in files:
-                for batch in _batches(store, file, rows, batch_size, result, progress):
-                    with store.atomic() as tx:
-                        write(tx, [batch])
-        result.seconds = time.perf_counter() - started
-        return result
+            for unit in units:
+                skills.names.update(unit.new_skills)
+                with store.atomic() as tx:
+                    written = _Written()
+                    _count(result, _write(tx, unit, written, skills, now))
+                    written.save_checkpoints(tx, now)
+    else:
+        with store.reading() as tx:
+            known = _Known(
+                store_executions.skill_ids_by_name(tx),
+                store_executions.all_version_digests(tx),
+            )
+        job = _Job(
+            [os.fsencode(file.path) for file in files],
+            [(*identity, *position) for identity, position in saved.items()],
+            known,
+            batch_size,
+            most,
+            postgres,
+            now,
+            latest,
+            {name: globals()[name] for name in _LIMITS},
+        )
+        _ingest_in_two(store, _ReadingProcess(job), result, progress, now)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _finder(saved: dict[tuple[int, int], _Position]) -> Callable[[int, int], _Position | None]:
+    return lambda device, inode: saved.get((device, inode))
+
+
+def _count(result: IngestResult, written: tuple[list[_Taken], int]) -> int:
+    """Count what `_write` wrote in the result; the records it took."""
+    batches, inserted = written
+    records = sum(batch.records for batch in batches)
+    result.read += sum(batch.lines for batch in batches)
+    result.inserted += inserted
+    result.duplicates += records - inserted
+    result.quarantined += sum(len(batch.bad) for batch in batches)
+    return records
+
+
+def _ingest_in_two(
+    store: Store,
+    reading: _ReadingProcess,
+    result: IngestResult,
+    progress: Callable[[int], None] | None,
+    now: dt.datetime,
+) -> None:
+    """Units from the reading process, written by a thread of their own."""
+    skills = _Skills(now, reading.tell)
+    pipe: queue.Queue[_Unit | None] = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+    # Units written, freed by this thread: freeing a unit's values holds the GIL for a few ms,
+    # which the writer would spend doing it instead of writing the next.
+    spent: list[_Unit] = []
 
     def writer() -> None:
-        # A transaction takes batches while more are waiting, up to COMMIT_RECORDS: committing
-        # every 1,000 records rewrites the same index pages thousands of times. Each batch's
+        # A transaction takes units while more come, up to COMMIT_RECORDS: committing every
+        # 1,000 records rewrites the same index pages thousands of times. Each batch's
         # checkpoint is in the transaction with its rows, so a kill loses both or neither.
-        # Never wait for the reader while holding the write lock: another process may need it.
-        batch: _Batch | None = pipe.get()
-        ended = batch is None
+        # Holding the write lock, it waits at most WAIT_SECONDS for the reader: another process
+        # may need the lock.
+        unit = pipe.get()
+        ended = unit is None
         try:
             with store.bulk_writes(), store_executions.bulk_inserts(store):
-                while batch is not None:
+                while unit is not None:
                     with store.atomic() as tx:
-                        written = 0
-                        while batch is not None:
-                            group, batch, ended = gather(batch)
-                            written += write(tx, group)
-                            if ended or written >= COMMIT_RECORDS:
+                        written, records = _Written(), 0
+                        while unit is not None:
+                            records += _count(result, _write(tx, unit, written, skills, now))
+                            spent.append(unit)
+                            unit = None
+                            if records >= COMMIT_RECORDS:
                                 break
-                            if batch is None:
-                                try:
-                                    batch = pipe.get_nowait()
-                                except queue.Empty:
-                                    break
-                                ended = batch is None
-                    if batch is None and not ended:
-                        batch = pipe.get()
-                        ended = batch is None
+                            try:
+                                unit = pipe.get(timeout=WAIT_SECONDS)
+                            except queue.Empty:
+                                break
+                            ended = unit is None
+                        written.save_checkpoints(tx, now)
+                    if unit is None and not ended:
+                        unit = pipe.get()
+                        ended = unit is None
         except BaseException as exc:
             failure.append(exc)
-            while not ended:  # let the reader finish: it stops at its next batch
+            while not ended:  # let the reader finish: it stops at its next unit
                 ended = pipe.get() is None
         finally:
             store.release_connection()  # this thread ends: its connection with it
@@ -677,20 +853,227 @@ def ingest(
     thread = threading.Thread(target=writer, name="skillstage-ingest-writer", daemon=True)
     thread.start()
     try:
-        for file in files:
-            for batch in _batches(store, file, rows, batch_size, result, progress):
-                if failure:
-                    break
-                pipe.put(batch)
+        for unit in reading.units(result):
             if failure:
                 break
+            skills.names.update(unit.new_skills)
+            pipe.put(unit)
+            spent.clear()
+            if progress is not None:
+                for batch in unit.batches:
+                    progress(batch.consumed)
     finally:
         pipe.put(None)
         thread.join()
+        reading.close()
     if failure:
         raise failure[0]
-    result.seconds = time.perf_counter() - started
-    return result
+
+
+# -- the reading process -----------------------------------------------------------------------
+
+
+class _Job(msgspec.Struct, array_like=True):
+    """What a reading process is to read, and what it needs of the store."""
+
+    files: list[bytes]  # their paths, as the file system has them (not always UTF-8)
+    saved: list[tuple[int, int, int, int, str, int]]  # device, inode, and the checkpoint
+    known: _Known
+    batch_size: int
+    most: int
+    postgres: bool
+    now: dt.datetime
+    latest: dt.datetime
+    limits: dict[str, int | str]  # this module's limits, as the ingesting process has them
+
+
+_LIMITS = (
+    "CHUNK_BYTES",
+    "MAX_LINE_BYTES",
+    "HEAD_BYTES",
+    "MAX_ARRAY_BYTES",
+    "WRITE_RECORDS",
+    "_TOO_LONG",
+)
+
+
+class _Done(msgspec.Struct, array_like=True):
+    """A reading process's last word: what it found of the files, or why it failed."""
+
+    waiting: list[str]
+    restarted: list[str]
+    unreadable: list[tuple[str, str]]
+    error: str | None = None
+
+
+_PAIR = struct.Struct("<qq")  # a provisional skill id and its real one, to the reading process
+_LENGTH = struct.Struct("<I")
+_MSGPACK = msgspec.msgpack.Encoder()
+_UNIT = msgspec.msgpack.Decoder(_Unit)
+_DONE = msgspec.msgpack.Decoder(_Done)
+_PIPE_BYTES = 1 << 20  # the pipe from the reading process holds about a unit
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return kind + _LENGTH.pack(len(payload)) + payload
+
+
+def _read_frame(source: IO[bytes]) -> tuple[bytes, bytes] | None:
+    """A frame written by `_frame`; None at the end of `source`."""
+    head = _read_exactly(source, 1 + _LENGTH.size)
+    if head is None:
+        return None
+    (length,) = _LENGTH.unpack(head[1:])
+    payload = _read_exactly(source, length)
+    return None if payload is None else (head[:1], payload)
+
+
+def _read_exactly(source: IO[bytes], size: int) -> bytes | None:
+    """`size` bytes of `source`, or None when it ends first."""
+    data = source.read(size)
+    if len(data) == size:
+        return data
+    parts = [data]
+    while size > sum(map(len, parts)):
+        more = source.read(size - sum(map(len, parts)))
+        if not more:
+            return None
+        parts.append(more)
+    return b"".join(parts)
+
+
+class _ReadingProcess:
+    """A process reading and decoding the inbox (`_read_inbox`), its rows made ready to insert:
+    `units` yields them as it sends them. The real ids of skills the writer registers go back
+    to it (`tell`), so that the rows it makes after carry them."""
+
+    def __init__(self, job: _Job) -> None:
+        # The reading process imports this module as this process did.
+        root = str(Path(skillstage.__file__).resolve().parent.parent)
+        paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", f"import {__name__}; {__name__}._read_inbox()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+        )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._out = self._process.stdout
+        self._in = self._process.stdin
+        with contextlib.suppress(OSError, AttributeError):  # Linux: a larger pipe buffer
+            fcntl.fcntl(self._out.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        try:
+            self._in.write(_frame(b"J", _MSGPACK.encode(job)))
+            self._in.flush()
+        except BrokenPipeError:
+            pass  # it failed to start: `units` says how
+        os.set_blocking(self._in.fileno(), False)
+        self._told: collections.deque[bytes] = collections.deque()
+        self._unsent = bytearray()
+
+    def tell(self, provisional: int, real: int) -> None:
+        """From any thread: the real id of a provisional skill id (sent by `units`'s thread, so
+        that a full pipe never stops the writer)."""
+        self._told.append(_PAIR.pack(provisional, real))
+
+    def _send_told(self) -> None:
+        while self._told:
+            self._unsent += self._told.popleft()
+        if self._unsent:
+            try:
+                del self._unsent[: os.write(self._in.fileno(), self._unsent)]
+            except BlockingIOError:
+                pass  # it reads them between batches
+            except BrokenPipeError:
+                self._unsent.clear()
+
+    def units(self, result: IngestResult) -> Iterator[_Unit]:
+        """The units it reads, until it has read all; what it found of the files is put in
+        `result`. Raises SkillstageError when it fails."""
+        while True:
+            self._send_told()
+            frame = _read_frame(self._out)
+            if frame is None:
+                code = self._process.wait()
+                raise SkillstageError(
+                    f"the process reading the metrics inbox ended unexpectedly (exit {code})",
+                    hint="see its error output above; run the ingestion again",
+                )
+            kind, payload = frame
+            if kind == b"U":
+                yield _UNIT.decode(payload)
+                continue
+            done = _DONE.decode(payload)
+            if done.error is not None:
+                raise SkillstageError(f"reading the metrics inbox failed: {done.error}")
+            result.waiting.extend(done.waiting)
+            result.restarted.extend(done.restarted)
+            result.unreadable.extend(done.unreadable)
+            return
+
+    def close(self) -> None:
+        """Stop it if it still runs (the ingestion failed), and wait for its end."""
+        with contextlib.suppress(OSError):
+            self._in.close()
+        if self._process.poll() is None:
+            with contextlib.suppress(OSError):
+                self._out.close()
+            self._process.kill()
+        self._process.wait()
+        with contextlib.suppress(OSError):
+            self._out.close()
+
+
+def _read_inbox() -> None:
+    """The reading process (`_ReadingProcess`): its job on stdin, frames on stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the ingesting process stops this one
+    # Reading makes no reference cycles worth collecting, but the collector, run every 700
+    # allocations, went through the batches' rows again and again: 10% of its time.
+    gc.disable()
+    frames = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything else printed goes to stderr, not among the frames
+    source = os.fdopen(0, "rb", buffering=0)
+    found = _read_frame(source)
+    if found is None:
+        return  # the ingestion stopped before it began
+    job = msgspec.msgpack.decode(found[1], type=_Job)
+    os.set_blocking(0, False)
+    pairs = bytearray()
+
+    def pull() -> None:
+        """The real ids the writer sent of provisional skill ids."""
+        nonlocal pairs
+        while True:
+            try:
+                data = os.read(0, 1 << 16)
+            except BlockingIOError:
+                break
+            if not data:  # the ingestion stopped (or its process died): so does reading
+                os._exit(0)
+            pairs += data
+        whole = len(pairs) - len(pairs) % _PAIR.size
+        for provisional, real in _PAIR.iter_unpack(pairs[:whole]):
+            rows.registered[provisional] = real
+        del pairs[:whole]
+
+    result = IngestResult()
+    rows = _Rows(job.known, job.now, job.latest, postgres=job.postgres, pull=pull)
+    saved = {(d, i): (offset, line, head, length) for d, i, offset, line, head, length in job.saved}
+    globals().update(job.limits)
+    files = [file for path in job.files if (file := _inbox_file(Path(os.fsdecode(path))))]
+    try:
+        try:
+            for unit in _units(files, _finder(saved), rows, job.batch_size, job.most, result):
+                frames.write(_frame(b"U", _MSGPACK.encode(unit)))
+                frames.flush()
+            done = _Done(result.waiting, result.restarted, result.unreadable)
+        except Exception as exc:
+            traceback.print_exc()
+            done = _Done([], [], [], f"{type(exc).__name__}: {exc}")
+        frames.write(_frame(b"D", _MSGPACK.encode(done)))
+        frames.flush()
+    except BrokenPipeError:  # the ingestion stopped (or its process died)
+        os._exit(0)
 
 
 @dataclass(frozen=True)

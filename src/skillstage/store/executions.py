@@ -3,7 +3,9 @@ the quarantine, eval runs, and the samples gates and comparisons read.
 
 Bulk inserts: SQLite through multi-row INSERT OR IGNORE statements of up to 4,096 rows in id
 order (an execution id seen before is a duplicate, never a second row); PostgreSQL through COPY
-into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING.
+into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING. `prepare_executions`
+makes the rows ready without the database (ingestion does it in another process), and
+`insert_prepared` inserts them.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import functools
 import itertools
 import operator
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from skillstage.store.store import Store, Transaction
 
@@ -44,7 +48,10 @@ _FLAGS = ("exception", "false_positive", "false_negative", "critical", "benchmar
 _QUOTED = ", ".join(f'"{c}"' for c in EXECUTION_COLUMNS)
 # Rows per multi-row INSERT on SQLite: powers of two, so that the statements prepared (the driver
 # caches them; the largest takes a few MB) are few whatever the batch sizes.
-_STATEMENT_ROWS = tuple(2**n for n in range(4, 13))  # 16 … 4096
+_STATEMENT_ROWS: tuple[int, ...] = tuple(2**n for n in range(4, 13))  # 16 … 4096
+# `bulk_inserts`: SQLite's write-ahead log is checkpointed when it holds this much (default:
+# after any commit that leaves it over 1,000 pages).
+BULK_CHECKPOINT_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,20 @@ def skill_ids(tx: Transaction, names: Sequence[str], at: dt.datetime) -> dict[st
     return {name: tx.ensure_skill(name, at) for name in names}
 
 
+def skill_ids_by_name(tx: Transaction) -> dict[str, int]:
+    """Every skill's id, by name."""
+    return dict(tx.query("SELECT name, id FROM skill"))
+
+
+def all_version_digests(tx: Transaction) -> dict[int, dict[str, str]]:
+    """Every registered version's digest, by skill id and version."""
+    found: dict[int, dict[str, str]] = {}
+    query = "SELECT skill_id, version, digest FROM skill_version"
+    for skill_id, version, digest in tx.query(query):
+        found.setdefault(skill_id, {})[version] = digest
+    return found
+
+
 def version_digests(tx: Transaction, skill_id: int) -> dict[str, str]:
     """Each registered version of a skill and its digest."""
     return dict(
@@ -142,6 +163,86 @@ def version_digests(tx: Transaction, skill_id: int) -> dict[str, str]:
             {"skill_id": skill_id},
         )
     )
+
+
+class PreparedRows(msgspec.Struct, array_like=True):
+    """Execution rows made ready for `insert_prepared` by `prepare_executions`, which needs no
+    database: ingestion prepares them in its reading process, and its writer only binds them
+    (and sends them between the two as MessagePack, hence the plain types)."""
+
+    # PostgreSQL: the rows, one per execution id (COPY takes them). SQLite: none; the rows are
+    # in `statements`.
+    rows: list[list[Any]]
+    count: int  # rows given, before those of one id were combined
+    distinct: int  # rows after
+    skill_ids: list[int]
+    # SQLite: multi-row INSERTs, as (rows it stores, rows it takes, their values one after
+    # another, in id order): filled up to a size for which a statement is prepared
+    statements: list[tuple[int, int, list[Any]]]
+
+    def stored_rows(self) -> Sequence[Sequence[Any]]:
+        """The rows, one per execution id."""
+        if not self.statements:
+            return self.rows
+        width = len(EXECUTION_COLUMNS)
+        return [
+            values[index * width : (index + 1) * width]
+            for used, _, values in self.statements
+            for index in range(used)
+        ]
+
+    def set_skill_ids(self, real: Callable[[int], int]) -> None:
+        """Put `real(id)` for each negative skill id (a provisional one: ingestion registers the
+        skills new to the store in its write transaction), asking for -1 before -2 and so on
+        (the order ingestion met them, which registers them in that order)."""
+        provisional = sorted((skill for skill in self.skill_ids if skill < 0), reverse=True)
+        if not provisional:
+            return
+        known = {skill: real(skill) for skill in provisional}
+        width = len(EXECUTION_COLUMNS)
+        for _, _, values in self.statements:
+            ids = values[1::width]
+            if min(ids) < 0:
+                values[1::width] = [known.get(skill, skill) for skill in ids]
+        for row in self.rows:
+            row[1] = known.get(row[1], row[1])
+        self.skill_ids = [known.get(skill, skill) for skill in self.skill_ids]
+
+
+def statement_rows(tx: Transaction) -> int:
+    """The most rows `prepare_executions` puts in one INSERT for `tx`'s connection (SQLite
+    limits the variables of a statement); 0 on PostgreSQL, which COPYs instead."""
+    if tx.dialect.name != "sqlite":
+        return 0
+    limit = int(tx.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    most = limit // len(EXECUTION_COLUMNS)
+    return max([size for size in _STATEMENT_ROWS if size <= most] or [1])
+
+
+def prepare_executions(rows: Sequence[Sequence[Any]], most: int) -> PreparedRows:
+    """Rows (in `EXECUTION_COLUMNS` order) made ready for `insert_prepared`: the rows of one id
+    combined; with `most` (`statement_rows`, SQLite) in id order and cut into statements of up
+    to `most` rows. Touches no database."""
+    count = len(rows)
+    rows = _combined(rows)
+    skills = list(set(map(operator.itemgetter(1), rows)))
+    if not most:
+        return PreparedRows([list(row) for row in rows], count, len(rows), skills, [])
+    # In id order: each insert lands next to the previous one in the primary key's index, whose
+    # pages are then still in the CPU's caches (~15% less time with random ids). A stable sort:
+    # of two rows with the same id, the first in the files is still the one stored.
+    rows = sorted(rows, key=operator.itemgetter(0))
+    sizes = [size for size in _STATEMENT_ROWS if size <= most] or [1]
+    statements = []
+    for start in range(0, len(rows), sizes[-1]):
+        chunk = rows[start : start + sizes[-1]]
+        size = next(size for size in sizes if size >= len(chunk))
+        # Filled up with copies of its last row, which INSERT OR IGNORE stores at most once (the
+        # first copy, unless the id is already stored): the count of rows inserted stays exact,
+        # and one prepared statement serves every chunk up to its size.
+        filled = itertools.chain(chunk, itertools.repeat(chunk[-1], size - len(chunk)))
+        statements.append((len(chunk), size, list(itertools.chain.from_iterable(filled))))
+    return PreparedRows([], count, len(rows), skills, statements)
 
 
 def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
@@ -154,12 +255,32 @@ def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
     """
     if not rows:
         return 0
-    rows = _combined(rows)
+    return insert_prepared(tx, prepare_executions(rows, statement_rows(tx)))
+
+
+def insert_prepared(
+    tx: Transaction, prepared: PreparedRows, checked: set[int] | None = None
+) -> int:
+    """`insert_executions` of rows `prepare_executions` made ready for `tx`'s dialect; no skill
+    id may be negative. `checked`: skills known to exist in this transaction (see
+    `_require_skills`), added to."""
+    if not prepared.distinct:
+        return 0
     connection = tx.connection
     if tx.dialect.name == "sqlite":
-        _require_skills(tx, rows)
-        inserted = _insert_sqlite(connection, rows)
-        if inserted < len(rows):
+        wanted = set(prepared.skill_ids)
+        if checked is not None:
+            wanted -= checked
+            checked |= wanted
+        _require_skills(tx, wanted)
+        before = connection.total_changes
+        for _, size, values in prepared.statements:
+            # One statement of many rows is one call into SQLite, which works through all of
+            # them without Python's GIL. (`executemany` takes the GIL back after every row, and
+            # then waits for the thread holding it to let go: that halved ingestion's speed.)
+            connection.execute(_values_sql(size), values)
+        inserted = int(connection.total_changes - before)
+        if inserted < prepared.distinct:
             connection.execute(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS ingest_batch AS SELECT * FROM execution"
                 " WHERE 0"
@@ -167,7 +288,7 @@ def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
             connection.executemany(
                 f"INSERT INTO temp.ingest_batch ({_QUOTED}) VALUES"
                 f" ({', '.join('?' * len(EXECUTION_COLUMNS))})",
-                rows,
+                prepared.stored_rows(),
             )
             connection.execute(_FILL_FROM_BATCH)
             connection.execute("DELETE FROM temp.ingest_batch")
@@ -178,14 +299,14 @@ def insert_executions(tx: Transaction, rows: Sequence[Sequence[Any]]) -> int:
     )
     with connection.cursor() as cursor:
         with cursor.copy(f"COPY ingest_batch ({_QUOTED}) FROM STDIN") as copy:
-            for row in rows:
+            for row in prepared.rows:
                 copy.write_row(row)
         cursor.execute(
             f"INSERT INTO execution ({_QUOTED}) SELECT {_QUOTED} FROM ingest_batch"
             " ON CONFLICT (execution_id) DO NOTHING"
         )
         inserted = int(cursor.rowcount)
-        if inserted < len(rows):
+        if inserted < prepared.distinct:
             cursor.execute(_FILL_FROM_BATCH)
         cursor.execute("DELETE FROM ingest_batch")
     return inserted
@@ -232,40 +353,11 @@ _FILL_FROM_BATCH = (
 )
 
 
-def _insert_sqlite(connection: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> int:
-    # One statement of many rows is one call into SQLite, which works through all of them
-    # without Python's GIL: ingestion's reading thread decodes the next batch meanwhile.
-    # `executemany` takes the GIL back after every row, and then waits for the reading thread
-    # to let go of it (up to 5 ms each time); that halved ingestion's speed.
-    before = connection.total_changes
-    width = len(EXECUTION_COLUMNS)
-    most = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
-    sizes = [size for size in _STATEMENT_ROWS if size <= most] or [1]
-    # In id order: each insert lands next to the previous one in the primary key's index, whose
-    # pages are then still in the CPU's caches (~15% less time with random ids). A stable sort:
-    # of two rows with the same id, the first in the files is still the one stored.
-    rows = sorted(rows, key=operator.itemgetter(0))
-    values = list(itertools.chain.from_iterable(rows))
-    done = 0
-    while done < len(rows):
-        count = min(sizes[-1], len(rows) - done)
-        size = next(size for size in sizes if size >= count)
-        chunk = values[done * width : (done + count) * width]
-        if size > count:
-            # Filled up with copies of its last row, which INSERT OR IGNORE stores at most once
-            # (the first copy, unless the id is already stored): the count of rows inserted
-            # stays exact, and one prepared statement serves every chunk up to its size.
-            chunk += chunk[-width:] * (size - count)
-        connection.execute(_values_sql(size), chunk)
-        done += count
-    return int(connection.total_changes - before)
-
-
-def _require_skills(tx: Transaction, rows: Sequence[Sequence[Any]]) -> None:
+def _require_skills(tx: Transaction, skill_ids: Iterable[int]) -> None:
     """The execution table's foreign key, checked once for all the rows: `bulk_inserts` turns
     SQLite's own check off (see there). Inside the write transaction, so no skill can go away
     before the rows commit. Fails as SQLite's check would."""
-    wanted = list(set(map(operator.itemgetter(1), rows)))
+    wanted = list(skill_ids)
     for start in range(0, len(wanted), 500):
         params = {f"s{index}": skill for index, skill in enumerate(wanted[start : start + 500])}
         names = ", ".join(":" + key for key in params)
@@ -283,27 +375,35 @@ def _values_sql(rows: int) -> str:
 def bulk_inserts(store: Store) -> Iterator[None]:
     """For a run of `insert_executions` on this thread (outside a transaction). SQLite: the
     execution table's foreign key is checked by `insert_executions` once per call instead of by
-    SQLite row by row, and temporary data stays in memory.
+    SQLite row by row, temporary data stays in memory, and the write-ahead log is checkpointed
+    once it holds BULK_CHECKPOINT_BYTES rather than after every commit, and when the run ends.
 
     Why: a multi-row INSERT that could fail half-way keeps a statement journal (a copy of each
     page it changes, to undo itself alone), and only the foreign key can make INSERT OR IGNORE
     fail; without it SQLite keeps no journal, which takes ~30% off ingestion's writing. Any other
-    journal stays in memory rather than in a temporary file.
+    journal stays in memory rather than in a temporary file. A checkpoint copies the pages the
+    log holds into the database: after each of ingestion's commits, it copied the same index
+    pages again and again (a million records: 2.5 s of checkpoints, 0.9 s once). Committed
+    pages in the log are as durable as in the database: a crash loses nothing more.
     """
     if store.dialect != "sqlite":
         yield
         return
     with store.reading() as tx:
         connection = tx.connection  # this thread's; its settings outlast the transaction
-    settings = ("temp_store", "foreign_keys")
+    settings = ("temp_store", "foreign_keys", "wal_autocheckpoint")
     saved = [int(connection.execute(f"PRAGMA {name}").fetchone()[0]) for name in settings]
+    page = int(connection.execute("PRAGMA page_size").fetchone()[0])
     connection.execute("PRAGMA temp_store = MEMORY")
     connection.execute("PRAGMA foreign_keys = OFF")
+    connection.execute(f"PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_BYTES // page}")
     try:
         yield
     finally:
         for name, value in zip(settings, saved, strict=True):
             connection.execute(f"PRAGMA {name} = {value}")
+        # What the log holds: copied now, as far as readers let it, not left to the next writer.
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def quarantine(
