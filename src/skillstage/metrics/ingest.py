@@ -1012,23 +1012,23 @@ class _ReadingProcess:
             return
 
     def close(self) -> None:
-        """Stop it if it still runs (the ingestion failed), and wait for its end."""
-        with contextlib.suppress(OSError):
-            self._in.close()
-        if self._process.poll() is None:
+        """Wait for its end; when the ingestion failed, it ends at the pipes' closing (writing
+        to one whose reader is gone, or finding the other closed), or is killed."""
+        for pipe in (self._in, self._out):
             with contextlib.suppress(OSError):
-                self._out.close()
+                pipe.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             self._process.kill()
-        self._process.wait()
-        with contextlib.suppress(OSError):
-            self._out.close()
+            self._process.wait()
 
 
 def _read_inbox() -> None:
     """The reading process (`_ReadingProcess`): its job on stdin, frames on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the ingesting process stops this one
     # Reading makes no reference cycles worth collecting, but the collector, run every 700
-    # allocations, went through the batches' rows again and again: 10% of its time.
+    # allocations, went through the batches' rows again and again (a few per cent of its time).
     gc.disable()
     frames = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed goes to stderr, not among the frames
@@ -1062,17 +1062,19 @@ def _read_inbox() -> None:
     globals().update(job.limits)
     files = [file for path in job.files if (file := _inbox_file(Path(os.fsdecode(path))))]
     try:
-        try:
-            for unit in _units(files, _finder(saved), rows, job.batch_size, job.most, result):
-                frames.write(_frame(b"U", _MSGPACK.encode(unit)))
-                frames.flush()
-            done = _Done(result.waiting, result.restarted, result.unreadable)
-        except Exception as exc:
-            traceback.print_exc()
-            done = _Done([], [], [], f"{type(exc).__name__}: {exc}")
+        for unit in _units(files, _finder(saved), rows, job.batch_size, job.most, result):
+            frames.write(_frame(b"U", _MSGPACK.encode(unit)))
+            frames.flush()
+        done = _Done(result.waiting, result.restarted, result.unreadable)
+    except BrokenPipeError:  # the ingestion stopped (or its process died)
+        os._exit(0)
+    except Exception as exc:
+        traceback.print_exc()
+        done = _Done([], [], [], f"{type(exc).__name__}: {exc}")
+    try:
         frames.write(_frame(b"D", _MSGPACK.encode(done)))
         frames.flush()
-    except BrokenPipeError:  # the ingestion stopped (or its process died)
+    except BrokenPipeError:
         os._exit(0)
 
 

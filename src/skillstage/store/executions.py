@@ -383,8 +383,8 @@ def bulk_inserts(store: Store) -> Iterator[None]:
     fail; without it SQLite keeps no journal, which takes ~30% off ingestion's writing. Any other
     journal stays in memory rather than in a temporary file. A checkpoint copies the pages the
     log holds into the database: after each of ingestion's commits, it copied the same index
-    pages again and again (a million records: 2.5 s of checkpoints, 0.9 s once). Committed
-    pages in the log are as durable as in the database: a crash loses nothing more.
+    pages again and again (a million records: about 3 s of commits and checkpoints, 2 s so).
+    Committed pages in the log are as durable as in the database: a crash loses nothing more.
     """
     if store.dialect != "sqlite":
         yield
