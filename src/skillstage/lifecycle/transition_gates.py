@@ -36,6 +36,7 @@ def _approval_gate() -> Gate:
 
     return ApprovalGate()
 
+
 BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
     "structure": lambda: FindingsGate("structure", frozenset({"content"}), "required files"),
     "schema": lambda: FindingsGate("schema", frozenset({"schema"}), "frontmatter schema"),
