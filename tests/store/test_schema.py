@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -37,6 +38,8 @@ TABLES = {
     "skill_control",
     "alert_episode",
     "action_step",
+    "token",
+    "token_event",
 }
 
 
@@ -336,3 +339,60 @@ def test_upgrading_to_0004_marks_the_benchmark_runs_eval_recorded(store_url: str
         "live-2": False,
         "live-3": False,
     }
+
+
+def test_a_store_at_0006_upgrades_to_0007_and_keeps_tokens_apart(store_url: str) -> None:
+    from alembic import command
+
+    from skillstage.store import tokens as store_tokens
+
+    with Store.open(store_url) as store:
+        store.ensure_version("spam", "1.0.0", "a" * 64, path="/x", frontmatter={})
+    engine = create_store_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.set_main_option("path_separator", "os")
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0006")
+            assert not {"token", "token_event"} & set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaOutdatedError, match="run `skillstage db upgrade`"):
+        Store.open(store_url)
+
+    assert upgrade_schema(store_url) == ("0006", SCHEMA_REVISION)
+    at = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+    with Store.open(store_url) as store:
+        assert store.find_version("spam", "1.0.0") is not None
+        with store.atomic() as tx:
+            made = store_tokens.insert_token(
+                tx,
+                token_id="0" * 16,
+                name="alice",
+                role="viewer",
+                salt="00" * 16,
+                digest="d" * 64,
+                actor="root",
+                at=at,
+            )
+            again = store_tokens.insert_token(
+                tx,
+                token_id="1" * 16,
+                name="alice",
+                role="admin",
+                salt="00" * 16,
+                digest="d" * 64,
+                actor="root",
+                at=at,
+            )
+        with store.reading() as tx:
+            found = store_tokens.credential(tx, "0" * 16)
+    assert made is not None and made.created_at == at
+    assert again is None  # one live token per name: the partial unique index
+    assert found is not None and (found.name, found.role, found.revoked) == (
+        "alice",
+        "viewer",
+        False,
+    )

@@ -16,7 +16,7 @@ from skillstage.errors import SchemaOutdatedError, StoreError
 from skillstage.store.db import StoreURL, display_url, parse_url, translate_errors
 
 # The head of `migrations/versions/`; a test keeps the two equal.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version"

@@ -410,6 +410,46 @@ action_step = Table(
     UniqueConstraint("event_id", "step"),
 )
 
+# An API token of `skillstage serve`: who holds it (`name`, the actor its requests record) and
+# what it may do (`role`). The secret is never stored: `token_id` (the public part of the token,
+# unique, the lookup key) finds the row, and `digest` is sha256(salt || secret). One token per name
+# is live at a time (the partial unique index); a revoked token's row is kept, for the record.
+token = Table(
+    "token",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_id", String(32), nullable=False, unique=True),
+    Column("name", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("salt", String(32), nullable=False),  # 16 random bytes, hex
+    Column("digest", String(64), nullable=False),  # sha256(salt || secret), hex
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_by", Text, nullable=True),
+    Column("last_used_at", UTCDateTime, nullable=True),
+)
+Index(
+    "uq_token_live_name",
+    token.c.name,
+    unique=True,
+    sqlite_where=token.c.revoked_at.is_(None),
+    postgresql_where=token.c.revoked_at.is_(None),
+)
+
+# What was done to tokens, append-only: each creation and revocation, who did it and when. (The
+# `event` table is a skill's history: every row names a skill, which a token is not.)
+token_event = Table(
+    "token_event",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_id", Integer, ForeignKey("token.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # create | revoke
+    Column("actor", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index(None, token_event.c.at)
+
 # The seeds' tables, kept as views over the tables above (created by the migrations).
 SEED_VIEWS = (
     "staged_skills",
