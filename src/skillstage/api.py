@@ -12,7 +12,7 @@ import datetime as dt
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +32,16 @@ from skillstage.config import (
 from skillstage.errors import ConflictError, SkillReadError, SkillstageError, UsageError
 
 if TYPE_CHECKING:
+    from skillstage.integrations.outbox import Delivery, OutboxReport
     from skillstage.lifecycle.demote import DemoteCheck
     from skillstage.lifecycle.promote import PromotionResult
     from skillstage.lifecycle.readiness import Readiness, VersionComparison
     from skillstage.lifecycle.signoff import SignOffResult
+    from skillstage.lifecycle.sla import SlaReport
+    from skillstage.lifecycle.stats import KeyMetrics
     from skillstage.metrics.evals import EvalRun
     from skillstage.metrics.ingest import IngestResult, LagReport
+    from skillstage.metrics.posted import PostedResult
     from skillstage.metrics.record import ExecutionRecord
     from skillstage.metrics.summary import MetricsSummary
     from skillstage.rollout.engine import RolloutStatus
@@ -810,6 +814,22 @@ def history(project: Project, name: str | None = None, *, limit: int = 50) -> li
 
 
 @checked
+def history_entries(
+    project: Project, name: str | None = None, *, limit: int = 50
+) -> list[dict[str, Any]]:
+    """`history` as JSON: every recorded event, newest first, a forced promotion's `force`
+    record too (the two name each other), a rollback's version change, and the timeline of each
+    rollback and rollout abort."""
+    from skillstage.lifecycle import events as reading
+
+    found = history(project, name, limit=limit)
+    promotion_of = reading.promotion_of(found)
+    force_of = {promotion: force for force, promotion in promotion_of.items()}
+    steps = timelines(project, [e.id for e in found if e.kind in reading.WITH_TIMELINE])
+    return [reading.as_json(e, promotion_of, force_of, steps.get(e.id)) for e in found]
+
+
+@checked
 def timelines(project: Project, event_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
     """The timeline of each rollback or abort among `event_ids` (seed 002 §3.2: the switch, the
     alert sent, the failed version archived, the re-index, the report), each step with its time
@@ -979,13 +999,22 @@ def approve(
     decision: str,
     approver: str | None = None,
     checklist_file: Path | None = None,
+    checklist: str | Mapping[str, Any] | None = None,
     notes: str | None = None,
 ) -> SignOffResult:
-    """Record a human sign-off (seed 002 §4) of the skill's copy that would move into `to_stage`."""
+    """Record a human sign-off (seed 002 §4) of the skill's copy that would move into `to_stage`.
+    The filled-in checklist is a file, or (from the server) its text or its parsed mapping."""
     from skillstage.lifecycle import signoff
     from skillstage.store import Store
 
-    form = signoff.read_checklist(checklist_file) if checklist_file else None
+    if checklist_file is not None:
+        form = signoff.read_checklist(checklist_file)
+    elif isinstance(checklist, str):
+        form = signoff.parse_checklist(checklist, "the checklist sent")
+    elif checklist is not None:
+        form = signoff.filled_checklist(dict(checklist), {}, "the checklist sent")
+    else:
+        form = None
     with Store.open(project.database_url) as store:
         return signoff.approve(
             project,
@@ -1526,3 +1555,74 @@ def switches(
 
     with Store.open(project.database_url) as store:
         return listed(store, kind, everything=everything)
+
+
+# -- reports the CLI and the server share ------------------------------------------------------
+
+
+@checked
+def sla_check(project: Project) -> SlaReport:
+    """Every skill version that waited in its stage longer than the stage's SLA (exempted ones
+    too, marked)."""
+    from skillstage.lifecycle import sla
+
+    return sla.check(project)
+
+
+@checked
+def key_metrics(project: Project) -> KeyMetrics:
+    """The key promotion metrics, each with its target, alert threshold and status."""
+    from skillstage.lifecycle import stats
+
+    return stats.collect(project)
+
+
+@checked
+def outbox(
+    project: Project, *, status: str | None = None, retry: bool = False
+) -> tuple[OutboxReport, list[Delivery] | None]:
+    """The outbox's items (in `status`); with `retry`, every pending and failed one delivered
+    first, and the deliveries."""
+    from skillstage.integrations.outbox import outbox_report
+    from skillstage.integrations.outbox import retry as deliver
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        deliveries = deliver(project, store) if retry else None
+        return outbox_report(project, store, status=status), deliveries
+
+
+@checked
+def registry(project: Project) -> dict[str, Any]:
+    """The registry as the registry file holds it, from the store: what serves in each stage,
+    with the store's routing generation."""
+    from skillstage.runtime.registry_file import registry_document
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        return registry_document(project, store)
+
+
+@checked
+def routing_generation(project: Project) -> int:
+    """The store's routing generation: it moves whenever what serves changes."""
+    from skillstage.store import Store
+    from skillstage.store.rollouts import generation
+
+    with Store.open(project.database_url) as store, store.reading() as tx:
+        return generation(tx)
+
+
+@checked
+def post_executions(project: Project, body: bytes, *, source: str) -> PostedResult:
+    """Store the execution records of one request: one JSON object, a JSON array or NDJSON;
+    an execution id already stored adds nothing, a record that cannot be kept is quarantined
+    under `source`."""
+    from skillstage.metrics.posted import split_records, store_posted
+    from skillstage.store import Store
+
+    records = split_records(body)
+    with Store.open(project.database_url) as store:
+        return store_posted(
+            store, records, source=source, max_clock_skew=project.config.metrics.max_clock_skew
+        )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from skillstage.cli.context import LIMIT, CliContext, echo_json
+from skillstage.lifecycle import events
 
 if TYPE_CHECKING:
     from skillstage.store.store import Event
@@ -43,22 +43,18 @@ def history(obj: CliContext, name: str | None, limit: int, as_json: bool) -> int
     from skillstage import api
 
     project = obj.project()
-    # A text row may stand for two events (a forced promotion): enough are read for LIMIT rows.
-    events = api.history(project, name, limit=limit if as_json else min(2 * limit, _MOST))
-    promotion_of = _promotion_of(events)
-    if not as_json:
-        events = [e for e in events if e.id not in promotion_of][:limit]
-    steps = api.timelines(
-        project, [e.id for e in events if e.kind in ("rollback", "rollout_abort")]
-    )
     if as_json:
-        force_of = {promotion: force for force, promotion in promotion_of.items()}
-        echo_json([_as_json(e, promotion_of, force_of, steps.get(e.id)) for e in events])
+        echo_json(api.history_entries(project, name, limit=limit))
         return 0
-    if not events:
+    # A text row may stand for two events (a forced promotion): enough are read for LIMIT rows.
+    found = api.history(project, name, limit=min(2 * limit, _MOST))
+    promotion_of = events.promotion_of(found)
+    shown = [e for e in found if e.id not in promotion_of][:limit]
+    steps = api.timelines(project, [e.id for e in shown if e.kind in events.WITH_TIMELINE])
+    if not shown:
         click.echo("No events yet.")
         return 0
-    for e in events:
+    for e in shown:
         click.echo(_row(e))
         if e.reason:
             click.echo(f"    reason: {e.reason}")
@@ -74,79 +70,18 @@ def history(obj: CliContext, name: str | None, limit: int, as_json: bool) -> int
     return 0
 
 
-def _promotion_of(events: Sequence[Event]) -> dict[int, int]:
-    """{a `force` event's id: its promotion's event id}. A forced promotion is recorded twice:
-    as the promotion and as a `force` event of the same skill, content and instant."""
-    promotions = {
-        (e.name, e.digest, e.at): e.id for e in events if e.kind == "promote" and e.success
-    }
-    return {
-        e.id: promotions[(e.name, e.digest, e.at)]
-        for e in events
-        if e.kind == "force" and (e.name, e.digest, e.at) in promotions
-    }
-
-
-def _forced(event: Event) -> list[str]:
-    """The gates a promotion was forced past, as its promotion or its `force` event says."""
-    key = {"promote": "forced", "force": "gates"}.get(event.kind)
-    gates = (event.details or {}).get(key) if key else None
-    return [str(gate) for gate in gates] if isinstance(gates, list) else []
-
-
-def _version_change(event: Event) -> tuple[str | None, str | None]:
-    """A rollback's (version taken out, version live after it); (None, None) for other events."""
-    if event.kind != "rollback":
-        return None, None
-    failed = (event.details or {}).get("failed_version")
-    return (None if failed is None else str(failed)), event.version
-
-
 def _row(e: Event) -> str:
     """An event's line: when, what, which skill and version, the move, who."""
     version, move = e.version or "", f"{e.from_stage or '-'} → {e.to_stage or '-'}"
-    taken_out, live = _version_change(e)
+    taken_out, live = events.version_change(e)
     if taken_out is not None and e.from_stage == e.to_stage:
         # A rollback within a stage: the version changed, not the stage.
         version, move = f"{taken_out} → {live or '-'}", f"in {e.to_stage or '-'}"
     if not e.success:
         version += "  (not approved)" if e.kind == "approval" else "  (refused)"
-    if e.kind == "promote" and (forced := _forced(e)):
+    if e.kind == "promote" and (forced := events.forced(e)):
         version += f"  (forced past: {', '.join(forced)})"
     return f"{e.at:%Y-%m-%d %H:%M:%S}  {e.kind:<9} {e.name} {version}  {move}  by {e.actor}"
-
-
-def _as_json(
-    e: Event,
-    promotion_of: dict[int, int],
-    force_of: dict[int, int],
-    timeline: list[dict[str, Any]] | None,
-) -> dict[str, Any]:
-    taken_out, live = _version_change(e)
-    return {
-        "id": e.id,
-        "kind": e.kind,
-        "skill_name": e.name,
-        "version": e.version,
-        "digest": e.digest,
-        "from_stage": e.from_stage,
-        "to_stage": e.to_stage,
-        "success": e.success,
-        "actor": e.actor,
-        "reason": e.reason,
-        "approver": e.approver,
-        "approval_ticket": e.approval_ticket,
-        "trigger_metric": e.trigger_metric,
-        "path": e.path,
-        "details": e.details,
-        "at": e.at.isoformat(),
-        "forced": _forced(e),
-        "force_event_id": force_of.get(e.id),
-        "promotion_event_id": promotion_of.get(e.id),
-        "from_version": taken_out,
-        "to_version": live if e.kind == "rollback" else None,
-        **({"timeline": timeline} if timeline is not None else {}),
-    }
 
 
 def _after(start: dt.datetime, at: str) -> str:

@@ -111,6 +111,8 @@ COMMANDS = {
         "Switch NAME off everywhere it is served (kill switch).",
     ),
     "enable": ("skillstage.cli.watch:enable", "Serve NAME again after `skillstage disable`."),
+    "serve": ("skillstage.cli.serve:serve", "Run the REST API, the dashboard and /metrics."),
+    "token": ("skillstage.cli.token:token", "Create, list and revoke the server's API tokens."),
 }
 
 

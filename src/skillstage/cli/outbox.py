@@ -6,8 +6,7 @@ from __future__ import annotations
 import click
 
 from skillstage.cli.context import CliContext, echo_json, is_terminal, rule
-from skillstage.integrations.outbox import Delivery, OutboxReport, ReportItem, outbox_report, retry
-from skillstage.store import Store
+from skillstage.integrations.outbox import Delivery, OutboxReport, ReportItem
 from skillstage.store.outbox import STATUSES
 
 _STATUS_COLOURS = {"pending": "yellow", "delivering": "cyan", "failed": "red", "delivered": "green"}
@@ -32,10 +31,9 @@ def outbox(obj: CliContext, retry_now: bool, status: str | None, as_json: bool) 
     hooks.retries times) and recorded here; it never undoes the promotion. Fix the cause, then
     run `skillstage outbox --retry`.
     """
-    project = obj.project()
-    with Store.open(project.database_url) as store:
-        deliveries = retry(project, store) if retry_now else None
-        report = outbox_report(project, store, status=status)
+    from skillstage import api
+
+    report, deliveries = api.outbox(obj.project(), status=status, retry=retry_now)
     if as_json:
         data = report.to_dict()
         if deliveries is not None:

@@ -39,8 +39,10 @@ def check(obj: CliContext, as_json: bool) -> int:
     Exits 1 when any skill breaches its SLA (for cron and CI), 0 otherwise. Skills exempted by an
     active sla_override are shown, not counted.
     """
+    from skillstage import api
+
     project = obj.project()
-    report = sla_rules.check(project)
+    report = api.sla_check(project)
     if as_json:
         echo_json(report.to_list())
     else:

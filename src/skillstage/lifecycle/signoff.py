@@ -118,15 +118,22 @@ class FilledChecklist:
 def read_checklist(path: Path) -> FilledChecklist:
     """A filled-in template (or a plain mapping of item: YES/NO)."""
     try:
-        node, data = load_yaml_document(
-            path.read_text(encoding="utf-8"), path, what="the checklist"
-        )
-    except SkillReadError as exc:  # an alias bomb, deep nesting, duplicate keys
-        raise UsageError(exc.message, path=path, line=exc.line, hint=exc.hint) from None
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read the checklist: {exc.strerror}", path=path) from None
     except UnicodeDecodeError:
         raise UsageError("the checklist is not UTF-8 text", path=path) from None
+    return parse_checklist(text, path)
+
+
+def parse_checklist(text: str, where: Path | str) -> FilledChecklist:
+    """A filled-in template's text (or a plain mapping of item: YES/NO); `where` names it in
+    errors (its file, or where it came from)."""
+    path = Path(where)
+    try:
+        node, data = load_yaml_document(text, path, what="the checklist")
+    except SkillReadError as exc:  # an alias bomb, deep nesting, duplicate keys
+        raise UsageError(exc.message, path=path, line=exc.line, hint=exc.hint) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "cannot be parsed"
@@ -136,9 +143,14 @@ def read_checklist(path: Path) -> FilledChecklist:
             line=mark.line + 1 if mark is not None else None,
             hint="answer each item with YES or NO, keeping the template's indentation",
         ) from None
+    return filled_checklist(data, _as_written(node), path)
+
+
+def filled_checklist(data: Any, written: Mapping[str, str], path: Path | str) -> FilledChecklist:
+    """The form's answers and what it states, from its parsed content (`written`: the header
+    fields as their text was written, see `_as_written`)."""
     if not isinstance(data, dict):
         raise UsageError("the checklist must be a YAML mapping", path=path)
-    written = _as_written(node)
     stated = {
         key: written.get(key, "" if data[key] is None else str(data[key]).strip())
         for key in STATED
