@@ -3,6 +3,7 @@ report; with --failure, the failure analysis of the latest automated rollback)."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -112,8 +113,21 @@ def _render_report(document: dict[str, Any]) -> None:
     help="The failure analysis of NAME's latest automated rollback or rollout abort instead.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path, dir_okay=False, writable=True),
+    help="Write NAME's dashboard page to FILE instead: one self-contained HTML file.",
+)
 @click.pass_obj
-def report(obj: CliContext, name: str, run_tests: bool, failure: bool, as_json: bool) -> int:
+def report(
+    obj: CliContext,
+    name: str,
+    run_tests: bool,
+    failure: bool,
+    as_json: bool,
+    html_file: Path | None,
+) -> int:
     """The promotion report of NAME's latest promotion attempt: stages and date,
     quality gates, promotion criteria (every gate's result, what was forced), deployment (the
     deploy hook's outcome) and validation (re-run now on the live copy).
@@ -122,7 +136,30 @@ def report(obj: CliContext, name: str, run_tests: bool, failure: bool, as_json: 
     abort of NAME (the trigger, the executions that tripped it, failed against restored, the
     patterns missed, the exceptions, the timeline against its targets, what to run next), as
     the watcher wrote it under <state_dir>/reports/. Exits 1 when there is none.
+
+    With --html FILE: NAME's page of the web dashboard as one static file (its version
+    timeline, the gates of its next move, charts per version and per rollout arm, the latest
+    failure report, its history), with nothing loaded from elsewhere.
     """
+    if html_file is not None:
+        if failure or run_tests or as_json:
+            raise UsageError(
+                "--html writes the whole page: not with --failure, --run-tests or --json"
+            )
+        # Jinja2 is imported here only: the command line's start-up does not pay for it.
+        from skillstage.dashboard.pages import render_skill
+
+        page = render_skill(obj.project(), name, static=True)
+        try:
+            html_file.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write {html_file}: {exc.strerror or exc}",
+                path=html_file,
+                hint="give a FILE in a directory you may write to",
+            ) from None
+        click.echo(f"wrote {html_file}")
+        return EXIT_OK
     if failure:
         if run_tests:
             raise UsageError("--run-tests is for the promotion report, not with --failure")
