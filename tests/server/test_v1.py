@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def _skill(project: Project, name: str, version: str = "1.0.0") -> Path:
     return write_skill(
         project.stage_path("prototype", name).parent,
         name,
-        extra={"metadata": {"version": version}},
+        extra={"version": version, "metadata": {"version": version}},
     )
 
 
@@ -85,6 +86,7 @@ def test_reads_answer_what_the_cli_prints(promoted: Project, live: Live) -> None
         "/v1/rollouts": ("rollout", "status"),
         "/v1/outbox": ("outbox",),
         "/v1/metrics/lag": ("metrics", "lag"),
+        "/v1/switches": ("hold", "list"),
     }
     with live(create_app(promoted, auth=False)) as url:
         for path, command in pairs.items():
@@ -111,60 +113,107 @@ def test_one_skill_holds_its_stages_and_history(promoted: Project, live: Live) -
 def _events(project: Project) -> list[dict[str, Any]]:
     """The store's events without what differs between two runs of the same change."""
     drop = {"id", "at", "digest", "path", "force_event_id", "promotion_event_id", "details"}
-    return [
-        {k: v for k, v in event.items() if k not in drop}
+    found = [
+        _without({k: v for k, v in event.items() if k not in drop}, {"at"})
         for event in api.history_entries(project, limit=100)
     ]
+    # (paths name the project's directory, which differs between the two)
+    return list(json.loads(json.dumps(found).replace(str(project.root), "<root>")))
 
 
-def test_a_promotion_over_http_records_what_the_cli_records(
-    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, live: Live
+@pytest.fixture
+def second_url(store_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A second, empty store of the same kind as `store_url` (dropped afterwards)."""
+    if store_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'second' / 'state.db'}"
+        return
+    from sqlalchemy import text
+
+    admin = request.getfixturevalue("postgres_admin")
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield admin.url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False
+        )
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def _live_with_history(project: Project) -> None:
+    """`notes` 1.0.0 then 1.1.0 promoted into staged (so a rollback has a version to restore)."""
+    _skill(project, "notes")
+    (first,) = api.promote(project, ["notes"], actor="alice")
+    _skill(project, "notes", "1.1.0")
+    (second,) = api.promote(project, ["notes"], actor="alice", overwrite=True)
+    assert first.success and second.success, second.to_dict()
+
+
+# (CLI arguments, HTTP path, HTTP body): the same change made on each face.
+WRITES = {
+    "promote": (
+        ("promote", "notes", "--yes", "--reason", "ready"),
+        "/v1/skills/notes/promote",
+        {"reason": "ready"},
+    ),
+    "rollback": (
+        ("rollback", "notes", "--stage", "staged", "--yes", "--reason", "errors up"),
+        "/v1/skills/notes/rollback",
+        {"reason": "errors up", "stage": "staged"},
+    ),
+    "hold": (
+        ("hold", "set", "notes", "--stage", "staged", "--reason", "investigating"),
+        "/v1/skills/notes/hold",
+        {"reason": "investigating", "stage": "staged"},
+    ),
+    "disable": (
+        ("disable", "notes", "--reason", "leaks data"),
+        "/v1/skills/notes/disabled",
+        {"reason": "leaks data"},
+    ),
+}
+
+
+@pytest.mark.parametrize("change", list(WRITES))
+def test_a_write_over_http_records_what_the_cli_records(
+    change: str,
+    tmp_path: Path,
+    store_url: str,
+    second_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    live: Live,
 ) -> None:
+    from skillstage.config import load_config_file
+
     projects = []
-    for side in ("cli", "http"):
+    for side, url in (("cli", store_url), ("http", second_url)):
         root = tmp_path / side
         root.mkdir()
-        url = store_url if side == "cli" else _sibling(store_url, tmp_path)
         monkeypatch.setenv("SKILLSTAGE_DATABASE_URL", url)
         api.init(root)
-        from skillstage.config import load_config_file
-
         project = load_config_file(root / "skillstage.toml")
-        _skill(project, "notes")
+        if change == "promote":
+            _skill(project, "notes")
+        else:
+            _live_with_history(project)
         projects.append((project, url))
     (cli_project, cli_url), (http_project, http_url) = projects
+    arguments, path, body = WRITES[change]
 
     monkeypatch.setenv("SKILLSTAGE_DATABASE_URL", cli_url)
-    done = _cli(cli_project, "promote", "notes", "--yes", "--by", "ops-bot", "--reason", "ready")
+    done = _cli(cli_project, *arguments, "--by", "ops-bot")
     assert done.returncode == 0, done.stderr
+    cli_events = _events(cli_project)
 
     monkeypatch.setenv("SKILLSTAGE_DATABASE_URL", http_url)
     with live(create_app(http_project, auth=False, actor="ops-bot")) as url:
-        answer = httpx.post(f"{url}/v1/skills/notes/promote", json={"reason": "ready"}, timeout=60)
+        answer = httpx.post(url + path, json=body, timeout=60)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["success"] is True
     http_events = _events(http_project)
-    monkeypatch.setenv("SKILLSTAGE_DATABASE_URL", cli_url)
-    assert http_events == _events(cli_project)
-    assert http_events[0]["kind"] == "promote" and http_events[0]["actor"] == "ops-bot"
-
-
-def _sibling(store_url: str, tmp_path: Path) -> str:
-    """A second, empty store of the same kind as `store_url`."""
-    if store_url.startswith("sqlite"):
-        return f"sqlite:///{tmp_path / 'second' / 'state.db'}"
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    base = make_url(store_url)
-    engine = create_engine(base.set(query={}), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    return base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False
-    )
+    assert http_events == cli_events
+    assert http_events[0]["actor"] == "ops-bot"
 
 
 def test_refused_writes_answer_in_the_error_shape(promoted: Project, live: Live) -> None:
