@@ -44,6 +44,12 @@ def is_loopback(host: str) -> bool:
     "loopback address (127.0.0.1, ::1), for trying the server out.",
 )
 @click.option(
+    "--max-requests",
+    type=click.IntRange(1),
+    help="Stop after this many requests (each worker; a supervisor or load balancer restarts "
+    "it). Default: no limit.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -52,7 +58,13 @@ def is_loopback(host: str) -> bool:
 )
 @click.pass_obj
 def serve(
-    obj: CliContext, host: str, port: int, workers: int, insecure_no_auth: bool, log_level: str
+    obj: CliContext,
+    host: str,
+    port: int,
+    workers: int,
+    insecure_no_auth: bool,
+    max_requests: int | None,
+    log_level: str,
 ) -> int:
     """Serve the project over HTTP until Ctrl-C: the JSON API under /v1 (its OpenAPI document at
     /v1/openapi.json), the dashboard at / and Prometheus metrics at /metrics.
@@ -93,6 +105,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        limit_max_requests=max_requests,
         proxy_headers=False,
         server_header=False,
     )
