@@ -151,9 +151,10 @@ def test_report_html_writes_one_self_contained_page(team: Team, tmp_path: Path) 
     html = target.read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>")
     assert "<form" not in html and 'href="/' not in html  # no actions, no links to a server
-    # Nothing is loaded from elsewhere: no script, stylesheet link or image source at all, and
-    # the only URL is the SVG namespace.
-    assert not re.search(r"<(script|link|img|iframe)\b", html)
+    # Nothing is loaded from elsewhere: no script, image or frame at all, no link but the empty
+    # inline icon (so a browser asks for no favicon), and the only URL is the SVG namespace.
+    assert not re.search(r"<(script|img|iframe|object|embed)\b", html)
+    assert re.findall(r"<link\b[^>]*>", html) == ['<link rel="icon" href="data:,">']
     assert set(re.findall(r"https?://[^\s\"'<>]+", html)) == {"http://www.w3.org/2000/svg"}
     charts = read_charts(html)
     figures = api.skill_metrics(team.project, NAME, timeframe="all", version=team.stable)

@@ -119,11 +119,10 @@ def open_breakers(store: Store, *, name: str | None = None) -> list[Breaker]:
 def overview(project: Project) -> Overview:
     """The overview: `skillstage list`, `sla check`, `stats`, `rollout status`, `hold list`,
     `history`, and the open breakers, each as the CLI reads it."""
-    from skillstage.lifecycle import sla, stats
     from skillstage.store import Store
 
-    now = _now()
-    report = sla.check(project, now=now)  # registers new versions first, as `list` does
+    report = api.sla_check(project)  # registers new versions first, as `list` does
+    now = report.at
     listing = api.list_skills(project, now=now)
     problems: list[str] = []
     rollouts: list[RolloutStatus] = []
@@ -140,7 +139,7 @@ def overview(project: Project) -> Overview:
         skills=listing.skills,
         unreadable=[(str(path), error) for path, error in listing.unreadable],
         stale={(s.name, s.stage): s for s in report.over},
-        key_metrics=stats.collect(project, now=now),
+        key_metrics=api.key_metrics(project),
         rollouts=rollouts,
         controls=api.switches(project),
         breakers=breakers,
