@@ -123,3 +123,20 @@ def test_own_csrf_token_while_the_server_has_none(
     done = client.post(f"/skills/{NAME}/abort", data=data | {"csrf_token": token})
     assert done.status_code == 303
     assert api.rollout_status(team.project, NAME) == []
+
+
+def test_a_browser_without_a_session_is_sent_to_sign_in(team: Team, live: Live) -> None:
+    app = create_app(team.project)  # tokens required
+    app.include_router(router)
+    with live(app) as url, httpx.Client(base_url=url) as client:
+        page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        form = client.get("/login")
+        assert form.status_code == 200
+        assert '<form method="post" action="/login"' in form.text and 'name="token"' in form.text
+        script = client.get(f"/skills/{NAME}", headers={"Accept": "application/json"})
+        assert script.status_code == 401
+        assert script.json()["error"]["code"] == "UNAUTHORIZED"
+        post = client.post(f"/skills/{NAME}/abort", data={"reason": "x"})
+        assert post.status_code == 401
+    assert len(api.rollout_status(team.project, NAME)) == 1

@@ -184,6 +184,17 @@ class ArmCharts:
     series: list[Series]
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A version of the skill in a stage now, and how long it has been there."""
+
+    stage: str
+    version: str
+    digest: str
+    entered_at: dt.datetime
+    age_hours: float
+
+
 @dataclass
 class SkillPage:
     """Everything on a skill's page, as of `at`."""
@@ -191,7 +202,7 @@ class SkillPage:
     name: str
     at: dt.datetime
     stages: list[str]
-    current: list[ListedSkill]  # where it is now
+    current: list[Placed]  # where it is now, in stage order
     stays: list[Tenure]  # every stay in a stage, newest first
     events: list[Event]  # its history, newest first
     readiness: Readiness | None
@@ -207,7 +218,7 @@ class SkillPage:
     problems: list[str] = field(default_factory=list)
 
     @property
-    def live(self) -> ListedSkill | None:
+    def live(self) -> Placed | None:
         """The version in the latest stage it is in."""
         return self.current[-1] if self.current else None
 
@@ -376,14 +387,22 @@ def skill_page(project: Project, name: str, *, readiness: bool = True) -> SkillP
         arms = rollout_arm_series(store, every_rollout[0], now) if every_rollout else None
         breakers = open_breakers(store, name=name)
         stayed = stays(store, name)
-    listed = [s for s in api.list_skills(project, now=now).skills if s.name == name]
-    if not listed and current:
-        problems.append("its stage copies are not on disk")
+    order = {stage: index for index, stage in enumerate(project.config.stages)}
+    placed = [
+        Placed(
+            a.stage,
+            a.version,
+            a.digest,
+            a.entered_at,
+            round((now - a.entered_at).total_seconds() / 3600, 1),
+        )
+        for a in sorted(current, key=lambda a: order.get(a.stage, len(order)))
+    ]
     return SkillPage(
         name=name,
         at=now,
         stages=list(project.config.stages),
-        current=listed,
+        current=placed,
         stays=stayed,
         events=events,
         readiness=checked,

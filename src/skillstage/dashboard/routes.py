@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
@@ -35,7 +36,29 @@ from skillstage.tokens import APPROVE, OPERATE, READ, Principal
 
 router = APIRouter(include_in_schema=False)
 
-Reader = Annotated[Principal, Depends(require(READ))]
+
+def _page_reader() -> Callable[[Request], Awaitable[Principal]]:
+    """`require(READ)` for the pages a person opens: a browser without a session is sent to the
+    sign-in form instead of getting the API's 401."""
+    check = require(READ)
+
+    async def dependency(request: Request) -> Principal:
+        try:
+            found: Any = check(request)
+            if inspect.isawaitable(found):
+                found = await found
+        except HTTPException as exc:
+            accepts = request.headers.get("accept", "")
+            if exc.status_code == 401 and "text/html" in accepts:
+                raise HTTPException(303, "sign in first", headers={"Location": "/login"}) from None
+            raise
+        principal: Principal = found
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(_page_reader())]
 Operator = Annotated[Principal, Depends(require(OPERATE))]
 Approver = Annotated[Principal, Depends(require(APPROVE))]
 
