@@ -424,10 +424,7 @@ def list_skills(
             f"unknown stage {stage!r}",
             hint=f"stages: {', '.join(project.config.stages)}",
         )
-    from skillstage.lifecycle.archive import archive_path
-    from skillstage.lifecycle.fs import archive_copy
-    from skillstage.lifecycle.locks import skill_lock
-    from skillstage.lifecycle.move import in_project, recover_all
+    from skillstage.lifecycle.leftovers import in_project, to_recover
     from skillstage.store import Store
 
     backdated = now  # tests and the demo register "as of" an earlier time
@@ -436,7 +433,10 @@ def list_skills(
     problems: dict[tuple[str, str], list[str]] = {}
     registered = 0
     with Store.open(project.database_url) as store:
-        recover_all(project, store)  # a crashed promotion is finished or undone before listing
+        if to_recover(project, store):  # a crashed promotion is finished or undone first
+            from skillstage.lifecycle.move import recover_all
+
+            recover_all(project, store)
         current = {(a.name, a.stage): a for a in store.current_assignments(stage=stage)}
         on_disk: set[tuple[str, str]] = set()
         for entry in stage_directories(project, stage):
@@ -460,6 +460,10 @@ def list_skills(
             assignment = current.get(key)
             if assignment is not None and assignment.digest == skill.digest:
                 continue
+            from skillstage.lifecycle.archive import archive_path
+            from skillstage.lifecycle.fs import archive_copy
+            from skillstage.lifecycle.locks import skill_lock
+
             try:
                 # Under the skill's lock: a promoter or a recovery of this skill must not work on
                 # its archive entry or stage assignment at the same time. What was read before

@@ -35,15 +35,9 @@ from skillstage.config import Project
 from skillstage.errors import LockError, SkillReadError, SkillstageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.archive import archive_path, record_archive_reason
+from skillstage.lifecycle.leftovers import in_project, scratch_dirs, scratch_owner
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
-from skillstage.lifecycle.move import (
-    _scratch_dirs,
-    _scratch_owner,
-    _swap_in,
-    in_project,
-    recover,
-    retired_path,
-)
+from skillstage.lifecycle.move import _swap_in, recover, retired_path
 from skillstage.skill.files import scan_skill_files
 from skillstage.skill.read import read_skill, stage_directories
 from skillstage.store import Assignment, Store
@@ -179,8 +173,8 @@ def _journal_findings(project: Project, store: Store) -> Iterator[Finding]:
 
 
 def _scratch_findings(project: Project, store: Store) -> Iterator[Finding]:
-    for path in _scratch_dirs(project):
-        owner = _scratch_owner(project, path)
+    for path in scratch_dirs(project):
+        owner = scratch_owner(project, path)
         yield Finding(
             ORPHAN_SCRATCH,
             owner,

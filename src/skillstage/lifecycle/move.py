@@ -16,11 +16,9 @@ forward (step 4 is done now); otherwise it rolls back (scratch directories are r
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,11 @@ from skillstage.errors import EXIT_INTERRUPTED, SkillstageError, UsageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.archive import archive_path, directory_digest, record_archive_reason
 from skillstage.lifecycle.effects import queue_side_effects
+from skillstage.lifecycle.leftovers import scratch_dirs, to_recover
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.runtime.registry_file import export_registry
 from skillstage.skill.model import SkillVersion
-from skillstage.store import Assignment, Store, Transaction
+from skillstage.store import Store, Transaction
 from skillstage.store import rollouts as store_rollouts
 from skillstage.store.controls import HOLD, record_step, set_control
 
@@ -89,14 +88,6 @@ def refuse_unwritable(*folders: Path) -> None:
 
 
 # -- where things are ----------------------------------------------------------------------
-
-
-def in_project(project: Project, assignment: Assignment) -> Assignment:
-    """`assignment` with its path where the skill lives in this project now. The store keeps the
-    path it was registered at, which is elsewhere once the project is moved or copied, or when
-    another checkout shares the store: acting on it would touch another copy's files."""
-    live = str(project.stage_path(assignment.stage, assignment.name))
-    return assignment if assignment.path == live else dataclasses.replace(assignment, path=live)
 
 
 def retired_path(project: Project) -> Path:
@@ -483,45 +474,10 @@ def recover(project: Project, store: Store, name: str | None = None) -> list[str
         store.close_journal(entry.id, outcome="rolled_back")
         done.append(f"{entry.name}: unfinished {entry.operation} undone")
     if name is not None:
-        for orphan in _scratch_dirs(project, name):
+        for orphan in scratch_dirs(project, name):
             fs.delete_scratch(orphan)
             done.append(f"{name}: removed leftover {orphan}")
     return done
-
-
-_SCRATCH = re.compile(r"\.skillstage-[a-z]+-(?P<dir>.+)-[0-9a-f]{12}(?:-old)?")
-
-
-def _scratch_dirs(project: Project, name: str | None = None) -> Iterator[Path]:
-    """Scratch copies a crashed process left beside live directories or in the archive (of one
-    skill, or of all). Only safe to delete under the skill's lock with its journal closed."""
-    roots = {project.stage_root(stage) for stage in project.config.stages}
-    patterns = [config.directory_pattern() for config in project.config.stages.values()]
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for entry in root.iterdir():
-            match = _SCRATCH.fullmatch(entry.name)
-            if match is None:
-                continue
-            owners = {m["name"] for p in patterns if (m := p.match(match["dir"]))} or {match["dir"]}
-            if name is None or name in owners:
-                yield entry
-    archive = project.state_dir / "archive"
-    for skill_dir in [archive / name] if name else (archive.iterdir() if archive.is_dir() else []):
-        if skill_dir.is_dir():
-            yield from (e for e in skill_dir.iterdir() if _SCRATCH.fullmatch(e.name))
-
-
-def _scratch_owner(project: Project, path: Path) -> str:
-    if path.parent.parent == project.state_dir / "archive":
-        return path.parent.name
-    match = _SCRATCH.fullmatch(path.name)
-    assert match is not None
-    for config in project.config.stages.values():
-        if (found := config.directory_pattern().match(match["dir"])) is not None:
-            return found["name"]
-    return match["dir"]
 
 
 def _undo_swap(details: Mapping[str, Any]) -> None:
@@ -541,9 +497,7 @@ def recover_all(
 ) -> list[str]:
     """`recover` for every skill with an open journal entry, each under its lock."""
     done: list[str] = []
-    names = [entry.name for entry in store.open_journals()]
-    names += [_scratch_owner(project, path) for path in _scratch_dirs(project)]
-    for name in dict.fromkeys(names):
+    for name in to_recover(project, store):
         with skill_lock(project, store, name, timeout=lock_timeout):
             done += recover(project, store, name)
     return done

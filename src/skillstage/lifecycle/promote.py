@@ -28,10 +28,10 @@ from skillstage.lifecycle.effects import (
     rollback_commit,
 )
 from skillstage.lifecycle.gates import GateContext, GateResult, uncommitted_edits
+from skillstage.lifecycle.leftovers import in_project
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.lifecycle.move import (
     PromotionError,
-    in_project,
     move_promotion,
     move_rollback,
     recover,

@@ -24,7 +24,7 @@ from typing import Any
 from skillstage.arguments import checked
 from skillstage.config import Project
 from skillstage.errors import UsageError
-from skillstage.lifecycle.move import in_project
+from skillstage.lifecycle.leftovers import in_project
 from skillstage.skill.checks import SkillReport, check_skill, run_skill_tests
 from skillstage.store import Event, Store
 from skillstage.store import stats as queries
