@@ -421,4 +421,61 @@ wait "$watcher"
 echo "watch exited $?"
 kill "$chat" 2>/dev/null || true
 
+# -- The dashboard: the same figures in a browser, and as one static file ----------------------
+
+step "The skill's dashboard page as one static file (for a ticket or an e-mail)" \
+  "skillstage report spam-filter --html workflow_dashboard_spam-filter.html"
+skillstage report spam-filter --html workflow_dashboard_spam-filter.html
+
+step "The web dashboard, served on loopback; screenshots of the overview and the skill's page" \
+  "python3 -c 'uvicorn.run(create_app(project, auth=False))' & chromium --headless …"
+if [[ -x /usr/bin/chromium ]]; then
+  python3 - "$workspace/screenshots" <<'PY'
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from playwright.sync_api import sync_playwright
+
+from skillstage.config import load_project
+from skillstage.dashboard.routes import router
+from skillstage.server import create_app
+
+project = load_project()
+app = create_app(project, auth=False, actor="demo")
+if not any(getattr(route, "path", None) == "/skills/{name}" for route in app.routes):
+    app.include_router(router)  # (an app that serves the dashboard already needs no second copy)
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+thread.start()
+for _ in range(500):
+    if server.started:
+        break
+    time.sleep(0.01)
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+problems = []
+with sync_playwright() as playwright:
+    browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    for path, name in (("/", "overview.png"), ("/skills/spam-filter", "skill-spam-filter.png")):
+        page.goto(url + path)
+        page.screenshot(path=str(out / name), full_page=True)
+        print(f"  {url}{path} -> {out / name}")
+    browser.close()
+server.should_exit = True
+thread.join(10)
+print("  console errors:", len(problems))
+PY
+else
+  echo "  /usr/bin/chromium is not installed: no screenshots (apt-get install chromium)"
+fi
+
 printf '\nDemo workspace: %s\n' "$workspace"

@@ -25,6 +25,7 @@ MARGIN_BOTTOM = 36
 # Colour-blind-safe (Okabe-Ito), in order of the series.
 COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#d55e00", "#56b4e9", "#000000")
 DASHES = ("", "6 3", "2 3")
+TIMELINE_WIDTH = 1200  # about as wide as the page, so its labels keep their size
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def _time_label(at: dt.datetime, span: dt.timedelta) -> str:
+    if span <= dt.timedelta(hours=1):
+        return at.strftime("%H:%M:%S")
     if span <= dt.timedelta(days=2):
         return at.strftime("%m-%d %H:%M")
     return at.strftime("%Y-%m-%d")
@@ -98,7 +101,16 @@ def line_chart(
     start, end = min(times), max(times)
     span = end - start
     left, right = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
-    top, bottom = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
+    # The legend above the plot, in as many rows as its entries need.
+    legend: list[tuple[float, float, Line]] = []
+    cursor, row = float(left), 0
+    for line in plotted:
+        size = 30 + 6.5 * len(line.label)
+        if cursor + size > right and cursor > left:
+            cursor, row = float(left), row + 1
+        legend.append((cursor, 12.0 + 14 * row, line))
+        cursor += size
+    top, bottom = MARGIN_TOP + 14 * row, HEIGHT - MARGIN_BOTTOM
 
     def x(at: dt.datetime) -> float:
         if span.total_seconds() <= 0:
@@ -160,16 +172,15 @@ def line_chart(
             )
         parts.append("</g>")
     parts.append('<g class="legend">')
-    cursor = left
-    for line in plotted:
+    for x_at, y_at, line in legend:
         colour = COLOURS[line.colour % len(COLOURS)]
         dash = DASHES[line.dash % len(DASHES)]
         dashing = f' stroke-dasharray="{dash}"' if dash else ""
         parts.append(
-            f'<line x1="{cursor}" y1="12" x2="{cursor + 18}" y2="12" stroke="{colour}" '
-            f'stroke-width="2"{dashing}/><text x="{cursor + 22}" y="16">{escape(line.label)}</text>'
+            f'<line x1="{x_at:.1f}" y1="{y_at}" x2="{x_at + 18:.1f}" y2="{y_at}" '
+            f'stroke="{colour}" stroke-width="2"{dashing}/>'
+            f'<text x="{x_at + 22:.1f}" y="{y_at + 4}">{escape(line.label)}</text>'
         )
-        cursor += 30 + 7 * len(line.label)
     parts.append("</g></svg>")
     return Markup("".join(parts))
 
@@ -182,10 +193,10 @@ def stay_timeline(
     """The version timeline: one lane per stage, a bar per stay (stage, version, entered, left;
     left None: there now), coloured by version, each with `data-version`, `data-stage`,
     `data-entered` and `data-left`."""
-    lane, top, label_width = 26, 8, 90
+    width, lane, top, label_width = TIMELINE_WIDTH, 26, 8, 90
     height = top * 2 + lane * len(stages) + 20
     head = (
-        f'<svg class="timeline" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
+        f'<svg class="timeline" role="img" viewBox="0 0 {width} {height}" width="{width}" '
         f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>Version timeline across '
         "stages</title>"
     )
@@ -194,7 +205,7 @@ def stay_timeline(
     start = min(s[2] for s in stays)
     end = max(now, *(s[3] for s in stays if s[3] is not None))
     span = (end - start).total_seconds() or 1.0
-    left, right = label_width, WIDTH - MARGIN_RIGHT
+    left, right = label_width, width - MARGIN_RIGHT
 
     def x(at: dt.datetime) -> float:
         return left + (right - left) * ((at - start).total_seconds() / span)
