@@ -321,13 +321,22 @@ def _simple_documents(draw: st.DrawFn) -> str:
         key = draw(_simple_keys)
         if draw(st.booleans()):
             lines.append(f"{key}: {draw(_simple_values)}{draw(st.sampled_from(['', ' ', '  ']))}")
-        else:
+        elif draw(st.booleans()):
             lines.append(f"{key}:")
             indent = draw(st.sampled_from(["", "  ", "    "]))
             for _ in range(draw(st.integers(0, 3))):
                 lines.append(f"{indent}- {draw(_simple_values)}")
+        else:  # a nested mapping (`metadata:`), now and then with an indent out of line
+            lines.append(f"{key}:")
+            indent = draw(st.sampled_from(["  ", "    "]))
+            for _ in range(draw(st.integers(0, 3))):
+                shift = draw(st.sampled_from(["", "", "", " "]))
+                value = draw(st.sampled_from(["", f" {draw(_simple_values)}"]))
+                lines.append(f"{indent}{shift}{draw(_simple_keys)}:{value}")
         if draw(st.integers(0, 5)) == 0:
-            lines.append(draw(st.sampled_from(["", "# comment", "  ", "   - x", " x: y"])))
+            lines.append(
+                draw(st.sampled_from(["", "# comment", "  ", "   - x", " x: y", "  # note"]))
+            )
     return "\n".join(lines) + draw(st.sampled_from(["", "\n"]))
 
 
@@ -335,6 +344,9 @@ def _simple_documents(draw: st.DrawFn) -> str:
 @given(_simple_documents())
 @example("name: Null\n   - x")  # a null-looking value continued on the next line: "Null - x"
 @example("tags: ~\n  - a")
+@example("metadata:\n  version: 1.0.0\n  author: Ada\n")
+@example("metadata:\n  a: 1\n  a: 2\n")  # a repeated key: left to the YAML reader
+@example("metadata:\n  - a\n  b: c\n")
 def test_line_reader_matches_pyyaml(source: str) -> None:
     import yaml
 
@@ -349,3 +361,36 @@ def test_line_reader_matches_pyyaml(source: str) -> None:
         return
     assert simple[0] == yaml.load(source, Loader=yaml.CSafeLoader)
     assert set(simple[1]) == set(simple[0])
+
+
+_plain_values = st.sampled_from(
+    ["1.0.0", "Ada Lovelace", "yes", "null", "", "1.0", "v2", "a #b", "x: y", "~", "true", "日本"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_simple_keys, _plain_values, st.sampled_from(["  ", "  ", "    ", "   "])),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from(["metadata", "tags", "on"]),
+)
+def test_line_reader_matches_pyyaml_on_nested_mappings(
+    entries: list[tuple[str, str, str]], key: str
+) -> None:
+    import yaml
+
+    from skillstage.skill.frontmatter import _read_simple_lines
+
+    source = (
+        "name: a\n"
+        + f"{key}:\n"
+        + "".join(
+            f"{indent}{sub}:{' ' + value if value else ''}\n" for sub, value, indent in entries
+        )
+    )
+    simple = _read_simple_lines(source, P)
+    if simple is not None:
+        assert simple[0] == yaml.load(source, Loader=yaml.CSafeLoader)

@@ -82,8 +82,21 @@ def test_flat_frontmatter_is_read_without_importing_pyyaml() -> None:
 def test_typed_or_nested_frontmatter_still_goes_to_pyyaml() -> None:
     typed = _read_in_a_new_process("name: a\nversion: 1.0\nenabled: yes\n")
     assert typed["yaml"] is True and typed["fm"] == {"name": "a", "version": 1.0, "enabled": True}
-    nested = _read_in_a_new_process("name: a\nmetadata:\n  version: 1.0.0\n")
+    nested = _read_in_a_new_process("name: a\nmetadata:\n  release:\n    version: 1.0.0\n")
     assert nested["yaml"] is True and nested["fm"] == {
         "name": "a",
-        "metadata": {"version": "1.0.0"},
+        "metadata": {"release": {"version": "1.0.0"}},
+    }
+
+
+def test_a_metadata_mapping_of_plain_values_is_read_without_importing_pyyaml() -> None:
+    result = _read_in_a_new_process(
+        "name: a\ndescription: The a skill. Use it when testing.\nmetadata:\n  version: 1.0.0\n"
+        "  author: Ada Lovelace\n"
+    )
+    assert result["yaml"] is False
+    assert result["fm"] == {
+        "name": "a",
+        "description": "The a skill. Use it when testing.",
+        "metadata": {"version": "1.0.0", "author": "Ada Lovelace"},
     }
