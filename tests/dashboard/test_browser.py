@@ -170,3 +170,52 @@ def test_sign_off_with_the_checklist(sqlite_team: Team, served: str, tab: Watche
         True,
     )
     assert tab.problems == []
+
+
+def test_roles_through_a_signed_in_session(sqlite_team: Team, live: Live, browser: Any) -> None:
+    """With tokens: a browser is sent to sign in, a viewer sees no action, an operator's abort is
+    recorded under the token's name, and a form without the session's CSRF token is refused."""
+    from skillstage.server import auth
+    from skillstage.tokens import create_token
+
+    if not (hasattr(auth, "router") and hasattr(auth, "csrf_token")):
+        pytest.skip("the server's auth has no session sign-in yet (auth.router, auth.csrf_token)")
+    project = sqlite_team.project
+    viewer = create_token(project, name="vera", role="viewer", actor="tester").token
+    operator = create_token(project, name="olivia", role="operator", actor="tester").token
+    app = create_app(project)
+    app.include_router(auth.router)
+    app.include_router(router)
+    with live(app) as url:
+
+        def signed_in(token: str) -> Any:
+            context = browser.new_context()
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"{url}/skills/{NAME}")
+            page.wait_for_url(f"{url}/login")
+            page.get_by_label("API token").fill(token)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{url}/")
+            page.goto(f"{url}/skills/{NAME}")
+            return context, page
+
+        context, page = signed_in(viewer)
+        assert page.locator("#rollouts").count() == 1
+        assert page.locator("form").count() == 0  # a viewer may act on nothing
+        context.close()
+
+        context, page = signed_in(operator)
+        forged = page.request.post(
+            f"{url}/skills/{NAME}/abort",
+            form={"stage": "production", "reason": "no token", "confirmed": "yes"},
+        )
+        assert forged.status == 403
+        assert len(api.rollout_status(project, NAME)) == 1
+        page.locator("#abort-form").get_by_label("Reason").fill("seen on the dashboard")
+        page.get_by_role("button", name="Abort rollout…").click()
+        page.get_by_role("button", name="Abort the rollout").click()
+        page.wait_for_url(f"{url}/skills/{NAME}?done=aborted")
+        context.close()
+    (event,) = api.history(project, NAME, limit=1)
+    assert (event.kind, event.actor) == ("rollout_abort", "olivia")
