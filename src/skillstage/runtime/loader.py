@@ -107,30 +107,81 @@ class SkillDisabledError(SkillstageError):
 
 
 class Loader:
-    """Resolve, load and record skills for one agent host. Thread-safe and fork-safe."""
+    """Resolve, load and record skills for one agent host. Thread-safe and fork-safe.
+
+    `Loader(project)` reads the store and the skill directories of a project on this machine;
+    `Loader(url="http://host:8750", token=...)` asks a `skillstage serve` server for both
+    instead (a `RemoteLoader`, runtime/remote.py), by the same rules."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Loader:
+        if cls is Loader and kwargs.get("url") is not None:
+            from skillstage.runtime.remote import RemoteLoader
+
+            return object.__new__(RemoteLoader)
+        return object.__new__(cls)
 
     def __init__(
         self,
-        project: Project | str | os.PathLike[str],
+        project: Project | str | os.PathLike[str] | None = None,
         *,
+        url: str | None = None,
+        token: str | None = None,
         stage: str | None = None,
         refresh_ms: int | None = None,
         breaker_fail_max: int | None = None,
         breaker_reset_seconds: float | None = None,
     ) -> None:
+        # `url` and `token` are the remote loader's (`__new__` made one when `url` is given).
+        if project is None:
+            raise UsageError(
+                "a loader needs a project (its directory or config file), or the url of a "
+                "skillstage server",
+                hint='Loader("path/to/project") or Loader(url="http://host:8750", token=...)',
+            )
         self.project = _project(project)
         stages = list(self.project.config.stages)
-        self.stage = stage or stages[-1]
-        if self.stage not in self.project.config.stages:
-            raise UsageError(f"unknown stage {self.stage!r}", hint=f"stages: {', '.join(stages)}")
         runtime = self.project.config.runtime
-        self.refresh_s = (refresh_ms or runtime.refresh_ms) / 1000
-        fail_max = runtime.breaker_fail_max if breaker_fail_max is None else breaker_fail_max
-        reset = (
-            runtime.breaker_reset_seconds
-            if breaker_reset_seconds is None
-            else breaker_reset_seconds
+        self._start_state(
+            stage=stage,
+            stages=stages,
+            refresh_ms=refresh_ms or runtime.refresh_ms,
+            breaker_fail_max=(
+                runtime.breaker_fail_max if breaker_fail_max is None else breaker_fail_max
+            ),
+            breaker_reset_seconds=(
+                runtime.breaker_reset_seconds
+                if breaker_reset_seconds is None
+                else breaker_reset_seconds
+            ),
         )
+        self._store: Store | None = None
+        self._sqlite_path = _sqlite_file(self.project.database_url)
+        self._store = Store.open(self.project.database_url)
+        self._store_file = _file_identity(self._sqlite_path)
+        self._table: RoutingTable = self._build()
+        self._thread: threading.Thread | None = None
+        self._start_refresher()
+        # After a fork the child has no refresher thread and must not share the parent's
+        # connection: it opens its own and starts a new thread (its table is the parent's).
+        reference = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(reference))
+
+    def _start_state(
+        self,
+        *,
+        stage: str | None,
+        stages: list[str],
+        refresh_ms: int,
+        breaker_fail_max: int,
+        breaker_reset_seconds: float,
+    ) -> None:
+        """The stage served, the breakers and the empty caches: the local and the remote
+        loader's alike."""
+        self.stage = stage or stages[-1]
+        if self.stage not in stages:
+            raise UsageError(f"unknown stage {self.stage!r}", hint=f"stages: {', '.join(stages)}")
+        self.refresh_s = refresh_ms / 1000
+        fail_max, reset = breaker_fail_max, breaker_reset_seconds
         if fail_max < 1 or reset <= 0:
             raise UsageError(
                 f"a breaker needs breaker_fail_max >= 1 and breaker_reset_seconds > 0, "
@@ -153,19 +204,13 @@ class Loader:
         self._stale_since: dt.datetime | None = None
         self._last_error: str | None = None
         self._closed = threading.Event()
-        self._store: Store | None = None
-        self._sqlite_path = _sqlite_file(self.project.database_url)
-        self._store = Store.open(self.project.database_url)
-        self._store_file = _file_identity(self._sqlite_path)
-        self._table: RoutingTable = self._build()
-        self._thread: threading.Thread | None = None
-        self._start_refresher()
-        # After a fork the child has no refresher thread and must not share the parent's
-        # connection: it opens its own and starts a new thread (its table is the parent's).
-        reference = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(reference))
 
     # -- the routing table --------------------------------------------------------------------
+
+    @property
+    def table(self) -> RoutingTable:
+        """The routing table serving now (immutable: replaced whole when what serves changes)."""
+        return self._table
 
     def _build(self) -> RoutingTable:
         assert self._store is not None
@@ -359,11 +404,14 @@ class Loader:
         key = (resolution.digest, str(clean))
         data = self._files.get(key)
         if data is None:
-            data = (loaded.path / clean).read_bytes()
+            data = self._read_file(loaded, str(clean))
             with self._lock:
                 self._files[key] = data
         self._reached(resolution, FILES)
         return data
+
+    def _read_file(self, loaded: LoadedSkill, relpath: str) -> bytes:
+        return (loaded.path / relpath).read_bytes()
 
     def _reached(self, resolution: Resolution, level: str) -> None:
         key = (resolution.stage, resolution.name)
@@ -460,31 +508,17 @@ class Loader:
     ) -> None:
         from skillstage.metrics.record import record_execution
 
-        tags = dict(metrics.pop("tags", None) or {})
-        tags.update(
-            {
-                "arm": resolution.arm,
-                "stage": resolution.stage,
-                **({"rollout_id": resolution.rollout_id} if resolution.rollout_id else {}),
-                **(
-                    {"bucket": resolution.bucket if resolution.sticky else "random"}
-                    if resolution.bucket is not None
-                    else {}
-                ),
-                # "open": served because a breaker was open; "half-open": the trial.
-                **({"breaker": breaker} if breaker else {}),
-            }
-        )
-        metrics.setdefault("subject", resolution.subject)
-        metrics.setdefault("max_clock_skew", self.project.config.metrics.max_clock_skew)
         record_execution(
             self.project.metrics_inbox,
-            skill=resolution.name,
-            version=resolution.version,
-            digest=resolution.digest,
-            tags=tags,
-            **metrics,
+            **_record_fields(
+                resolution, breaker, metrics, self.project.config.metrics.max_clock_skew
+            ),
         )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Whether every record is where it goes: at once here (`record` writes the inbox
+        itself); a remote loader waits up to `timeout` s for the server to take its queue."""
+        return True
 
     def _announce(self, events: list[BreakerEvent]) -> None:
         """Write breaker events to the store; a failure is logged and counted, never raised into
@@ -555,6 +589,40 @@ class Loader:
                 },
                 "breakers": breakers,
             }
+
+
+def _record_fields(
+    resolution: Resolution,
+    breaker: str | None,
+    metrics: dict[str, Any],
+    max_clock_skew: dt.timedelta,
+) -> dict[str, Any]:
+    """The fields of the execution record of `resolution` (`record_execution`'s keywords): the
+    host's metrics, tagged with the arm, stage, rollout, bucket and breaker state."""
+    tags = dict(metrics.pop("tags", None) or {})
+    tags.update(
+        {
+            "arm": resolution.arm,
+            "stage": resolution.stage,
+            **({"rollout_id": resolution.rollout_id} if resolution.rollout_id else {}),
+            **(
+                {"bucket": resolution.bucket if resolution.sticky else "random"}
+                if resolution.bucket is not None
+                else {}
+            ),
+            # "open": served because a breaker was open; "half-open": the trial.
+            **({"breaker": breaker} if breaker else {}),
+        }
+    )
+    metrics.setdefault("subject", resolution.subject)
+    metrics.setdefault("max_clock_skew", max_clock_skew)
+    return {
+        "skill": resolution.name,
+        "version": resolution.version,
+        "digest": resolution.digest,
+        "tags": tags,
+        **metrics,
+    }
 
 
 def _sqlite_file(url: str) -> Path | None:

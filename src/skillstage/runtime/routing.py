@@ -52,6 +52,10 @@ class Resolution(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Resolution:
+        return cls(**data)
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -70,6 +74,61 @@ class Route:
     disabled: bool = False  # the kill switch is on: nothing serves
     fallback: Resolution | None = None  # the version live before (arm FALLBACK), if archived
 
+    def to_dict(self) -> dict[str, Any]:
+        """The route as JSON can hold it (what `/v1/routing/table` sends a remote loader)."""
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "stable": self.stable.to_dict(),
+            "description": self.description,
+            "frontmatter": self.frontmatter,
+            "candidate": self.candidate.to_dict() if self.candidate is not None else None,
+            "weight": self.weight,
+            "group": self.group,
+            "segments": self.segments,
+            "rollout": self.rollout.to_dict() if self.rollout is not None else None,
+            "disabled": self.disabled,
+            "fallback": self.fallback.to_dict() if self.fallback is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Route:
+        def resolution(key: str) -> Resolution | None:
+            value = data.get(key)
+            return Resolution.from_dict(value) if value is not None else None
+
+        stable = resolution("stable")
+        if stable is None:
+            raise ValueError(f"the route of {data.get('name')!r} has no stable version")
+        rollout = data.get("rollout")
+        return cls(
+            name=data["name"],
+            stage=data["stage"],
+            stable=stable,
+            description=data["description"],
+            frontmatter=dict(data["frontmatter"]),
+            candidate=resolution("candidate"),
+            weight=int(data["weight"]),
+            group=data["group"],
+            segments={key: list(values) for key, values in data["segments"].items()},
+            rollout=_rollout_from_dict(rollout) if rollout is not None else None,
+            disabled=bool(data["disabled"]),
+            fallback=resolution("fallback"),
+        )
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value is not None else None
+
+
+def _rollout_from_dict(data: Mapping[str, Any]) -> store_rollouts.RolloutRecord:
+    """`RolloutRecord.to_dict()` read back (its `weight` is derived, so left out)."""
+    fields = {key: value for key, value in data.items() if key != "weight"}
+    for key in ("step_started_at", "started_at", "ended_at"):
+        fields[key] = _time(fields[key])
+    fields["steps"] = [int(step) for step in fields["steps"]]
+    return store_rollouts.RolloutRecord(**fields)
+
 
 @dataclass(frozen=True)
 class RoutingTable:
@@ -78,6 +137,22 @@ class RoutingTable:
     generation: int
     routes: dict[tuple[str, str], Route]
     built_at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole table as JSON can hold it; `from_dict` builds an equal table from it, which
+        resolves every request as this one does (a remote loader's table)."""
+        return {
+            "generation": self.generation,
+            "built_at": self.built_at.isoformat(),
+            "routes": [route.to_dict() for route in self.routes.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoutingTable:
+        routes = (Route.from_dict(route) for route in data["routes"])
+        built_at = _time(data["built_at"])
+        assert built_at is not None
+        return cls(int(data["generation"]), {(r.stage, r.name): r for r in routes}, built_at)
 
     def route(self, name: str, stage: str) -> Route:
         found = self.routes.get((stage, name))

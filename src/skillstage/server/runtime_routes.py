@@ -1,0 +1,238 @@
+"""What a remote loader (`Loader(url=...)`, runtime/remote.py) needs to route and load exactly as
+a loader beside the store does: the routing table, whole, with a change feed, and the content of
+any copy a route serves, by digest.
+
+- `GET /v1/routing/table?since=<generation>&wait=<s>`: the serialised `RoutingTable`
+  (`RoutingTable.to_dict`), with the server's stages and `[runtime]` settings. With `since`, the
+  answer waits up to `wait` seconds for the generation to move and says `"changed": false` when
+  it did not (a long poll, as `/v1/routing`).
+- `GET /v1/content/{digest}`: the SKILL.md body, frontmatter and file list of that copy;
+  `GET /v1/content/{digest}/files/{relpath}`: one file's bytes. A digest names one content
+  forever, so both carry `ETag: "<digest>"` and `Cache-Control: immutable`.
+
+Both read from this process's loader (`app.state.loader`): its table is the one `/v1/resolve`
+answers from, refreshed when the store's generation moves, and its digest cache and drift rules
+(a live copy that is not the version the store names is served from the archive) are the local
+loader's. The table a client gets is that loader's, so several server processes on one store may
+answer a generation a moment apart, never a table that was not the store's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from skillstage.errors import UsageError
+from skillstage.runtime.routing import Resolution, RoutingTable, UnknownSkillError
+from skillstage.server.auth import require
+from skillstage.tokens import RECORD, Principal
+
+if TYPE_CHECKING:
+    from skillstage.runtime.loader import Loader
+
+router = APIRouter()
+
+Recorder = Annotated[Principal, Depends(require(RECORD))]
+
+LONG_POLL_MAX_SECONDS = 60.0
+# How often a waiting request looks at the loader's generation: an attribute read, no I/O; the
+# loader itself sees the store's changes every `runtime.refresh_ms` (at once on PostgreSQL).
+TABLE_WATCH_SECONDS = 0.02
+IMMUTABLE = "public, max-age=31536000, immutable"
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")
+_ENCODE = msgspec.json.Encoder().encode
+
+
+async def wait_for_generation(
+    request: Request,
+    since: int,
+    wait: float,
+    current: Callable[[], Awaitable[int]],
+    *,
+    interval: float,
+) -> tuple[bool, int]:
+    """The long poll of the routing feeds: `(True, generation)` as soon as `current()` is not
+    `since`, else `(False, generation)` once `wait` seconds passed or the client went away.
+    `current` is looked at every `interval` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        now = await current()
+        if now != since:
+            return True, now
+        if time.monotonic() >= deadline or await request.is_disconnected():
+            return False, now
+        await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+async def _loader(request: Request) -> Loader:
+    # Made on first use, which reads the store: not on the event loop.
+    loader: Loader = await run_in_threadpool(request.app.state.loader)
+    return loader
+
+
+def _json(body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    content = body if isinstance(body, bytes) else _ENCODE(body)
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _table_json(request: Request, loader: Loader, table: RoutingTable) -> bytes:
+    """The table's JSON, made once per table per process (every host asks for the same)."""
+    cached = getattr(request.app.state, "routing_table_json", None)
+    if cached is not None and cached[0] is table:
+        body: bytes = cached[1]
+        return body
+    project = loader.project
+    runtime = project.config.runtime
+    body = _ENCODE(
+        {
+            "stages": list(project.config.stages),
+            "runtime": {
+                "refresh_ms": runtime.refresh_ms,
+                "breaker_fail_max": runtime.breaker_fail_max,
+                "breaker_reset_seconds": runtime.breaker_reset_seconds,
+                "max_clock_skew_s": project.config.metrics.max_clock_skew.total_seconds(),
+            },
+            "table": table.to_dict(),
+        }
+    )
+    request.app.state.routing_table_json = (table, body)
+    return body
+
+
+def _stale(loader: Loader) -> dict[str, Any]:
+    stats = loader.stats()
+    return {"stale": stats["stale"], "stale_since": stats["stale_since"]}
+
+
+@router.get(
+    "/routing/table",
+    summary="The routing table a remote loader serves from; waits for a change after `since`",
+    description="The whole table (every route: stable, candidate and fallback versions, weight, "
+    "group, segments, kill switch, rollout), with the server's stages and runtime settings. "
+    "With `since` (a generation an earlier answer gave), the answer waits up to `wait` seconds "
+    "for what serves to change; `changed` is false when it did not. `stale` is true while the "
+    "server cannot read its store (the table is the last it read).",
+)
+async def routing_table(
+    request: Request,
+    who: Recorder,
+    since: Annotated[int | None, Query(ge=0)] = None,
+    wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX_SECONDS)] = 30.0,
+) -> Response:
+    loader = await _loader(request)
+
+    async def generation() -> int:
+        return loader.table.generation
+
+    if since is not None:
+        moved, now = await wait_for_generation(
+            request, since, wait, generation, interval=TABLE_WATCH_SECONDS
+        )
+        if not moved:
+            return _json({"changed": False, "generation": now, **_stale(loader)})
+    table = loader.table
+    body = _table_json(request, loader, table)
+    head = _ENCODE({"changed": True, "generation": table.generation, **_stale(loader)})
+    # The cached table's JSON spliced in, not decoded and encoded again per request.
+    return _json(head[:-1] + b',"document":' + body + b"}")
+
+
+def _serving(table: RoutingTable, digest: str) -> Resolution | None:
+    """A resolution the table serves `digest` by (stable, candidate or fallback of any route)."""
+    for route in table.routes.values():
+        for option in (route.stable, route.candidate, route.fallback):
+            if option is not None and option.digest == digest:
+                return option
+    return None
+
+
+def _resolution(loader: Loader, digest: str) -> Resolution:
+    if not _DIGEST.match(digest):
+        raise UsageError(
+            f"{digest!r} is not a content digest", hint="64 lowercase hex digits, as resolve gives"
+        )
+    found = _serving(loader.table, digest)
+    if found is None and loader.refresh():  # a host may have a table newer than ours
+        found = _serving(loader.table, digest)
+    if found is None:
+        raise UnknownSkillError(
+            f"no route serves the content {digest[:12]} now",
+            hint="resolve again: a promotion or rollback since the table was read moved it",
+        )
+    return found
+
+
+def _content_headers(digest: str) -> dict[str, str]:
+    return {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
+
+
+def _not_modified(request: Request, digest: str) -> Response | None:
+    if request.headers.get("if-none-match", "").strip() in (f'"{digest}"', digest, "*"):
+        return Response(status_code=304, headers=_content_headers(digest))
+    return None
+
+
+@router.get(
+    "/content/{digest}",
+    summary="The SKILL.md body, frontmatter and file list of the copy with this digest",
+)
+async def content(request: Request, who: Recorder, digest: str) -> Response:
+    unchanged = _not_modified(request, digest)
+    if unchanged is not None:
+        return unchanged
+    loader = await _loader(request)
+
+    def load() -> dict[str, Any]:
+        loaded = loader.load(_resolution(loader, digest))
+        return {
+            "name": loaded.name,
+            "version": loaded.version,
+            "digest": loaded.digest,
+            "body": loaded.body,
+            "files": list(loaded.files),
+            "frontmatter": loaded.frontmatter,
+            "path": str(loaded.path),
+        }
+
+    return _json(await run_in_threadpool(load), _content_headers(digest))
+
+
+def _inside(base: Path, relpath: str) -> Path:
+    """`base / relpath`, refused unless it names a file inside `base` once every link in it is
+    followed (`..`, an absolute path, a symlink out of the copy)."""
+    clean = PurePosixPath(relpath)
+    if not relpath or clean.is_absolute() or ".." in clean.parts or "\\" in relpath:
+        raise UsageError(f"{relpath!r} is not a path inside the skill")
+    root = base.resolve()
+    target = (base / clean).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise UsageError(f"{relpath!r} leads out of the skill's copy")
+    return target
+
+
+@router.get(
+    "/content/{digest}/files/{relpath:path}",
+    summary="One file of the copy with this digest, by its path relative to the skill",
+)
+async def content_file(request: Request, who: Recorder, digest: str, relpath: str) -> Response:
+    unchanged = _not_modified(request, digest)
+    if unchanged is not None:
+        return unchanged
+    loader = await _loader(request)
+
+    def read() -> bytes:
+        resolution = _resolution(loader, digest)
+        loaded = loader.load(resolution)
+        _inside(loaded.path, relpath)  # before anything is read: the loader checks the list
+        return loader.read(resolution, relpath)
+
+    data = await run_in_threadpool(read)
+    return Response(data, media_type="application/octet-stream", headers=_content_headers(digest))
