@@ -480,3 +480,81 @@ def test_importing_the_runtime_imports_no_http_client() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- breakers and forks -----------------------------------------------------------------------
+
+
+def test_a_remote_breaker_falls_back_and_its_events_reach_the_store(project: Project) -> None:
+    before = promote_version(project, "1.0.0")
+    broken = promote_version(project, "1.1.0")
+    with loaders(project, breaker_fail_max=2, breaker_reset_seconds=60) as (_, remote, _url):
+        resolution = remote.resolve("auth-v2", "user-1")
+        assert resolution.digest == broken
+        remote.record(resolution, exception=True)
+        remote.record(resolution, exception=True)
+        instead = remote.resolve("auth-v2", "user-1")
+        assert (instead.digest, instead.arm) == (before, "fallback")
+        remote.record(instead, pattern_fidelity=1.0)
+        assert remote.flush(10)
+        [breaker] = remote.stats()["breakers"]
+        assert (breaker["state"], breaker["digest"]) == ("open", broken)
+
+        def opened() -> list[dict[str, Any]]:
+            entries = api.history_entries(project, "auth-v2")
+            return [e for e in entries if "breaker_open" in str(e.values())]
+
+        within(lambda: bool(opened()))
+        [event] = opened()
+        assert event["version"] == "1.1.0"
+        assert remote.stats()["breaker_event_errors"] == 0
+    with Store.open(project.database_url) as store, store.reading() as tx:
+        rows = tx.query("SELECT digest, tags FROM execution ORDER BY timestamp, execution_id")
+        tags = [tx.dialect.read_json(t).get("breaker") for _, t in rows]
+        assert [(d, t) for (d, _), t in zip(rows, tags, strict=True)] == [
+            (broken, None),
+            (broken, None),
+            (before, "open"),
+        ]
+
+
+def test_a_forked_child_has_its_own_wire(project: Project) -> None:
+    live = promote_version(project, "1.0.0")
+    with loaders(project, flush_ms=20) as (_, remote, _url):
+        remote.record(remote.resolve("auth-v2", "parent"), pattern_fidelity=1.0)
+        newer = stage_version(project, "1.1.0")
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(reader)
+                deadline = time.monotonic() + 10
+                while (
+                    remote.resolve("auth-v2", "user-1").digest != newer
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.01)
+                remote.record(remote.resolve("auth-v2", "child"), pattern_fidelity=1.0)
+                sent = remote.flush(10)
+                seen = remote.resolve("auth-v2", "user-1").digest
+                os.write(writer, f"{seen} {sent}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(writer)
+        try:
+            (result,) = api.promote(project, ["auth-v2"], to="production", overwrite=True)
+            assert result.success, result.error
+            _, status = os.waitpid(pid, 0)
+            report = os.read(reader, 1000).decode()
+        finally:
+            os.close(reader)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert report == f"{newer} True"
+        assert remote.flush(10)
+        within(lambda: remote.resolve("auth-v2", "user-1").digest == newer)
+    assert live != newer
+    with Store.open(project.database_url) as store, store.reading() as tx:
+        subjects = sorted(row[0] for row in tx.query("SELECT subject FROM execution"))
+    assert subjects == ["child", "parent"]  # each sent once, by its own process

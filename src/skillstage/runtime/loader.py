@@ -51,7 +51,7 @@ from skillstage.runtime.routing import (
     archive_entry,
     build_table,
 )
-from skillstage.store import Store
+from skillstage.store import Store, Transaction
 from skillstage.store.rollouts import generation, listen_for_routing
 
 LOG = logging.getLogger("skillstage.runtime")
@@ -541,18 +541,7 @@ class Loader:
                 if store is None:
                     raise StoreError("the store cannot be opened")
                 with store.atomic() as tx:
-                    tx.append_event(
-                        event.kind,
-                        name=event.name,
-                        version=event.version,
-                        digest=event.digest,
-                        from_stage=event.stage,
-                        actor=actor,
-                        reason=event.reason,
-                        details=event.details,
-                        trigger_metric=event.trigger_metric,
-                        at=event.at,
-                    )
+                    append_breaker_event(tx, event, actor=actor)
             except Exception as exc:
                 with self._lock:
                     self._counts["breaker_event_errors"] += 1
@@ -623,6 +612,22 @@ def _record_fields(
         "tags": tags,
         **metrics,
     }
+
+
+def append_breaker_event(tx: Transaction, event: BreakerEvent, *, actor: str) -> None:
+    """A breaker's opening or closing, as the store's event (`history` shows it)."""
+    tx.append_event(
+        event.kind,
+        name=event.name,
+        version=event.version,
+        digest=event.digest,
+        from_stage=event.stage,
+        actor=actor,
+        reason=event.reason,
+        details=event.details,
+        trigger_metric=event.trigger_metric,
+        at=event.at,
+    )
 
 
 def _sqlite_file(url: str) -> Path | None:

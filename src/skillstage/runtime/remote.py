@@ -18,8 +18,9 @@ loader asks the store and the disk, and keeps the same cache rules.
   (`stats()["records_dropped"]`), so a host never blocks nor grows without bound on a server
   that is away. `flush()` waits for the queue to be taken; `close()` flushes first.
 - Breakers are the host's, as with a local loader; their events (`breaker_open`,
-  `breaker_closed`) are logged here, and not written to the store (the server has no endpoint
-  for them yet: `stats()["breaker_events_unsent"]` counts them).
+  `breaker_closed`) are posted to the server (`POST /v1/breaker-events`), which writes them to
+  the store's events with the token's name as actor; one the server did not take is logged and
+  counted (`stats()["breaker_event_errors"]`), as the local loader counts one its store refused.
 
 The feed and the sender run as two tasks of one asyncio loop on a thread of their own, so that
 `close()` can cancel a long poll in flight at once (a blocking socket cannot be woken).
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -141,7 +143,6 @@ class RemoteLoader(Loader):
                 "records_refused": 0,  # quarantined by the server, or a batch it refused
                 "records_dropped": 0,  # the queue was full
                 "record_retries": 0,  # sends that failed and were tried again
-                "breaker_events_unsent": 0,
             }
         )
         self._applied = 0  # the number of the feed answer the table is from
@@ -283,6 +284,7 @@ class RemoteLoader(Loader):
                 base_url=self.url, headers=self._headers, timeout=self._timeout_s
             ) as sender,
         ):
+            self._events_client = sender
             self._tasks = [
                 asyncio.create_task(self._follow(feed)),
                 asyncio.create_task(self._send(sender)),
@@ -470,18 +472,56 @@ class RemoteLoader(Loader):
         return True
 
     def _announce(self, events: list[BreakerEvent]) -> None:
+        """Log each breaker event as the local loader does and hand it to the wire, which posts
+        it to the server (`POST /v1/breaker-events`); `record` does not wait for it."""
         for event in events:
             LOG.warning(
-                "skillstage: the breaker of %s %s (%s) %s on %s: %s",
+                "skillstage: the breaker of %s %s (%s) %s: %s",
                 event.name,
                 event.version,
                 event.digest[:12],
                 "opened" if event.kind == BREAKER_OPEN else "closed",
-                f"{socket.gethostname()}:{os.getpid()}",
                 event.reason,
             )
+        body = {
+            "host": f"{socket.gethostname()}:{os.getpid()}",
+            "events": [{**dataclasses.asdict(e), "at": e.at.isoformat()} for e in events],
+        }
+        loop, posting = self._loop, self._post_events(body, len(events))
+        try:
+            if loop is None:
+                raise RuntimeError("the loader is not running")
+            asyncio.run_coroutine_threadsafe(posting, loop)
+        except RuntimeError:  # closed
+            posting.close()
             with self._lock:
-                self._counts["breaker_events_unsent"] += 1
+                self._counts["breaker_event_errors"] += len(events)
+
+    async def _post_events(self, body: dict[str, Any], count: int) -> None:
+        # Not idempotent (an event has no id), so tried twice at most: a lost answer may leave
+        # the event written twice, a server away leaves it unwritten (and counted).
+        problem = ""
+        for attempt in range(2):
+            try:
+                response = await self._events_client.post("/v1/breaker-events", json=body)
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    return
+                problem = f"HTTP {response.status_code}: {_refusal(response)}"
+                if response.status_code not in _RETRIED:
+                    break
+            if attempt == 0:
+                await asyncio.sleep(BACKOFF_FIRST_S)
+        with self._lock:
+            self._counts["breaker_event_errors"] += count
+        LOG.warning(
+            "skillstage: %s breaker event(s) could not be written through %s (%s)",
+            count,
+            self.url,
+            problem,
+        )
 
     # -- what happened ----------------------------------------------------------------------
 

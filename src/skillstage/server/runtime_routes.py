@@ -9,6 +9,9 @@ any copy a route serves, by digest.
 - `GET /v1/content/{digest}`: the SKILL.md body, frontmatter and file list of that copy;
   `GET /v1/content/{digest}/files/{relpath}`: one file's bytes. A digest names one content
   forever, so both carry `ETag: "<digest>"` and `Cache-Control: immutable`.
+- `POST /v1/breaker-events`: a remote loader's breaker openings and closings, written to the
+  store's events as a local loader writes them (the token's name is the actor; the host and
+  process are in the details).
 
 Both read from this process's loader (`app.state.loader`): its table is the one `/v1/resolve`
 answers from, refreshed when the store's generation moves, and its digest cache and drift rules
@@ -20,17 +23,20 @@ answer a generation a moment apart, never a table that was not the store's.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from skillstage.errors import UsageError
+from skillstage.runtime.breaker import BreakerEvent
 from skillstage.runtime.routing import Resolution, RoutingTable, UnknownSkillError
 from skillstage.server.auth import require
 from skillstage.tokens import RECORD, Principal
@@ -70,6 +76,40 @@ async def wait_for_generation(
         if time.monotonic() >= deadline or await request.is_disconnected():
             return False, now
         await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+class BreakerEventBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["breaker_open", "breaker_closed"]
+    name: str = Field(max_length=64)
+    version: str = Field(max_length=128)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    stage: str = Field(max_length=64)
+    at: dt.datetime
+    reason: str = Field(max_length=1000)
+    consecutive_failures: int = Field(ge=0)
+    details: dict[str, Any] = {}
+
+    def event(self) -> BreakerEvent:
+        return BreakerEvent(
+            self.kind,
+            self.name,
+            self.version,
+            self.digest,
+            self.stage,
+            self.at,
+            self.reason,
+            self.consecutive_failures,
+            self.details,
+        )
+
+
+class BreakerEventsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(max_length=255, description="The agent host (its loader's process).")
+    events: list[BreakerEventBody] = Field(max_length=1000)
 
 
 async def _loader(request: Request) -> Loader:
@@ -236,3 +276,34 @@ async def content_file(request: Request, who: Recorder, digest: str, relpath: st
 
     data = await run_in_threadpool(read)
     return Response(data, media_type="application/octet-stream", headers=_content_headers(digest))
+
+
+@router.post(
+    "/breaker-events",
+    summary="A remote loader's breaker openings and closings, into the store's events",
+    description="Each event names a skill the server routes; the token's name is the actor.",
+)
+async def breaker_events(
+    request: Request, who: Recorder, body: BreakerEventsBody
+) -> dict[str, int]:
+    from skillstage.runtime.loader import append_breaker_event
+    from skillstage.store import Store
+
+    loader = await _loader(request)
+    routed = {name for (_, name) in loader.table.routes}
+    unknown = sorted({e.name for e in body.events} - routed)
+    if unknown:  # an event must not register a skill nobody serves
+        raise UnknownSkillError(
+            f"no route serves {', '.join(unknown)}", hint="breaker events name routed skills"
+        )
+    events = [e.event() for e in body.events]
+    for event in events:
+        event.details.setdefault("host", body.host)
+
+    def write() -> None:
+        with Store.open(loader.project.database_url) as store, store.atomic() as tx:
+            for event in events:
+                append_breaker_event(tx, event, actor=who.name)
+
+    await run_in_threadpool(write)
+    return {"written": len(events)}
