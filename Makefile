@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/readiness.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/watch.py
+	$(BIN)/python bench/server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
