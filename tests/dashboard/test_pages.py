@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from skillstage import api
 from skillstage.dashboard import ActionContext, render_overview, render_skill
+from skillstage.errors import SkillstageError
 from skillstage.lifecycle import stats
 from skillstage.runtime import Loader
 from skillstage.tokens import APPROVE, OPERATE
@@ -173,3 +175,18 @@ def test_report_html_refuses_other_report_options(team: Team, tmp_path: Path) ->
     assert done.returncode == 2
     assert "--html writes the whole page" in done.stderr
     assert not (team.project.root / "x.html").exists()
+
+
+def test_a_skill_with_no_executions_and_no_rollout(team: Team) -> None:
+    html = render_skill(team.project, WAITING, actions=EVERYTHING)
+    charts = read_charts(html)
+    assert charts["version-fidelity"] == {}
+    assert html.count("no executions recorded") == 4
+    assert 'id="arm-charts"' not in html and 'id="rollouts"' not in html
+    assert "Held" in html and "waiting for review" in html
+    # `skillstage status` refuses a held skill, saying why; so does the page, in the gates' place.
+    with pytest.raises(SkillstageError) as refused:
+        api.readiness(team.project, WAITING)
+    gates = re.search(r'<section class="card" id="gates">.*?</section>', html, re.S)
+    assert gates and escape(refused.value.message) in gates.group(0)
+    assert "data-gate=" not in gates.group(0)

@@ -52,12 +52,9 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(1, count - 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 0.5:
-        ticks.append(round(value, 10))
-        value += step
+    ticks = [round(math.floor(low / step) * step, 10)]
+    while ticks[-1] < high - step * 1e-9:  # the last tick at or above the highest value
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -203,7 +200,7 @@ def stay_timeline(
     if not stays:
         return Markup(head + "</svg>")
     start = min(s[2] for s in stays)
-    end = max(now, *(s[3] for s in stays if s[3] is not None))
+    end = max([now, *(s[3] for s in stays if s[3] is not None)])
     span = (end - start).total_seconds() or 1.0
     left, right = label_width, width - MARGIN_RIGHT
 
