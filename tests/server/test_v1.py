@@ -151,8 +151,32 @@ def _live_with_history(project: Project) -> None:
     assert first.success and second.success, second.to_dict()
 
 
+def _rollout_ready(project: Project) -> None:
+    """`notes` 1.0.0 live in production, 1.1.0 waiting in staging."""
+    staging = project.stage_path("staged", "notes").parent
+    write_skill(staging, "notes")
+    (live,) = api.promote(project, ["notes"], to="production", actor="alice")
+    assert live.success, live.error
+    write_skill(staging, "notes", extra={"version": "1.1.0"})
+
+
+def _rollout_open(project: Project) -> None:
+    _rollout_ready(project)
+    api.rollout_start(project, "notes", step_min_duration="0s", actor="alice")
+
+
 # (CLI arguments, HTTP path, HTTP body): the same change made on each face.
 WRITES = {
+    "rollout start": (
+        ("rollout", "start", "notes", "--step-min-duration", "0s"),
+        "/v1/rollouts",
+        {"name": "notes", "step_min_duration": "0s"},
+    ),
+    "rollout abort": (
+        ("rollout", "abort", "notes", "--reason", "errors up"),
+        "/v1/rollouts/notes/abort",
+        {"reason": "errors up"},
+    ),
     "promote": (
         ("promote", "notes", "--yes", "--reason", "ready"),
         "/v1/skills/notes/promote",
@@ -176,6 +200,16 @@ WRITES = {
 }
 
 
+RECORDED = {
+    "promote": "promote",
+    "rollback": "rollback",
+    "hold": "hold_set",
+    "disable": "disable",
+    "rollout start": "rollout_start",
+    "rollout abort": "rollout_abort",
+}
+
+
 @pytest.mark.parametrize("change", list(WRITES))
 def test_a_write_over_http_records_what_the_cli_records(
     change: str,
@@ -196,6 +230,8 @@ def test_a_write_over_http_records_what_the_cli_records(
         project = load_config_file(root / "skillstage.toml")
         if change == "promote":
             _skill(project, "notes")
+        elif change.startswith("rollout"):
+            (_rollout_ready if change == "rollout start" else _rollout_open)(project)
         else:
             _live_with_history(project)
         projects.append((project, url))
@@ -214,6 +250,7 @@ def test_a_write_over_http_records_what_the_cli_records(
     http_events = _events(http_project)
     assert http_events == cli_events
     assert http_events[0]["actor"] == "ops-bot"
+    assert http_events[0]["kind"] == RECORDED[change]
 
 
 def test_refused_writes_answer_in_the_error_shape(promoted: Project, live: Live) -> None:
