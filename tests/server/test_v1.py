@@ -350,3 +350,59 @@ def test_serve_refuses_no_auth_off_loopback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "other machines can reach" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_sign_off_over_http_with_the_checklist_as_text_or_as_answers(
+    project: Project, live: Live
+) -> None:
+    import yaml
+
+    from tests.lifecycle.test_readiness import NAME, configure, spam_filter
+
+    signing = configure(project, approvers=("bob",))
+    spam_filter(signing)  # written by carol
+    with live(create_app(signing, auth=False, actor="bob")) as url:
+        form = httpx.get(
+            f"{url}/v1/skills/{NAME}/signoff", params={"to_stage": "staged"}, timeout=30
+        ).json()["template"]
+        filled = form.replace(": NO  #", ": YES  #")
+        ticket = yaml.safe_load(filled)["approval_ticket"]
+        as_text = httpx.post(
+            f"{url}/v1/skills/{NAME}/approve",
+            json={
+                "to_stage": "staged",
+                "ticket": ticket,
+                "decision": "approved",
+                "checklist": filled,
+            },
+            timeout=30,
+        )
+        items = yaml.safe_load(filled)["human_review"]
+        one_no = {**dict.fromkeys(items, "YES"), next(iter(items)): "NO"}
+        refused = httpx.post(
+            f"{url}/v1/skills/{NAME}/approve",
+            json={
+                "to_stage": "staged",
+                "ticket": "T-2",
+                "decision": "approved",
+                "checklist": one_no,
+            },
+            timeout=30,
+        )
+        as_answers = httpx.post(
+            f"{url}/v1/skills/{NAME}/approve",
+            json={
+                "to_stage": "staged",
+                "ticket": "T-3",
+                "decision": "approved",
+                "checklist": dict.fromkeys(items, "YES"),
+            },
+            timeout=30,
+        )
+    assert as_text.status_code == 200, as_text.text
+    assert (as_text.json()["approver"], as_text.json()["approval_decision"]) == ("bob", "APPROVED")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["message"]
+    assert as_answers.status_code == 200, as_answers.text
+    kinds = [e["kind"] for e in api.history_entries(signing, NAME)]
+    assert kinds.count("approval") >= 2
