@@ -33,10 +33,12 @@ from skillstage.runtime.remote import RemoteLoader, ServerError
 from skillstage.runtime.routing import RoutingTable, build_table
 from skillstage.server import create_app, runtime_routes
 from skillstage.store import Store
-from tests.runtime.test_loader import promote_version, stage_version
+from tests.runtime.test_loader import _make_store_unreadable, promote_version, stage_version
 
 REFRESH_MS = 250
-SEEN_WITHIN = 2 * REFRESH_MS / 1000  # "a couple of refresh intervals"
+# "A couple of refresh intervals": the server's loader polls the store every interval (SQLite;
+# PostgreSQL announces a change at once), and the remote loader's long poll hears of it then.
+SEEN_WITHIN = 3 * REFRESH_MS / 1000
 SUBJECTS = [f"user-{i}" for i in range(300)]
 CONTEXTS: list[dict[str, Any] | None] = [None, {"tier": "internal"}, {"tier": "public"}]
 
@@ -230,8 +232,21 @@ def test_remote_loads_the_same_content_once_per_digest(project: Project) -> None
             remote.read(resolution, "../x")
 
 
-def _seen(loader: Loader, predicate: Callable[[Loader], bool]) -> float:
-    return within(lambda: predicate(loader), timeout=5.0)
+def _times_to_see(
+    local: Loader, remote: Loader, change: Callable[[], None], seen: Callable[[Loader], bool]
+) -> tuple[float, float]:
+    """Seconds from `change()` returning until each loader shows it."""
+    change()
+    started = time.monotonic()
+    times: dict[str, float] = {}
+    while len(times) < 2:
+        for name, loader in (("local", local), ("remote", remote)):
+            if name not in times and seen(loader):
+                times[name] = time.monotonic() - started
+        if time.monotonic() - started > 5:
+            pytest.fail(f"not seen within 5 s: {times}", pytrace=False)
+        time.sleep(0.002)
+    return times["local"], times["remote"]
 
 
 def test_a_promotion_and_a_kill_switch_reach_the_remote_loader_quickly(
@@ -240,25 +255,31 @@ def test_a_promotion_and_a_kill_switch_reach_the_remote_loader_quickly(
     promote_version(project, "1.0.0")
     with loaders(project) as (local, remote, _):
         newer = stage_version(project, "1.1.0")
-        (result,) = api.promote(project, ["auth-v2"], to="production", overwrite=True)
-        assert result.success, result.error
-        started = time.monotonic()
-        within(lambda: remote.resolve("auth-v2", "user-1").digest == newer)
-        promoted_in = time.monotonic() - started
-        assert promoted_in < SEEN_WITHIN, f"the promotion took {promoted_in:.3f} s"
 
-        api.switch(project, "auth-v2", kind="disabled", on=True, actor="tester", reason="x")
-        started = time.monotonic()
-        within(lambda: remote.resolve("auth-v2", "user-1").arm == "disabled")
-        killed_in = time.monotonic() - started
-        assert killed_in < SEEN_WITHIN, f"the kill switch took {killed_in:.3f} s"
+        def promote() -> None:
+            (result,) = api.promote(project, ["auth-v2"], to="production", overwrite=True)
+            assert result.success, result.error
+
+        promoted = _times_to_see(
+            local, remote, promote, lambda seer: seer.resolve("auth-v2", "user-1").digest == newer
+        )
+
+        def kill() -> None:
+            api.switch(project, "auth-v2", kind="disabled", on=True, actor="tester", reason="x")
+
+        killed = _times_to_see(
+            local, remote, kill, lambda seer: seer.resolve("auth-v2", "user-1").arm == "disabled"
+        )
+        print(
+            f"\nseen (local, remote): promotion {promoted[0] * 1000:.0f}, "
+            f"{promoted[1] * 1000:.0f} ms; kill switch {killed[0] * 1000:.0f}, "
+            f"{killed[1] * 1000:.0f} ms"
+        )
+        for what, (_, by_remote) in (("promotion", promoted), ("kill switch", killed)):
+            assert by_remote < SEEN_WITHIN, f"the {what} took {by_remote:.3f} s"
         assert remote.catalog() == [] == local.catalog()
         with pytest.raises(Exception, match="switched off"):
             remote.load(remote.resolve("auth-v2", "user-1"))
-        print(
-            f"\nseen by the remote loader: promotion {promoted_in * 1000:.0f} ms, "
-            f"kill switch {killed_in * 1000:.0f} ms"
-        )
 
 
 def test_resolve_costs_the_same_remote_as_local(project: Project) -> None:
@@ -397,6 +418,26 @@ def test_a_server_away_leaves_the_last_table_serving_until_it_is_back(
             remote.close()  # before the server stops, or its going is warned of again
     finally:
         remote.close()
+
+
+def test_a_server_that_cannot_read_its_store_makes_the_remote_loader_stale(
+    project: Project,
+) -> None:
+    live = promote_version(project, "1.0.0")
+    with loaders(project) as (_, remote, _url):
+        put_back = _make_store_unreadable(project.database_url)
+        try:
+            within(lambda: remote.stats()["stale"])
+            assert "cannot read its store" in remote.stats()["last_error"]
+            assert remote.resolve("auth-v2", "user-1").digest == live
+        finally:
+            put_back()
+        # The server's loader reads its store again: the wait ends, no long poll to sit out.
+        took = within(lambda: not remote.stats()["stale"], timeout=2 * REFRESH_MS / 1000 + 1)
+        assert remote.stats()["last_error"] is None
+        newer = promote_version(project, "1.1.0")
+        within(lambda: remote.resolve("auth-v2", "user-1").digest == newer)
+        print(f"\nfresh again {took * 1000:.0f} ms after the server's store came back")
 
 
 def test_a_server_that_cannot_be_reached_or_refuses_is_an_error(project: Project) -> None:

@@ -212,6 +212,15 @@ class Loader:
         """The routing table serving now (immutable: replaced whole when what serves changes)."""
         return self._table
 
+    @property
+    def stale(self) -> bool:
+        """Whether the table is the last one read before the store became unreachable."""
+        return self._stale_since is not None
+
+    @property
+    def stale_since(self) -> dt.datetime | None:
+        return self._stale_since
+
     def _build(self) -> RoutingTable:
         assert self._store is not None
         with self._store.reading() as tx:

@@ -145,9 +145,9 @@ class RemoteLoader(Loader):
                 "record_retries": 0,  # sends that failed and were tried again
             }
         )
+        self._server_stale = False  # the last answer said the server cannot read its store
         self._applied = 0  # the number of the feed answer the table is from
         self._asked = 0
-        self._server_stale = bool(first["stale"])
         self._note_reachable(first)
         self._last_record_error: str | None = None
         self._start_wire()
@@ -161,19 +161,28 @@ class RemoteLoader(Loader):
         return httpx.Client(base_url=self.url, headers=self._headers, timeout=self._timeout_s)
 
     def _first_table(self) -> dict[str, Any]:
+        """The table to start from; a `ServerError` saying what to fix when there is none."""
         try:
             response = self._http.get("/v1/routing/table")
         except httpx.HTTPError as exc:
+            self._http.close()
             raise ServerError(
                 f"cannot reach the skillstage server at {self.url}: {type(exc).__name__}: {exc}",
                 hint="is `skillstage serve` running there, and is the url right?",
             ) from None
         if response.status_code != 200:
+            self._http.close()
+            if response.status_code in (401, 403):
+                hint = (
+                    "give a token whose role may record (recorder, operator or admin): "
+                    "`skillstage token create --role recorder --name HOST` makes one"
+                )
+            else:
+                hint = "the server's log says why; a loader can start once it answers"
             raise ServerError(
-                f"the skillstage server at {self.url} refused the routing table: "
-                f"{_refusal(response)}",
-                hint="a token with the recorder role (or any that may record) is needed: "
-                "`skillstage token create --role recorder --name HOST`",
+                f"the skillstage server at {self.url} refused the routing table "
+                f"(HTTP {response.status_code}): {_refusal(response)}",
+                hint=hint,
             )
         answer: dict[str, Any] = response.json()
         return answer
@@ -222,6 +231,7 @@ class RemoteLoader(Loader):
     def _note_reachable(self, answer: dict[str, Any]) -> None:
         server_stale = bool(answer.get("stale"))
         with self._lock:
+            self._server_stale = server_stale
             if server_stale:
                 if self._stale_since is None:
                     self._stale_since = dt.datetime.now(dt.UTC)
@@ -302,7 +312,12 @@ class RemoteLoader(Loader):
             try:
                 response = await client.get(
                     "/v1/routing/table",
-                    params={"since": self._table.generation, "wait": self._feed_wait_s},
+                    params={
+                        "since": self._table.generation,
+                        "wait": self._feed_wait_s,
+                        # The server's store coming back ends the wait too.
+                        "stale": self._server_stale,
+                    },
                 )
                 answer = self._answer(response)
             except asyncio.CancelledError:
@@ -312,8 +327,6 @@ class RemoteLoader(Loader):
                 await asyncio.sleep(self.refresh_s)
                 continue
             self._apply(answer, number)
-            if self._stale_since is not None:  # the server's store is away: do not spin
-                await asyncio.sleep(self.refresh_s)
 
     async def _send(self, client: httpx.AsyncClient) -> None:
         """Post the queue in batches: every `flush_ms`, or at once when a batch is full."""

@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from skillstage.runtime.loader import Loader
 
 router = APIRouter()
+T = TypeVar("T")
 
 Recorder = Annotated[Principal, Depends(require(RECORD))]
 
@@ -57,17 +58,17 @@ _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 _ENCODE = msgspec.json.Encoder().encode
 
 
-async def wait_for_generation(
+async def wait_for_change(
     request: Request,
-    since: int,
+    since: T,
     wait: float,
-    current: Callable[[], Awaitable[int]],
+    current: Callable[[], Awaitable[T]],
     *,
     interval: float,
-) -> tuple[bool, int]:
-    """The long poll of the routing feeds: `(True, generation)` as soon as `current()` is not
-    `since`, else `(False, generation)` once `wait` seconds passed or the client went away.
-    `current` is looked at every `interval` seconds."""
+) -> tuple[bool, T]:
+    """The long poll of the routing feeds: `(True, now)` as soon as `current()` is not `since`
+    (a generation, or what else the feed follows), else `(False, now)` once `wait` seconds
+    passed or the client went away. `current` is looked at every `interval` seconds."""
     deadline = time.monotonic() + wait
     while True:
         now = await current()
@@ -148,8 +149,8 @@ def _table_json(request: Request, loader: Loader, table: RoutingTable) -> bytes:
 
 
 def _stale(loader: Loader) -> dict[str, Any]:
-    stats = loader.stats()
-    return {"stale": stats["stale"], "stale_since": stats["stale_since"]}
+    since = loader.stale_since
+    return {"stale": since is not None, "stale_since": since.isoformat() if since else None}
 
 
 @router.get(
@@ -166,18 +167,21 @@ async def routing_table(
     who: Recorder,
     since: Annotated[int | None, Query(ge=0)] = None,
     wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX_SECONDS)] = 30.0,
+    stale: Annotated[
+        bool, Query(description="Whether the last answer said stale: a change ends the wait.")
+    ] = False,
 ) -> Response:
     loader = await _loader(request)
 
-    async def generation() -> int:
-        return loader.table.generation
+    async def now() -> tuple[int, bool]:
+        return loader.table.generation, loader.stale
 
     if since is not None:
-        moved, now = await wait_for_generation(
-            request, since, wait, generation, interval=TABLE_WATCH_SECONDS
+        moved, (generation, _) = await wait_for_change(
+            request, (since, stale), wait, now, interval=TABLE_WATCH_SECONDS
         )
         if not moved:
-            return _json({"changed": False, "generation": now, **_stale(loader)})
+            return _json({"changed": False, "generation": generation, **_stale(loader)})
     table = loader.table
     body = _table_json(request, loader, table)
     head = _ENCODE({"changed": True, "generation": table.generation, **_stale(loader)})
