@@ -110,6 +110,28 @@ def test_one_skill_holds_its_stages_and_history(promoted: Project, live: Live) -
     assert unknown.json()["error"]["hint"]
 
 
+def test_metrics_compare_and_the_registry(promoted: Project, live: Live) -> None:
+    _skill(promoted, "notes", "1.1.0")
+    (second,) = api.promote(promoted, ["notes"], actor="alice", overwrite=True)
+    assert second.success
+    with live(create_app(promoted, auth=False)) as url:
+        posted = httpx.post(
+            f"{url}/v1/executions",
+            json=[_record(f"m{n}", pattern_fidelity=0.5 + n / 100) for n in range(20)],
+        )
+        assert posted.json()["inserted"] == 20
+        summary = httpx.get(f"{url}/v1/skills/notes/metrics", params={"version": "1.0.0"}).json()
+        compared = httpx.get(
+            f"{url}/v1/skills/notes/compare", params={"a": "1.0.0", "b": "1.1.0"}
+        ).json()
+        registry = httpx.get(f"{url}/v1/registry").json()
+    assert summary == api.skill_metrics(promoted, "notes", version="1.0.0").to_dict()
+    assert summary["count"] == 20
+    assert summary["pattern_fidelity"] == pytest.approx(sum(0.5 + n / 100 for n in range(20)) / 20)
+    assert compared == _cli_json(promoted, "compare", "notes", "1.0.0", "1.1.0")
+    assert registry == json.loads(promoted.registry_file.read_text())
+
+
 def _events(project: Project) -> list[dict[str, Any]]:
     """The store's events without what differs between two runs of the same change."""
     drop = {"id", "at", "digest", "path", "force_event_id", "promotion_event_id", "details"}
