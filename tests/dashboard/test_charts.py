@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 import re
 
-from skillstage.dashboard.charts import Line, line_chart, nice_ticks, stay_timeline
+from skillstage.dashboard.charts import Line, Mark, line_chart, nice_ticks, stay_timeline
 from tests.dashboard.charts_read import read_charts
 
 T0 = dt.datetime(2026, 1, 5, 12, 0, tzinfo=dt.UTC)
@@ -59,7 +59,19 @@ def test_timeline_has_a_bar_per_stay_the_open_one_until_now() -> None:
         ("staged", "1.0.0", _at(0), _at(60)),
         ("production", "1.0.0", _at(60), None),
     ]
-    svg = str(stay_timeline(["prototype", "staged", "production"], stays, _at(120)))
+    marks = [
+        Mark("approval", "production", _at(50), "sign-off approved <alice>"),
+        Mark("promote", "production", _at(60), "promote: 1.0.0"),
+    ]
+    svg = str(stay_timeline(["prototype", "staged", "production"], stays, _at(120), marks))
     bars = re.findall(r'<g class="stay" data-stage="(\w+)" data-version="([\d.]+)"', svg)
     assert bars == [("staged", "1.0.0"), ("production", "1.0.0")]
     assert 'data-left=""' in svg  # still there
+    shown = re.findall(
+        r'<g class="mark" data-kind="(\w+)" data-stage="(\w+)" data-at="([^"]+)"', svg
+    )
+    assert shown == [
+        ("approval", "production", _at(50).isoformat()),
+        ("promote", "production", _at(60).isoformat()),
+    ]
+    assert "sign-off approved &lt;alice&gt;" in svg

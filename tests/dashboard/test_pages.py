@@ -85,6 +85,14 @@ def test_skill_page_charts_carry_the_store_figures(team: Team) -> None:
 def test_skill_page_shows_timeline_gates_rollout_and_actions(team: Team) -> None:
     html = render_skill(team.project, NAME, actions=EVERYTHING)
     assert 'data-stage="production" data-version="1.0.0"' in html  # the timeline's bar
+    # Its marks: both sign-offs and the promotion into production, the rollout's start.
+    marks = re.findall(r'<g class="mark" data-kind="(\w+)" data-stage="(\w+)"', html)
+    assert sorted(marks) == [
+        ("approval", "production"),
+        ("approval", "production"),
+        ("promote", "production"),
+        ("rollout_start", "production"),
+    ]
     assert html.count('data-stay-stage="staged"') == 2  # 1.0.0 then 1.1.0 waited in staging
     assert 'data-event-kind="approval"' in html and "APPROVAL_TEST_002" in html
     # `status NAME` refuses while a rollout runs; the page says so, as the command does.

@@ -182,15 +182,39 @@ def line_chart(
     return Markup("".join(parts))
 
 
+@dataclass(frozen=True)
+class Mark:
+    """An event on the version timeline: what (`promote`, `rollback`, `approval` …), in which
+    stage's lane, when, and the text shown on hover."""
+
+    kind: str
+    stage: str
+    at: dt.datetime
+    text: str
+
+
+# Small shapes below a lane, centred on (x, y): a promotion points up, a rollback down, a
+# sign-off is a diamond, anything else a square.
+_MARK_SHAPES = {
+    "promote": "M{x:.1f} {y:.1f} l-4 6 h8 z",
+    "rollback": "M{x:.1f} {y:.1f} m-4 0 h8 l-4 6 z",
+    "rollout_abort": "M{x:.1f} {y:.1f} m-4 0 h8 l-4 6 z",
+    "approval": "M{x:.1f} {y:.1f} l4 3 l-4 3 l-4 -3 z",
+    "other": "M{x:.1f} {y:.1f} m-3 0 h6 v6 h-6 z",
+}
+
+
 def stay_timeline(
     stages: Sequence[str],
     stays: Sequence[tuple[str, str, dt.datetime, dt.datetime | None]],
     now: dt.datetime,
+    marks: Sequence[Mark] = (),
 ) -> Markup:
     """The version timeline: one lane per stage, a bar per stay (stage, version, entered, left;
     left None: there now), coloured by version, each with `data-version`, `data-stage`,
-    `data-entered` and `data-left`."""
-    width, lane, top, label_width = TIMELINE_WIDTH, 26, 8, 90
+    `data-entered` and `data-left`; below each lane, a mark per promotion, rollback and sign-off
+    into that stage (`data-kind`, `data-at`)."""
+    width, lane, top, label_width = TIMELINE_WIDTH, 34, 8, 90
     height = top * 2 + lane * len(stages) + 20
     head = (
         f'<svg class="timeline" role="img" viewBox="0 0 {width} {height}" width="{width}" '
@@ -199,7 +223,7 @@ def stay_timeline(
     )
     if not stays:
         return Markup(head + "</svg>")
-    start = min(s[2] for s in stays)
+    start = min([*(s[2] for s in stays), *(m.at for m in marks)])
     end = max([now, *(s[3] for s in stays if s[3] is not None)])
     span = (end - start).total_seconds() or 1.0
     left, right = label_width, width - MARGIN_RIGHT
@@ -226,11 +250,23 @@ def stay_timeline(
             f'<g class="stay" data-stage="{escape(stage)}" data-version="{escape(version)}" '
             f'data-entered="{entered.isoformat()}" '
             f'data-left="{left_at.isoformat() if left_at else ""}">'
-            f'<rect x="{x1:.1f}" y="{y + 4}" width="{max(2.0, x2 - x1):.1f}" height="{lane - 10}" '
+            f'<rect x="{x1:.1f}" y="{y + 4}" width="{max(2.0, x2 - x1):.1f}" height="18" '
             f'rx="3" fill="{colour}" fill-opacity="0.8"><title>{escape(version)} in '
             f"{escape(stage)}: {entered:%Y-%m-%d %H:%M} – "
             f"{(left_at.strftime('%Y-%m-%d %H:%M') if left_at else 'now')} UTC</title></rect>"
-            f'<text x="{x1 + 3:.1f}" y="{y + 17}" fill="#fff">{escape(version)}</text></g>'
+            f'<text x="{x1 + 3:.1f}" y="{y + 17}">{escape(version)}</text></g>'
+        )
+    for mark in marks:
+        if mark.stage not in stages:
+            continue
+        y = top + lane * list(stages).index(mark.stage) + 26
+        mx = x(mark.at)
+        shape = _MARK_SHAPES.get(mark.kind, _MARK_SHAPES["other"])
+        colour = "#cf222e" if mark.kind in ("rollback", "rollout_abort") else "#1d2330"
+        parts.append(
+            f'<g class="mark" data-kind="{escape(mark.kind)}" data-stage="{escape(mark.stage)}" '
+            f'data-at="{mark.at.isoformat()}"><path d="{shape.format(x=mx, y=y)}" '
+            f'fill="{colour}"><title>{escape(mark.text)}</title></path></g>'
         )
     bottom = top + lane * len(stages) + 14
     parts.append(

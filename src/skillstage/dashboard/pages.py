@@ -79,8 +79,8 @@ def when(at: dt.datetime | str | None) -> str:
             parsed = dt.datetime.fromisoformat(at)
         except ValueError:
             return at
-        return parsed.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return parsed.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def age(hours: float) -> str:
@@ -239,12 +239,46 @@ def render_skill(
             page.stages,
             [(t.stage, t.version, t.entered_at, t.left_at) for t in reversed(page.stays)],
             page.at,
+            _marks(page),
         ),
         version_charts=version_charts,
         arm_charts=arm_charts,
         approve_to=_approve_target(page),
         rollback_stages=[s.stage for s in page.current if _may_roll_back(page, s.stage)],
     )
+
+
+# The events the timeline marks, and the lane each goes on.
+_MARKED = {
+    "promote": "to_stage",
+    "rollback": "from_stage",
+    "approval": "to_stage",
+    "rollout_start": "to_stage",
+    "rollout_abort": "to_stage",
+}
+
+
+def _marks(page: data.SkillPage) -> list[charts.Mark]:
+    """Promotions, rollbacks, sign-offs and rollouts on the timeline (those `history` lists)."""
+    found = []
+    for event in page.events:
+        lane = getattr(event, _MARKED[event.kind], None) if event.kind in _MARKED else None
+        if lane is None or (event.kind == "promote" and not event.success):
+            continue
+        what = event.kind.replace("_", " ")
+        if event.kind == "approval":
+            what = "sign-off " + ("approved" if event.success else "not approved")
+        found.append(
+            charts.Mark(
+                event.kind,
+                lane,
+                event.at,
+                f"{what}: {event.version or ''} {event.from_stage or '-'} → "
+                f"{event.to_stage or '-'} by {event.actor}, {when(event.at)}"
+                + (f" ({event.reason})" if event.reason else ""),
+            )
+        )
+    return found
 
 
 def _approve_target(page: data.SkillPage) -> str | None:
