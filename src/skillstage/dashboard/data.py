@@ -207,6 +207,7 @@ class SkillPage:
     events: list[Event]  # its history, newest first
     readiness: Readiness | None
     readiness_error: str | None
+    readiness_hint: str | None
     rollouts: list[RolloutStatus]  # open rollouts
     controls: list[Control]
     breakers: list[Breaker]
@@ -216,11 +217,6 @@ class SkillPage:
     failure_markdown: str | None
     timelines: dict[int, list[dict[str, Any]]]
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def live(self) -> Placed | None:
-        """The version in the latest stage it is in."""
-        return self.current[-1] if self.current else None
 
 
 def _buckets(
@@ -365,11 +361,12 @@ def skill_page(project: Project, name: str, *, readiness: bool = True) -> SkillP
     events = api.history(project, name, limit=HISTORY_ON_SKILL_PAGE)
     checked: Readiness | None = None
     checked_error: str | None = None
+    checked_hint: str | None = None
     if readiness:
         try:
             checked = api.readiness(project, name)
         except SkillstageError as exc:
-            checked_error = exc.message
+            checked_error, checked_hint = exc.message, exc.hint
     open_rollouts = api.rollout_status(project, name)
     failure = markdown = None
     try:
@@ -407,6 +404,7 @@ def skill_page(project: Project, name: str, *, readiness: bool = True) -> SkillP
         events=events,
         readiness=checked,
         readiness_error=checked_error,
+        readiness_hint=checked_hint,
         rollouts=open_rollouts,
         controls=[c for c in api.switches(project) if c.name == name],
         breakers=breakers,
