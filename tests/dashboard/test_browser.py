@@ -61,9 +61,7 @@ def tab(browser: Any) -> Iterator[Watched]:
     page.on(
         "console",
         lambda m: (
-            watched.problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning")
-            else None
+            watched.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
         ),
     )
     page.on("pageerror", lambda e: watched.problems.append(f"page error: {e}"))
