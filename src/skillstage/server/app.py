@@ -53,7 +53,9 @@ def create_app(project: Project, *, auth: bool = True, actor: str | None = None)
     """The server's app over `project`. `auth=False` (`--insecure-no-auth`) lets every request
     act as `actor` with every permission: for a loopback host only."""
     from skillstage.api import default_actor
-    from skillstage.server import v1
+    from skillstage.dashboard import routes as dashboard
+    from skillstage.server import auth as sessions
+    from skillstage.server import runtime_routes, v1
     from skillstage.server.auth import require
     from skillstage.tokens import READ
 
@@ -79,6 +81,9 @@ def create_app(project: Project, *, auth: bool = True, actor: str | None = None)
     app.state.loader = loaders
     errors.install(app)
     app.include_router(v1.router, prefix="/v1")
+    app.include_router(runtime_routes.router, prefix="/v1")
+    app.include_router(sessions.router)  # the dashboard's sign-in and sign-out
+    app.include_router(dashboard.router)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require(READ))])
     def metrics(request: Request) -> Response:
