@@ -38,7 +38,9 @@ def test_no_generated_request_gets_a_server_error(served: str) -> None:
     schema = schemathesis.openapi.from_url(f"{served}/v1/openapi.json")
     # The change feed waits up to a minute for a change by design: its waiting is tested on its
     # own (test_v1.py), and generated waits would only make this slow.
-    operations = [result.ok() for result in schema.exclude(path_regex="^/v1/routing").get_all_operations()]
+    operations = [
+        result.ok() for result in schema.exclude(path_regex="^/v1/routing").get_all_operations()
+    ]
     assert len(operations) > 20
     for operation in operations:
 
