@@ -28,6 +28,7 @@ from fastapi import FastAPI
 
 from skillstage import api
 from skillstage.config import Project, load_config_file
+from skillstage.errors import UsageError
 from skillstage.runtime import Loader
 from skillstage.runtime.remote import RemoteLoader, ServerError
 from skillstage.runtime.routing import RoutingTable, build_table
@@ -117,6 +118,13 @@ def within(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
     return time.monotonic() - started
 
 
+def settled(project: Project, *loaders: Loader) -> None:
+    """Until every loader's table is at the store's generation (a change may move it twice)."""
+    within(
+        lambda: {loader.table.generation for loader in loaders} == {api.routing_generation(project)}
+    )
+
+
 def start_rollout(project: Project, version: str, steps: list[int], segments: list[str]) -> str:
     digest = stage_version(project, version)
     outcome = api.rollout_start(
@@ -183,8 +191,8 @@ def test_remote_and_local_resolve_alike_during_a_rollout(project: Project) -> No
             assert answers(plain) == answers(local)
         assert answers(remote) == answers(local)
         candidate = start_rollout(project, "1.1.0", steps=[20, 60, 100], segments=["tier=internal"])
-        within(lambda: remote.table.generation == local.table.generation != 0)
-        within(lambda: remote.resolve("auth-v2", "user-1").rollout_id is not None)
+        settled(project, local, remote)
+        assert remote.resolve("auth-v2", "user-1").rollout_id is not None
         for step in range(2):
             split = answers(remote)
             assert split == answers(local)
@@ -201,8 +209,7 @@ def test_remote_and_local_resolve_alike_during_a_rollout(project: Project) -> No
                     project, "advance", "auth-v2", actor="tester", force=True, reason="test"
                 )
                 assert outcome.success, outcome.error
-                within(lambda: remote.table.generation == local.table.generation)
-                within(lambda: answers(remote) == answers(local))
+                settled(project, local, remote)
         # The catalog, the levels and the table's stage rules are the local loader's too.
         assert [e.to_dict() for e in remote.catalog(subject="user-3")] == [
             e.to_dict() for e in local.catalog(subject="user-3")
@@ -286,7 +293,7 @@ def test_resolve_costs_the_same_remote_as_local(project: Project) -> None:
     promote_version(project, "1.0.0")
     start_rollout(project, "1.1.0", steps=[50, 100], segments=[])
     with loaders(project) as (local, remote, _):
-        within(lambda: remote.table.generation == local.table.generation)
+        settled(project, local, remote)
         timings = {}
         for name, loader in (("local", local), ("remote", remote)):
             started = time.perf_counter()
@@ -463,6 +470,7 @@ def test_a_server_that_cannot_be_reached_or_refuses_is_an_error(project: Project
         "/etc/passwd",
         "escape",
         "missing.md",
+        "SKILL.md%00",
     ],
 )
 def test_paths_out_of_a_copy_are_refused(project: Project, relpath: str) -> None:
@@ -599,3 +607,36 @@ def test_a_forked_child_has_its_own_wire(project: Project) -> None:
     with Store.open(project.database_url) as store, store.reading() as tx:
         subjects = sorted(row[0] for row in tx.query("SELECT subject FROM execution"))
     assert subjects == ["child", "parent"]  # each sent once, by its own process
+
+
+def test_breaker_events_name_a_routed_skill_and_a_storable_event(project: Project) -> None:
+    live = promote_version(project, "1.0.0")
+    event = {
+        "kind": "breaker_open",
+        "name": "auth-v2",
+        "version": "1.0.0",
+        "digest": live,
+        "stage": "production",
+        "at": "2026-12-07T10:00:00Z",
+        "reason": "2 failed executions in a row",
+        "consecutive_failures": 2,
+    }
+    with serving(app_for(project), free_port()) as url, httpx.Client(base_url=url) as client:
+
+        def post(**changes: Any) -> httpx.Response:
+            return client.post(
+                "/v1/breaker-events", json={"host": "h:1", "events": [{**event, **changes}]}
+            )
+
+        assert post(name="nobody-serves-it").status_code == 404
+        assert post(stage="canary").status_code == 400
+        assert post(at="2026-12-07T10:00:00").status_code == 422
+        assert post(reason="a\x00b").status_code == 422
+        assert post(kind="promotion").status_code == 422
+        with pytest.raises(UsageError, match="no skill named"):  # not registered by it
+            api.history_entries(project, "nobody-serves-it")
+        written = post()
+        assert written.status_code == 200, written.text
+        assert written.json() == {"written": 1}
+    kinds = [str(e.values()) for e in api.history_entries(project, "auth-v2")]
+    assert sum("breaker_open" in k for k in kinds) == 1

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from skillstage.errors import UsageError
@@ -91,6 +91,16 @@ class BreakerEventBody(BaseModel):
     reason: str = Field(max_length=1000)
     consecutive_failures: int = Field(ge=0)
     details: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _storable(self) -> BreakerEventBody:
+        if self.at.tzinfo is None or self.at.utcoffset() is None:
+            raise ValueError("at has no time zone: send it in UTC with a Z")
+        if "\x00" in self.version + self.stage + self.reason or "\\u0000" in _ENCODE(
+            self.details
+        ).decode("utf-8", "replace"):
+            raise ValueError("a NUL character (\\u0000) cannot be stored")
+        return self
 
     def event(self) -> BreakerEvent:
         return BreakerEvent(
@@ -253,7 +263,13 @@ def _inside(base: Path, relpath: str) -> Path:
     """`base / relpath`, refused unless it names a file inside `base` once every link in it is
     followed (`..`, an absolute path, a symlink out of the copy)."""
     clean = PurePosixPath(relpath)
-    if not relpath or clean.is_absolute() or ".." in clean.parts or "\\" in relpath:
+    if (
+        not relpath
+        or clean.is_absolute()
+        or ".." in clean.parts
+        or "\\" in relpath
+        or "\x00" in relpath
+    ):
         raise UsageError(f"{relpath!r} is not a path inside the skill")
     root = base.resolve()
     target = (base / clean).resolve()
@@ -295,6 +311,12 @@ async def breaker_events(
 
     loader = await _loader(request)
     routed = {name for (_, name) in loader.table.routes}
+    stages = set(loader.project.config.stages)
+    elsewhere = sorted({e.stage for e in body.events} - stages)
+    if elsewhere:
+        raise UsageError(
+            f"unknown stage {', '.join(elsewhere)}", hint=f"stages: {', '.join(stages)}"
+        )
     unknown = sorted({e.name for e in body.events} - routed)
     if unknown:  # an event must not register a skill nobody serves
         raise UnknownSkillError(
