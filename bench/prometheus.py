@@ -88,7 +88,7 @@ INSERT INTO execution (execution_id, skill_id, version, digest, "timestamp", pat
     outcome_quality, execution_time_ms, patterns_followed, patterns_missed, exception,
     false_positive, false_negative, critical, subject, tags, benchmark)
 SELECT 'bench-' || i, m.skill_id, m.version, m.digest,
-    :start + (i * :span_us / :n) * interval '1 microsecond',
+    :start + (i::float8 * :span_us / :n) * interval '1 microsecond',
     CASE WHEN random() < 0.25 THEN 0.67 ELSE 1.0 END,
     CASE WHEN random() < 0.1 THEN 0.0 ELSE 1.0 END,
     round((800 + random() * 1000)::numeric, 1)::float8,
@@ -114,36 +114,40 @@ def postgres_store(url: str, layout: readiness.Layout, say: Callable[[str], None
         .update_query_dict({"options": f"-csearch_path={schema}"})
         .render_as_string(hide_password=False)
     )
-    built_at = dt.datetime.now(dt.UTC)
-    start = (built_at - dt.timedelta(days=readiness.DAYS)).replace(second=0, microsecond=0)
-    switch = start + dt.timedelta(days=readiness.PROTOTYPE_DAYS)
-    say(f"building a PostgreSQL store ({layout.executions:,} executions) in schema {schema} …")
-    with Store.open(store_url) as store:
-        readiness._register(store, layout, start, switch)
-    engine = create_engine(make_url(store_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        indexes = connection.execute(
-            text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'execution'"
-                " AND schemaname = current_schema() AND indexname NOT LIKE 'pk_%'"
+    try:
+        built_at = dt.datetime.now(dt.UTC)
+        start = (built_at - dt.timedelta(days=readiness.DAYS)).replace(second=0, microsecond=0)
+        switch = start + dt.timedelta(days=readiness.PROTOTYPE_DAYS)
+        say(f"building a PostgreSQL store ({layout.executions:,} executions) in schema {schema} …")
+        with Store.open(store_url) as store:
+            readiness._register(store, layout, start, switch)
+        engine = create_engine(make_url(store_url), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            indexes = connection.execute(
+                text(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'execution'"
+                    " AND schemaname = current_schema() AND indexname NOT LIKE 'pk_%'"
+                )
+            ).fetchall()
+            for name, _ in indexes:
+                connection.execute(text(f'DROP INDEX "{name}"'))
+            connection.execute(
+                text(_PG_EXECUTIONS),
+                {
+                    "start": start.replace(tzinfo=None),
+                    "span_us": readiness.DAYS * 86_400 * 1_000_000,
+                    "n": layout.executions,
+                    "m": layout.skills,
+                },
             )
-        ).fetchall()
-        for name, _ in indexes:
-            connection.execute(text(f'DROP INDEX "{name}"'))
-        connection.execute(
-            text(_PG_EXECUTIONS),
-            {
-                "start": start.replace(tzinfo=None),
-                "span_us": readiness.DAYS * 86_400 * 1_000_000,
-                "n": layout.executions,
-                "m": layout.skills,
-            },
-        )
-        for _, definition in indexes:
-            connection.execute(text(definition))
-        connection.execute(text("VACUUM ANALYZE execution"))
-    engine.dispose()
-    admin.dispose()
+            for _, definition in indexes:
+                connection.execute(text(definition))
+            connection.execute(text("VACUUM ANALYZE execution"))
+        engine.dispose()
+        admin.dispose()
+    except BaseException:
+        drop_postgres_store(url, store_url)
+        raise
     return store_url
 
 

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import math
 import re
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -332,8 +333,21 @@ def test_the_history_snapshot_is_reused_within_max_age_and_refreshed_after(
     body, _ = exposition(project, max_age=3600)
     reused = samples(body.decode())
     assert reused["skillstage_executions_total"] == first  # the snapshot, not yet refreshed
-    fresh = scrape(project)["skillstage_executions_total"]
-    assert sum(fresh.values()) == sum(first.values()) + 3
+    assert reused["skillstage_exposition_snapshot_age_seconds"][frozenset()] >= 0
+
+    # Past max_age: the scrape answers at once from the old snapshot and refreshes it behind.
+    time.sleep(0.05)
+    body, _ = exposition(project, max_age=0.01)
+    assert samples(body.decode())["skillstage_executions_total"] == first
+    deadline = time.monotonic() + 30
+    while True:
+        body, _ = exposition(project, max_age=3600)
+        refreshed = samples(body.decode())["skillstage_executions_total"]
+        if refreshed != first or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert sum(refreshed.values()) == sum(first.values()) + 3
+    assert scrape(project)["skillstage_executions_total"] == refreshed
 
 
 # -- the Grafana dashboard -----------------------------------------------------------------

@@ -34,6 +34,7 @@ how dear it is. Everything else is read at every scrape (small tables, aggregate
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -52,6 +53,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from skillstage.config import Project
 from skillstage.store import Store, Transaction
 from skillstage.store import exposition as queries
+from skillstage.store.db import display_url
+
+LOG = logging.getLogger("skillstage.server")
 
 # How old the history snapshot (executions, live samples) may be before a scrape refreshes it.
 DEFAULT_MAX_AGE_S: Final = 60.0
@@ -129,8 +133,13 @@ class _Snapshots:
                 history = _compute_history(project)
             with self._guard:
                 self._history[key] = history
-        except Exception:  # the next scrape tries again; until then the old snapshot serves
-            pass
+        except Exception as exc:  # the next stale scrape tries again; the old snapshot serves
+            LOG.warning(
+                "skillstage: the metrics history of %s could not be refreshed (%s: %s)",
+                display_url(key),  # (never the password)
+                type(exc).__name__,
+                exc,
+            )
 
 
 _SNAPSHOTS: Final = _Snapshots()
