@@ -19,6 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -320,7 +323,20 @@ def test_the_openmetrics_format_when_asked(world: World) -> None:
     assert content_type.startswith("application/openmetrics-text")
     text = body.decode()
     assert text.endswith("# EOF\n")
-    assert "skillstage_executions_total{" in text
+    # prometheus-client's OpenMetrics parser is strict (histogram buckets, counter suffixes, EOF)
+    families = {f.name: f for f in openmetrics_families(text)}
+    assert families["skillstage_executions"].type == "counter"
+    assert families["skillstage_execution_duration_seconds"].type == "histogram"
+    plain = scrape(world.project)
+    assert {
+        s.name: s.value
+        for s in families["skillstage_executions"].samples
+        if s.labels == {"skill": ROLLED, "version": "1.0.0", "arm": "", "outcome": "success"}
+    } == {
+        "skillstage_executions_total": plain["skillstage_executions_total"][
+            labels(skill=ROLLED, version="1.0.0", arm="", outcome="success")
+        ]
+    }
 
 
 def test_the_history_snapshot_is_reused_within_max_age_and_refreshed_after(
