@@ -71,7 +71,7 @@ class History:
 
     executions: list[queries.ExecutionGroup]
     live: list[queries.LiveSample]
-    computed_at: float  # time.monotonic()
+    computed_at: float  # time.monotonic() when its queries began: the figures are as of then
     duration_s: float
 
 
@@ -80,7 +80,7 @@ def _compute_history(project: Project) -> History:
     with Store.open(project.database_url) as store, store.reading() as tx:
         executions = queries.execution_groups(tx)
         live = queries.live_samples(tx)
-    return History(executions, live, time.monotonic(), time.monotonic() - began)
+    return History(executions, live, began, time.monotonic() - began)
 
 
 class _Snapshots:
