@@ -100,6 +100,7 @@ def test_an_incomplete_checklist_is_refused_by_the_api(team: Team, client: httpx
 def test_unknown_skill_page_is_a_404_page(client: httpx.Client) -> None:
     answer = client.get("/skills/no-such-skill")
     assert answer.status_code == 404
+    assert answer.headers["x-frame-options"] == "DENY"
     assert "no skill named &#39;no-such-skill&#39;" in answer.text
 
 
@@ -140,3 +141,13 @@ def test_a_browser_without_a_session_is_sent_to_sign_in(team: Team, live: Live) 
         post = client.post(f"/skills/{NAME}/abort", data={"reason": "x"})
         assert post.status_code == 401
     assert len(api.rollout_status(team.project, NAME)) == 1
+
+
+def test_pages_load_nothing_else_and_may_not_be_framed(client: httpx.Client) -> None:
+    for path in ("/", f"/skills/{NAME}", f"/skills/{NAME}/approve?to=production", "/login"):
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, path
+        assert "form-action 'self'" in policy, path
+        assert answer.headers["cache-control"] == "no-store", path

@@ -217,3 +217,19 @@ def test_roles_through_a_signed_in_session(sqlite_team: Team, live: Live, browse
         context.close()
     (event,) = api.history(project, NAME, limit=1)
     assert (event.kind, event.actor) == ("rollout_abort", "olivia")
+
+
+def test_the_static_report_opens_from_a_file_and_loads_nothing(
+    sqlite_team: Team, tab: Watched, tmp_path: Path
+) -> None:
+    from skillstage.dashboard import render_skill
+
+    report = tmp_path / "workflow_dashboard_auth-v2.html"
+    report.write_text(render_skill(sqlite_team.project, NAME, static=True), encoding="utf-8")
+    requested: list[str] = []
+    tab.page.on("request", lambda r: requested.append(r.url))
+    tab.page.goto(report.as_uri())
+    assert requested == [report.as_uri()]
+    assert tab.page.locator("#version-fidelity g.series").count() == 2
+    assert tab.page.locator("form").count() == 0
+    assert tab.problems == []

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from skillstage.metrics.summary import MetricsSummary
 
 
+# What a page may load: nothing from anywhere, its inline style, and data: images (the empty icon).
+CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
 @dataclass(frozen=True)
 class ActionContext:
     """What the viewer may do from a page: the CSRF token its forms carry, and the permissions
@@ -56,7 +60,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=when, age=age, figure=figure, percent=percent, short=short)
-    env.globals.update(version=__version__, css=Markup(_css()))
+    env.globals.update(version=__version__, css=Markup(_css()), csp=CONTENT_SECURITY_POLICY)
     return env
 
 

@@ -121,6 +121,21 @@ def _actions(request: Request, principal: Principal) -> pages.ActionContext:
 
 # -- helpers ---------------------------------------------------------------------------------------
 
+# A page loads nothing but itself (its style is inline, its charts inline SVG), posts its forms only
+# here, and may not be framed by another site (a framed page's buttons could be clicked for you).
+PAGE_HEADERS = {
+    "Content-Security-Policy": pages.CONTENT_SECURITY_POLICY
+    + "; form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",  # a page holds the session's CSRF token
+}
+
+
+def _page(html: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
 
 def _refused(error: SkillstageError, *, back: str | None = None) -> HTMLResponse:
     html = pages.render_page(
@@ -131,7 +146,7 @@ def _refused(error: SkillstageError, *, back: str | None = None) -> HTMLResponse
         code=error.code,
         back=back,
     )
-    return HTMLResponse(html, status_code=status_of(error))
+    return _page(html, status_of(error))
 
 
 async def _run(function: Callable[[], _T]) -> _T:
@@ -174,7 +189,7 @@ def _confirm_page(
         csrf_token=csrf_token(request),
         back=_skill_url(name),
     )
-    return HTMLResponse(html)
+    return _page(html)
 
 
 # -- pages -----------------------------------------------------------------------------------------
@@ -187,7 +202,7 @@ def overview(request: Request, principal: Reader) -> HTMLResponse:
         html = pages.render_overview(_project(request), actions=_actions(request, principal))
     except SkillstageError as exc:
         return _refused(exc)
-    return HTMLResponse(html)
+    return _page(html)
 
 
 @router.get("/skills/{name}", response_class=HTMLResponse)
@@ -202,13 +217,13 @@ def skill(request: Request, name: str, principal: Reader, done: str | None = Non
         )
     except SkillstageError as exc:
         return _refused(exc, back="/")
-    return HTMLResponse(html)
+    return _page(html)
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form() -> HTMLResponse:
     """The sign-in form: a token, posted to `POST /login`, which keeps it in the session cookie."""
-    return HTMLResponse(pages.render_page("login.html.j2"))
+    return _page(pages.render_page("login.html.j2"))
 
 
 # -- abort a rollout -------------------------------------------------------------------------------
@@ -370,7 +385,7 @@ def approve_form(request: Request, name: str, to: str, principal: Approver) -> H
         back=_skill_url(name),
         **form,
     )
-    return HTMLResponse(html)
+    return _page(html)
 
 
 @router.post("/skills/{name}/approve", response_model=None)
