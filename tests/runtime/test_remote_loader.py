@@ -640,3 +640,36 @@ def test_breaker_events_name_a_routed_skill_and_a_storable_event(project: Projec
         assert written.json() == {"written": 1}
     kinds = [str(e.values()) for e in api.history_entries(project, "auth-v2")]
     assert sum("breaker_open" in k for k in kinds) == 1
+
+
+def test_every_waiting_host_is_woken_by_one_change(project: Project) -> None:
+    promote_version(project, "1.0.0")
+    newer = stage_version(project, "1.1.0")
+    with serving(app_for(project), free_port()) as url:
+        generation = httpx.get(f"{url}/v1/routing/table").json()["generation"]
+
+        async def hosts() -> list[tuple[float, dict[str, Any]]]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+                async def wait() -> tuple[float, dict[str, Any]]:
+                    answer = await client.get(
+                        "/v1/routing/table", params={"since": generation, "wait": 20}
+                    )
+                    return time.monotonic(), answer.json()
+
+                waiting = [asyncio.create_task(wait()) for _ in range(30)]
+                await asyncio.sleep(0.5)
+                assert not any(task.done() for task in waiting)
+                (result,) = await asyncio.to_thread(
+                    api.promote, project, ["auth-v2"], to="production", overwrite=True
+                )
+                assert result.success, result.error
+                promoted = time.monotonic()
+                done = await asyncio.gather(*waiting)
+                return [(at - promoted, answer) for at, answer in done]
+
+        for after, answer in asyncio.run(hosts()):
+            assert answer["changed"] is True
+            assert after < SEEN_WITHIN
+            table = RoutingTable.from_dict(answer["document"]["table"])
+            assert table.resolve("auth-v2", "production", "user-1").digest == newer

@@ -50,8 +50,9 @@ T = TypeVar("T")
 Recorder = Annotated[Principal, Depends(require(RECORD))]
 
 LONG_POLL_MAX_SECONDS = 60.0
-# How often a waiting request looks at the loader's generation: an attribute read, no I/O; the
-# loader itself sees the store's changes every `runtime.refresh_ms` (at once on PostgreSQL).
+# How often the waiting requests' watch looks at the loader's generation: an attribute read, no
+# I/O; the loader itself sees the store's changes every `runtime.refresh_ms` (at once on
+# PostgreSQL).
 TABLE_WATCH_SECONDS = 0.02
 IMMUTABLE = "public, max-age=31536000, immutable"
 _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
@@ -182,13 +183,20 @@ async def routing_table(
     ] = False,
 ) -> Response:
     loader = await _loader(request)
-
-    async def now() -> tuple[int, bool]:
-        return loader.table.generation, loader.stale
-
     if since is not None:
+        watch = _watch(request, loader)
+        deadline = time.monotonic() + wait
+
+        async def now() -> tuple[int, bool]:
+            # At once when it differs from what the host has; else when it moves (or a second
+            # passes, for the wait to look at its deadline and the client).
+            state = watch.state()
+            if state != (since, stale):
+                return state
+            return await watch.moved(max(0.0, min(1.0, deadline - time.monotonic())))
+
         moved, (generation, _) = await wait_for_change(
-            request, (since, stale), wait, now, interval=TABLE_WATCH_SECONDS
+            request, (since, stale), wait, now, interval=0
         )
         if not moved:
             return _json({"changed": False, "generation": generation, **_stale(loader)})
@@ -197,6 +205,54 @@ async def routing_table(
     head = _ENCODE({"changed": True, "generation": table.generation, **_stale(loader)})
     # The cached table's JSON spliced in, not decoded and encoded again per request.
     return _json(head[:-1] + b',"document":' + body + b"}")
+
+
+class _TableWatch:
+    """One per app: looks at its loader's generation and staleness every `TABLE_WATCH_SECONDS`
+    while requests wait, and wakes them all when either moves. Each waiting request costs
+    nothing until then (polling per request cost 0.3 of a core for 400 waiting hosts)."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self._changed = asyncio.Event()
+        self._waiting = 0
+        self._task: asyncio.Task[None] | None = None
+        self._seen = self.state()
+
+    def state(self) -> tuple[int, bool]:
+        return self.loader.table.generation, self.loader.stale
+
+    async def moved(self, timeout: float) -> tuple[int, bool]:
+        """The state once it moved, or after `timeout` seconds."""
+        changed = self._changed  # taken before any await: a change after this wakes it
+        self._waiting += 1
+        if self._task is None or self._task.done():
+            self._seen = self.state()
+            self._task = asyncio.create_task(self._follow())
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting -= 1
+        return self.state()
+
+    async def _follow(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(TABLE_WATCH_SECONDS)
+            now = self.state()
+            if now != self._seen:
+                self._seen = now
+                self._changed.set()
+                self._changed = asyncio.Event()
+
+
+def _watch(request: Request, loader: Loader) -> _TableWatch:
+    watch: _TableWatch | None = getattr(request.app.state, "routing_table_watch", None)
+    if watch is None or watch.loader is not loader:
+        watch = _TableWatch(loader)
+        request.app.state.routing_table_watch = watch
+    return watch
 
 
 def _serving(table: RoutingTable, digest: str) -> Resolution | None:
