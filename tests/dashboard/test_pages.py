@@ -97,6 +97,14 @@ def test_skill_page_shows_timeline_gates_rollout_and_actions(team: Team) -> None
     assert 'data-event-kind="approval"' in html and "APPROVAL_TEST_002" in html
     # `status NAME` refuses while a rollout runs; the page says so, as the command does.
     assert "has an active rollout in production" in html
+    # The gates the rollout's start ran, as its event recorded them (`history --json`).
+    (started,) = [e for e in api.history(team.project, NAME) if e.kind == "rollout_start"]
+    recorded = re.search(r'<section class="card" id="recorded-gates".*?</section>', html, re.S)
+    assert recorded and f'data-event-id="{started.id}"' in recorded.group(0)
+    gates = (started.details or {})["gates"]
+    assert len(gates) >= 7
+    for gate in gates:
+        assert f'data-gate="{gate["gate"]}" data-status="{gate["status"]}"' in recorded.group(0)
     assert 'action="/skills/auth-v2/abort"' in html
     assert 'action="/skills/auth-v2/rollback"' in html
     assert 'name="csrf_token" value="token-123"' in html

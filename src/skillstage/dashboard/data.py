@@ -218,6 +218,20 @@ class SkillPage:
     timelines: dict[int, list[dict[str, Any]]]
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def last_gated(self) -> Event | None:
+        """Its latest promotion attempt (or rollout start) with the gates it ran, as recorded."""
+        return _gated(self.events)
+
+
+def _gated(events: list[Event]) -> Event | None:
+    """The newest promotion attempt or rollout start whose gates the event recorded."""
+    for event in events:
+        gates = (event.details or {}).get("gates")
+        if event.kind in ("promote", "rollout_start") and isinstance(gates, list) and gates:
+            return event
+    return None
+
 
 def _buckets(
     first: dt.datetime, last: dt.datetime, count: int
