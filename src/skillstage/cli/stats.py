@@ -39,9 +39,9 @@ def stats(obj: CliContext, as_json: bool) -> int:
 
     Exits 1 when a metric is past its alert threshold, so a cron job can page on it.
     """
-    from skillstage.lifecycle import stats as key_metrics
+    from skillstage import api
 
-    metrics = key_metrics.collect(obj.project())
+    metrics = api.key_metrics(obj.project())
     if as_json:
         echo_json(metrics.to_dict())
     else:
