@@ -1565,12 +1565,15 @@ def switches(
 
 
 @checked
-def sla_check(project: Project) -> SlaReport:
+def sla_check(
+    project: Project, *, listing: SkillListing | None = None, now: dt.datetime | None = None
+) -> SlaReport:
     """Every skill version that waited in its stage longer than the stage's SLA (exempted ones
-    too, marked)."""
+    too, marked). A caller that listed the skills at `now` passes its `listing`: the skills are
+    not listed a second time."""
     from skillstage.lifecycle import sla
 
-    return sla.check(project)
+    return sla.check(project, now=now, listing=listing)
 
 
 @checked

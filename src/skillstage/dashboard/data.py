@@ -121,9 +121,9 @@ def overview(project: Project) -> Overview:
     `history`, and the open breakers, each as the CLI reads it."""
     from skillstage.store import Store
 
-    report = api.sla_check(project)  # registers new versions first, as `list` does
-    now = report.at
-    listing = api.list_skills(project, now=now)
+    now = dt.datetime.now(dt.UTC)
+    listing = api.list_skills(project, now=now)  # registers new versions first
+    report = api.sla_check(project, listing=listing, now=now)  # from the same listing
     problems: list[str] = []
     rollouts: list[RolloutStatus] = []
     try:

@@ -177,20 +177,26 @@ def _override_of(project: Project, path: Path, today: dt.date) -> SlaOverride | 
     return evaluate_override(skill.frontmatter, today)
 
 
-def check(project: Project, *, now: dt.datetime | None = None) -> SlaReport:
+def check(
+    project: Project, *, now: dt.datetime | None = None, listing: api.SkillListing | None = None
+) -> SlaReport:
     """The skill versions over their stage's SLA at `now` (default: the current time).
 
     Versions on disk that the store has not seen are registered first (as `skillstage list`
-    does), so that their clock starts. A version whose directory is gone is not checked: it was
-    removed from the stage, which seed 000 counts as meeting the SLA.
+    does), so that their clock starts; or `listing` is such a listing, made at `now`, which a
+    caller that lists the skills too passes in. A version whose directory is gone is not checked:
+    it was removed from the stage, which seed 000 counts as meeting the SLA.
     """
+    if listing is not None and now is None:
+        raise ValueError("a listing passed in needs the time it was made at")
     now = _at(now)
     limits = {
         name: stage.sla_hours
         for name, stage in project.config.stages.items()
         if stage.sla_hours is not None
     }
-    listing = api.list_skills(project, now=now)
+    if listing is None:
+        listing = api.list_skills(project, now=now)
     today = now.astimezone(dt.UTC).date()
     over = []
     checked = 0
