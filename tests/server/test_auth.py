@@ -21,7 +21,6 @@ from skillstage.server.auth import (
     SESSION_COOKIE,
     csrf_token,
     require,
-    router,
 )
 from skillstage.tokens import (
     ADMIN,
@@ -43,8 +42,7 @@ ROUTES |= {APPROVE: ("POST", "/t/approve"), ADMIN: ("POST", "/t/admin")}
 
 
 def _app(project: Project, **options: object) -> FastAPI:
-    app = create_app(project, **options)  # type: ignore[arg-type]
-    app.include_router(router)
+    app = create_app(project, **options)  # type: ignore[arg-type]  # (with auth.router in it)
 
     def who(principal: Principal) -> dict[str, str]:
         return {"actor": principal.name, "role": principal.role}
