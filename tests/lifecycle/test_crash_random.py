@@ -56,8 +56,9 @@ def test_random_kills_always_recover(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
         )
         if how == "timer":
-            # Within a command's life (~0.2-0.4 s here): start-up, gates, the move, clean-up.
-            time.sleep(rng.uniform(0.02, 0.4))
+            # Within a command's life (~0.1-0.2 s here since start-up got faster; 0.2-0.4 s
+            # before): start-up, gates, the move, clean-up.
+            time.sleep(rng.uniform(0.01, 0.15))
             process.send_signal(signal.SIGKILL)
         _, stderr = process.communicate(timeout=120)
         if process.returncode == -signal.SIGKILL:
