@@ -673,3 +673,32 @@ def test_every_waiting_host_is_woken_by_one_change(project: Project) -> None:
             assert after < SEEN_WITHIN
             table = RoutingTable.from_dict(answer["document"]["table"])
             assert table.resolve("auth-v2", "production", "user-1").digest == newer
+
+
+def test_a_recorder_token_routes_records_and_is_the_breaker_events_actor(
+    project: Project,
+) -> None:
+    from skillstage.tokens import create_token
+
+    promote_version(project, "1.0.0")
+    broken = promote_version(project, "1.1.0")
+    recorder = create_token(project, name="agent-host-7", role="recorder").token
+    viewer = create_token(project, name="grafana", role="viewer").token
+    with serving(app_for(project, auth=True), free_port()) as url:
+        with pytest.raises(ServerError, match="HTTP 403") as raised:
+            Loader(url=url, token=viewer)
+        assert raised.value.hint and "recorder" in raised.value.hint
+        with RemoteLoader(url=url, token=recorder, breaker_fail_max=1, flush_ms=20) as remote:
+            resolution = remote.resolve("auth-v2", "user-1")
+            assert resolution.digest == broken
+            assert remote.load(resolution).version == "1.1.0"
+            remote.record(resolution, exception=True)  # opens the breaker (fail_max 1)
+            assert remote.flush(10)
+            assert executions(project) == 1
+
+            def opened() -> list[dict[str, Any]]:
+                entries = api.history_entries(project, "auth-v2")
+                return [e for e in entries if "breaker_open" in str(e.values())]
+
+            within(lambda: bool(opened()))
+            assert "agent-host-7" in str(opened()[0].values())
