@@ -106,6 +106,8 @@ def serve(
         workers=workers,
         log_level=log_level,
         limit_max_requests=max_requests,
+        # Long polls still open at Ctrl-C are cut after this, not waited out.
+        timeout_graceful_shutdown=3,
         proxy_headers=False,
         server_header=False,
     )

@@ -268,7 +268,7 @@ class Loader:
                 now = generation(tx)
                 rebuilt = now != self._table.generation
                 if rebuilt:
-                    self._table = build_table(self.project, tx, built_at=dt.datetime.now(dt.UTC))
+                    table = build_table(self.project, tx, built_at=dt.datetime.now(dt.UTC))
         except Exception as exc:  # the store went away: keep serving what we had
             with self._lock:
                 self._counts["refresh_errors"] += 1
@@ -284,6 +284,8 @@ class Loader:
                 LOG.warning("skillstage: the store can be read again")
             self._stale_since, self._last_error = None, None
             if rebuilt:
+                # Swapped in and counted together: whoever sees the new table sees it counted.
+                self._table = table
                 self._counts["refreshes"] += 1
         return rebuilt
 

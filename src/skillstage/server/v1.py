@@ -7,8 +7,6 @@ token's name is the actor they record. Errors come back as `{"error": {...}}` (s
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -21,6 +19,7 @@ from skillstage import api
 from skillstage.config import Project
 from skillstage.errors import UsageError
 from skillstage.server.auth import require
+from skillstage.server.runtime_routes import wait_for_change
 from skillstage.tokens import APPROVE, OPERATE, READ, RECORD, Principal
 
 if TYPE_CHECKING:
@@ -413,14 +412,14 @@ async def routing(
 ) -> dict[str, Any]:
     project = _project(request)
     if since is not None:
-        deadline = time.monotonic() + wait
-        interval = project.config.runtime.refresh_ms / 1000
-        while True:
-            now = await run_in_threadpool(api.routing_generation, project)
-            if now != since:
-                break
-            if time.monotonic() >= deadline or await request.is_disconnected():
-                return {"changed": False, "generation": now}
-            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        moved, now = await wait_for_change(
+            request,
+            since,
+            wait,
+            lambda: run_in_threadpool(api.routing_generation, project),
+            interval=project.config.runtime.refresh_ms / 1000,
+        )
+        if not moved:
+            return {"changed": False, "generation": now}
     document = await run_in_threadpool(api.registry, project)
     return {"changed": True, **document}
