@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from skillstage import api
@@ -35,6 +33,7 @@ from skillstage.runtime.routing import RoutingTable, build_table
 from skillstage.server import create_app, runtime_routes
 from skillstage.store import Store
 from tests.runtime.test_loader import _make_store_unreadable, promote_version, stage_version
+from tests.server.conftest import serving
 
 REFRESH_MS = 250
 # "A couple of refresh intervals": the server's loader polls the store every interval (SQLite;
@@ -65,35 +64,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-@contextmanager
-def serving(app: Any, port: int) -> Iterator[str]:
-    """`app` on uvicorn at 127.0.0.1:`port`, stopped on leaving (and after 20,000 requests)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        limit_max_requests=20_000,
-        timeout_graceful_shutdown=1,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        listener.close()
 
 
 @contextmanager

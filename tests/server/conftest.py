@@ -29,12 +29,13 @@ Live = Callable[[FastAPI], AbstractContextManager[str]]
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
+def serving(app: FastAPI, port: int = 0) -> Iterator[str]:
+    """`app` on uvicorn at 127.0.0.1:`port` (0: a free one), stopped on leaving."""
     # (IPPROTO_TCP named: asyncio turns Nagle off only on sockets that say so; without it each
     # request waited ~40 ms for a delayed ACK)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", port))
     port = listener.getsockname()[1]
     config = uvicorn.Config(
         app,

@@ -106,6 +106,18 @@ class SkillDisabledError(SkillstageError):
     code = "SKILL_DISABLED"
 
 
+def log_breaker_event(event: BreakerEvent) -> None:
+    """Say on the host's log that a version's breaker opened or closed."""
+    LOG.warning(
+        "skillstage: the breaker of %s %s (%s) %s: %s",
+        event.name,
+        event.version,
+        event.digest[:12],
+        "opened" if event.kind == BREAKER_OPEN else "closed",
+        event.reason,
+    )
+
+
 class Loader:
     """Resolve, load and record skills for one agent host. Thread-safe and fork-safe.
 
@@ -536,14 +548,7 @@ class Loader:
         the host's call."""
         actor = f"loader@{socket.gethostname()}:{os.getpid()}"
         for event in events:
-            LOG.warning(
-                "skillstage: the breaker of %s %s (%s) %s: %s",
-                event.name,
-                event.version,
-                event.digest[:12],
-                "opened" if event.kind == BREAKER_OPEN else "closed",
-                event.reason,
-            )
+            log_breaker_event(event)
             try:
                 store = self._store
                 if store is None:  # after a fork, or a replaced SQLite file: reopened by refresh

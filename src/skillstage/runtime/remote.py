@@ -47,8 +47,14 @@ import httpx
 import msgspec
 
 from skillstage.errors import SkillstageError, StoreError, UsageError
-from skillstage.runtime.breaker import BREAKER_OPEN, BreakerEvent
-from skillstage.runtime.loader import LoadedSkill, Loader, _after_fork, _record_fields
+from skillstage.runtime.breaker import BreakerEvent
+from skillstage.runtime.loader import (
+    LoadedSkill,
+    Loader,
+    _after_fork,
+    _record_fields,
+    log_breaker_event,
+)
 from skillstage.runtime.routing import Resolution, RoutingTable
 
 LOG = logging.getLogger("skillstage.runtime")
@@ -488,14 +494,7 @@ class RemoteLoader(Loader):
         """Log each breaker event as the local loader does and hand it to the wire, which posts
         it to the server (`POST /v1/breaker-events`); `record` does not wait for it."""
         for event in events:
-            LOG.warning(
-                "skillstage: the breaker of %s %s (%s) %s: %s",
-                event.name,
-                event.version,
-                event.digest[:12],
-                "opened" if event.kind == BREAKER_OPEN else "closed",
-                event.reason,
-            )
+            log_breaker_event(event)
         body = {
             "host": f"{socket.gethostname()}:{os.getpid()}",
             "events": [{**dataclasses.asdict(e), "at": e.at.isoformat()} for e in events],
