@@ -386,32 +386,32 @@ def _key_metric_families(project: Project, store: Store) -> Iterator[Metric]:
         (
             stats.STAGED_SKILLS_COUNT,
             "skillstage_staged_skills",
-            "Skills waiting in the staging stage(s) (seed 000: target < 10, alert > 20).",
+            "Skills waiting in the staging stage(s) (target < 10, alert > 20).",
             1.0,
         ),
         (
             stats.AVERAGE_TIME_IN_STAGING,
             "skillstage_staging_average_age_seconds",
-            "Mean age of the skills waiting in staging (seed 000: target < 24 h, alert > 36 h).",
+            "Mean age of the skills waiting in staging (target < 24 h, alert > 36 h).",
             3600.0,
         ),
         (
             stats.SLA_BREACH_COUNT,
             "skillstage_sla_breaches",
-            "Skills past their stage's SLA with no active override (seed 000: 0, alert > 2).",
+            "Skills past their stage's SLA with no active override (target 0, alert > 2).",
             1.0,
         ),
         (
             stats.PROMOTION_SUCCESS_RATE,
             "skillstage_promotion_success_ratio",
             f"Promotions that moved, of those that passed their gates, in {stats.WINDOW_DAYS} "
-            "days (seed 000: target > 0.95, alert < 0.90).",
+            "days (target > 0.95, alert < 0.90).",
             0.01,
         ),
         (
             stats.AUTO_DEPLOY_SUCCESS_RATE,
             "skillstage_auto_deploy_success_ratio",
-            f"Deploy hooks delivered, of those settled, in {stats.WINDOW_DAYS} days (seed 000: "
+            f"Deploy hooks delivered, of those settled, in {stats.WINDOW_DAYS} days ("
             "target > 0.90, alert < 0.85).",
             0.01,
         ),
