@@ -34,6 +34,7 @@ from skillstage.skill.model import (
     suggest_version,
 )
 from skillstage.skill.secrets import find_secrets
+from skillstage.skill.upgrade import OLD_KEYS, is_v1_text
 
 Severity = Literal["error", "warning", "info"]
 
@@ -138,6 +139,24 @@ class _Checker:
         path = os.path.join(self.directory, relative)
         here = self.working_directory
         return path[len(here) + 1 :] if path.startswith(here + os.sep) else path
+
+    def upgrade_hint(self) -> str:
+        shown = self.display("").rstrip(os.sep) or "."
+        return f"skillstage upgrade {shown}"
+
+    def old_format(self, document: SkillDocument) -> None:
+        """FORMAT_V1: the frontmatter uses the keys of the old format (title, desc, triggers)."""
+        keys = [key for key in document.frontmatter if key in OLD_KEYS]
+        self.add(
+            "FORMAT_V1",
+            "error",
+            f"SKILL.md is in the old format (v1): it uses {', '.join(keys)} where today's "
+            "format has name and description",
+            "spec",
+            file="SKILL.md",
+            line=document.key_lines.get(keys[0]),
+            hint=f"{self.upgrade_hint()}  # shows the change; add --write to make it",
+        )
 
     # -- files -------------------------------------------------------------------------------
 
@@ -281,7 +300,9 @@ class _Checker:
                 "spec",
                 file="SKILL.md",
                 line=line,
-                hint=f"did you mean '{close[0]}'?"
+                hint=f"'{key}' is an old-format key: {self.upgrade_hint()} converts it"
+                if key in OLD_KEYS
+                else f"did you mean '{close[0]}'?"
                 if close
                 else "remove it, or move it under metadata",
             )
@@ -770,6 +791,15 @@ def check_skill(
             if not_a_file
             else _skill_md_hint(directory),
         )
+        if "prompt.md" in names:
+            checker.add(
+                "FORMAT_V1",
+                "error",
+                "prompt.md is a skill in the old format (v1); agents load SKILL.md",
+                "content",
+                file="prompt.md",
+                hint=f"{checker.upgrade_hint()}  # shows the change; add --write to make it",
+            )
         return report
     if skill_md == "skill.md":
         checker.add(
@@ -786,12 +816,27 @@ def check_skill(
             raw = _read_bounded(directory / skill_md)
         document = parse_skill_md(raw, directory / skill_md)
     except FrontmatterError as exc:
+        if exc.code == "FRONTMATTER_MISSING" and raw is not None and is_v1_text(raw):
+            # Only a file that does not open with `---` gets here: v2 skills pay nothing.
+            checker.add(
+                "FORMAT_V1",
+                "error",
+                f"{skill_md} has no frontmatter: it is in the old format (v1), its name and "
+                "description only in its Markdown",
+                "parse",
+                file=skill_md,
+                line=1,
+                hint=f"{checker.upgrade_hint()}  # shows the change; add --write to make it",
+            )
+            return report
         checker.add(
             exc.code, "error", exc.message, "parse", file=skill_md, line=exc.line, hint=exc.hint
         )
         return report
 
     checker.fields(document)
+    if not OLD_KEYS.isdisjoint(document.frontmatter):
+        checker.old_format(document)
     meta = checker.typed(document)
     checker.name(document, meta, expected)
     checker.description(document, meta)
