@@ -1633,3 +1633,84 @@ def post_executions(project: Project, body: bytes, *, source: str) -> PostedResu
         return store_posted(
             store, records, source=source, max_clock_skew=project.config.metrics.max_clock_skew
         )
+
+
+# -- format upgrade ------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from skillstage.skill.upgrade import FormatUpgrade
+
+
+@dataclass
+class FormatUpgradeReport:
+    """The result of `upgrade`: one entry per skill directory."""
+
+    skills: list[FormatUpgrade]
+    write: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(skill.ok for skill in self.skills)
+
+    def count(self, status: str) -> int:
+        return sum(1 for skill in self.skills if skill.status == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        statuses = ("upgraded", "would-upgrade", "already-v2", "refused")
+        return {
+            "ok": self.ok,
+            "write": self.write,
+            "summary": {status: self.count(status) for status in statuses},
+            "skills": [skill.to_dict() for skill in self.skills],
+        }
+
+
+@checked
+def upgrade(
+    paths: Sequence[Path],
+    *,
+    project: Project | None = None,
+    write: bool = False,
+    spec_only: bool = False,
+) -> FormatUpgradeReport:
+    """Upgrade old-format (v1) skills to today's format: each path is a skill directory, its skill
+    file, or a tree holding skills (searched for SKILL.md and skill.md; a prompt.md only where its
+    directory is named). Each result is checked by the rules `validate` runs (with `spec_only`,
+    only the spec's) and refused when it would not pass; with `write` it replaces the old file.
+    """
+    from skillstage.skill.upgrade import SKILL_FILE_NAMES, skill_file, upgrade_directory
+
+    if not paths:
+        raise UsageError("nothing to upgrade", hint="pass PATH... (a skill directory or a tree)")
+    directories: list[Path] = []
+    for path in paths:
+        if path.name in SKILL_FILE_NAMES and path.is_file():
+            path = path.parent
+        if not path.exists():
+            raise UsageError(f"{path} does not exist", hint="pass a skill directory or a tree")
+        if not path.is_dir():
+            raise UsageError(f"{path} is not a directory", hint="pass the skill's directory")
+        found = [path] if skill_file(path) else [Path(d) for d in iter_skill_dirs(path)]
+        directories.extend(found or [path])
+    policy = project.config.validation if project is not None else ValidationPolicy()
+    expected = {p.resolve(): name for p, name in _expected_names(project).items()}
+    resolved = [d.resolve() for d in directories]
+    known = None if spec_only else _project_dependency_graph(project, exclude=set(resolved))
+    results = []
+    seen: set[Path] = set()
+    for directory, real in zip(directories, resolved, strict=True):
+        if real in seen:
+            continue
+        seen.add(real)
+        results.append(
+            upgrade_directory(
+                directory,
+                policy,
+                expected_name=expected.get(real) or real.name,
+                spec_only=spec_only,
+                write=write,
+                known_skills=known,
+                shown_as=os.path.relpath(directory),
+            )
+        )
+    return FormatUpgradeReport(results, write=write)
