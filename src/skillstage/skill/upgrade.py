@@ -435,29 +435,32 @@ def _convert_frontmatter(
     name: str | None = data.get("name") if isinstance(data.get("name"), str) else None
     name_from: str | None = "frontmatter" if "name" in data else None
     insert_after_open: list[str] = []
-    if "title" in data:
-        title = text_of("title")
-        if "name" in data:
-            replace("title", "")
-            notes.append(f"dropped 'title' ({title!r}): the skill has a name")
-        else:
-            name, name_from, note = _choose_name(title, "title", expected_name)
-            if note:
-                notes.append(note)
-            replace("title", _yaml_entry("name", name, eol))
-    elif "name" not in data:
-        blocks = _first_title_and_paragraph(document.body)
-        name, name_from, note = _choose_name(blocks.title, "heading", expected_name)
-        if note:
-            notes.append(note)
-        insert_after_open.append(_yaml_entry("name", name, eol))
+    version_entry = ""
     if (
         add_version
         and "version" not in data
         and not (isinstance(data.get("metadata"), dict) and "version" in data["metadata"])
     ):
-        insert_after_open.append(_yaml_entry("version", DEFAULT_VERSION, eol))
+        version_entry = _yaml_entry("version", DEFAULT_VERSION, eol)
         notes.append(f"version {DEFAULT_VERSION} (the skill had none)")
+    if "title" in data:
+        title = text_of("title")
+        if "name" in data:
+            replace("title", version_entry)
+            notes.append(f"dropped 'title' ({title!r}): the skill has a name")
+        else:
+            name, name_from, note = _choose_name(title, "title", expected_name)
+            if note:
+                notes.append(note)
+            replace("title", _yaml_entry("name", name, eol) + version_entry)
+    elif "name" not in data:
+        blocks = _first_title_and_paragraph(document.body)
+        name, name_from, note = _choose_name(blocks.title, "heading", expected_name)
+        if note:
+            notes.append(note)
+        insert_after_open += [_yaml_entry("name", name, eol), version_entry]
+    else:
+        insert_after_open.append(version_entry)
 
     description: str | None = None
     description_from: str | None = None
