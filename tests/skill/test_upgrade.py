@@ -357,3 +357,25 @@ def test_a_tree_is_searched(tmp_path: Path) -> None:
         ("two", "upgraded"),
     ]
     assert validate([tmp_path / "tree"]).ok
+
+
+def test_title_and_triggers_without_a_description_take_the_first_paragraph(
+    tmp_path: Path,
+) -> None:
+    text = "---\ntitle: Notes\ntriggers: changelog, notes\nlicense: MIT\n---\n# Notes\n\nWrites.\n"
+    directory = skill_dir(tmp_path, "notes", "SKILL.md", text)
+    upgrade([directory], write=True)
+    assert (directory / "SKILL.md").read_text() == (
+        "---\nname: notes\nversion: 1.0.0\n"
+        "description: Writes. Use it when the request mentions changelog or notes.\n"
+        "license: MIT\n---\n# Notes\n\nWrites.\n"
+    )
+    assert validate([directory]).ok
+
+
+def test_upgrade_hint_quotes_a_path_with_spaces(tmp_path: Path) -> None:
+    skill_dir(tmp_path, "my notes", "SKILL.md", "# Notes\n\nWrites.\n")
+    (skill,) = validate([tmp_path / "my notes"]).skills
+    (finding,) = [f for f in skill.findings if f.id == "FORMAT_V1"]
+    assert finding.hint is not None and "skillstage upgrade '" in finding.hint
+    assert finding.hint.split("'")[1].endswith("my notes")

@@ -141,8 +141,9 @@ class _Checker:
         return path[len(here) + 1 :] if path.startswith(here + os.sep) else path
 
     def upgrade_hint(self) -> str:
-        shown = self.display("").rstrip(os.sep) or "."
-        return f"skillstage upgrade {shown}"
+        import shlex  # only for an old-format skill
+
+        return f"skillstage upgrade {shlex.quote(self.display('').rstrip(os.sep) or '.')}"
 
     def old_format(self, document: SkillDocument) -> None:
         """FORMAT_V1: the frontmatter uses the keys of the old format (title, desc, triggers)."""

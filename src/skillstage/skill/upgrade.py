@@ -505,6 +505,10 @@ def _convert_frontmatter(
                 replace("description", "")
         elif "description" in data:
             replace("description", entry)
+        elif "title" in data and "name" not in data:
+            begin = span("title")[0]
+            end, name_entry = replaced[begin]
+            replaced[begin] = (end, name_entry + entry)  # after the name, as a v1 file's
         else:
             insert_after_open.append(entry)
     out = [lines[0], *insert_after_open]
