@@ -379,3 +379,34 @@ def test_upgrade_hint_quotes_a_path_with_spaces(tmp_path: Path) -> None:
     (finding,) = [f for f in skill.findings if f.id == "FORMAT_V1"]
     assert finding.hint is not None and "skillstage upgrade '" in finding.hint
     assert finding.hint.split("'")[1].endswith("my notes")
+
+
+def test_a_fifo_in_the_skill_is_reported_not_waited_on(tmp_path: Path) -> None:
+    directory = skill_dir(tmp_path, "pdf-tools", "SKILL.md", V1_BODY)
+    os.mkfifo(directory / "pipe")
+    (result,) = upgrade([directory], write=True).skills
+    assert result.status == "refused"
+    assert result.findings and all(f.file == "pipe" for f in result.findings)
+    assert (directory / "SKILL.md").read_text() == V1_BODY
+
+
+def test_a_file_changed_after_the_check_is_not_overwritten(tmp_path: Path) -> None:
+    from skillstage.skill.upgrade import UpgradeRefused, _write_atomically
+
+    directory = skill_dir(tmp_path, "pdf-tools", "SKILL.md", V1_BODY)
+    conversion = convert(V1_BODY.encode(), source="SKILL.md", expected_name="pdf-tools")
+    assert conversion is not None
+    (directory / "SKILL.md").write_text(V1_BODY + "edited\n")
+    with pytest.raises(UpgradeRefused, match="changed while it was being upgraded"):
+        _write_atomically(directory, conversion, directory / "SKILL.md")
+    assert (directory / "SKILL.md").read_text() == V1_BODY + "edited\n"
+    assert sorted(p.name for p in directory.iterdir()) == ["SKILL.md", "execute.sh", "test.sh"]
+
+
+def test_prompt_md_with_frontmatter_is_renamed_unchanged(tmp_path: Path) -> None:
+    text = "---\nname: fine\nversion: 1.0.0\ndescription: Fine. Use it when testing.\n---\n# x\n"
+    directory = skill_dir(tmp_path, "fine", "prompt.md", text)
+    (result,) = upgrade([directory], write=True).skills
+    assert result.status == "upgraded" and result.notes == ["prompt.md becomes SKILL.md, unchanged"]
+    assert (directory / "SKILL.md").read_text() == text
+    assert not (directory / "prompt.md").exists()

@@ -396,7 +396,9 @@ def _convert_frontmatter(
     if not old:
         if source == "prompt.md":
             notes.append("prompt.md becomes SKILL.md, unchanged")
-            return Conversion(source, "file-name", raw, text.encode("utf-8"), None, None, None)
+            return Conversion(
+                source, "file-name", raw, text.encode("utf-8"), None, None, None, tuple(notes)
+            )
         return None
     lines = _lines(text)
     closing = document.body_first_line - 1  # the file line of the closing `---`
@@ -626,6 +628,11 @@ def upgrade_directory(
         outcome.hint = "pass the directory holding the skill's Markdown file"
         return outcome
     outcome.source = source
+    if source != "SKILL.md" and os.path.lexists(directory / "SKILL.md"):
+        outcome.code = "SKILL_MD_NOT_A_FILE"
+        outcome.reason = f"SKILL.md is in the way of upgrading {source}: it is not a file"
+        outcome.hint = f"move {directory / 'SKILL.md'} away, then upgrade"
+        return outcome
     expected = unicodedata.normalize("NFKC", expected_name or directory.name)
     path = directory / source
     try:
