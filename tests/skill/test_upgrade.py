@@ -17,12 +17,6 @@ from skillstage.api import upgrade, validate
 from skillstage.skill.frontmatter import MAX_SKILL_MD_BYTES, parse_skill_md
 from skillstage.skill.upgrade import convert, has_frontmatter, name_from_title
 
-# The command as a real process; registered here too until main.py lists it.
-_CLI = (
-    "import importlib, sys; m = importlib.import_module('skillstage.cli.main'); "
-    "m.COMMANDS.setdefault('upgrade', ('skillstage.cli.upgrade:upgrade', '')); m.main(sys.argv[1:])"
-)
-
 V1_BODY = (
     "# PDF Tools\n"
     "\n"
@@ -39,7 +33,7 @@ V1_BODY = (
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SKILLSTAGE_")}
     return subprocess.run(
-        [sys.executable, "-c", _CLI, *args],
+        [sys.executable, "-m", "skillstage", *args],
         cwd=cwd,
         env={**environment, "NO_COLOR": "1"},
         capture_output=True,
