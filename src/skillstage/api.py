@@ -291,9 +291,17 @@ class InitResult:
 
 
 @checked
-def init(root: Path, *, force: bool = False) -> InitResult:
+def init(root: Path, *, force: bool = False, preset: str | None = None) -> InitResult:
     """Create a project: a commented `skillstage.toml`, `.skillstage/`, the stage folders and the
-    database. An existing config is kept (and used) unless `force`."""
+    database. An existing config is kept (and used) unless `force`. `preset` names another
+    starting config (`seed001`: seed 001's stages, quality gates and thresholds)."""
+    from skillstage.config import PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(
+            f"no preset named {preset!r}", hint=f"presets: {', '.join(sorted(PRESETS))}"
+        )
+    text = DEFAULT_CONFIG_TOML if preset is None else PRESETS[preset]
     root = root.resolve()
     config_path = root / CONFIG_FILENAME
     if not force and not config_path.exists() and root.parent != root:
@@ -312,7 +320,7 @@ def init(root: Path, *, force: bool = False) -> InitResult:
             root.mkdir(parents=True, exist_ok=True)
             from skillstage.lifecycle.fs import write_atomically
 
-            write_atomically(config_path, DEFAULT_CONFIG_TOML)  # a full disk leaves none
+            write_atomically(config_path, text)  # a full disk leaves none
             written = True
         project = load_config_file(config_path)
         folders = [project.state_dir, *(project.stage_root(s) for s in project.config.stages)]

@@ -40,6 +40,7 @@ _Milliseconds = Annotated[float, msgspec.Meta(gt=0, le=31_536_000_000)]  # up to
 _Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 _Rate = Annotated[float, msgspec.Meta(gt=0, le=1)]  # a rate that must stay below this
 _Count = Annotated[int, msgspec.Meta(ge=0)]
+_CoveragePercent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 _PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
 
 # Every table is a Struct with kw_only=True (msgspec does not inherit it) and
@@ -112,6 +113,9 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     regression_score_margin: _Fraction = 0.02
     regression_rate_margin: _Fraction = 0.02
     regression_time_ratio: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 1.5
+    # The `coverage` gate's minimum for this transition, in percent (seed 001: 70 into staging,
+    # 80 into production); unset: [quality.coverage] minimum.
+    min_coverage: _CoveragePercent | None = None
 
     @property
     def margins(self) -> Margins:
@@ -167,7 +171,10 @@ STATIC_GATES = ["structure", "schema", "spec", "tests", "conflicts", "dependenci
 # Seed 002's gates: the transition's metric thresholds, and a recorded human sign-off. Opt-in per
 # transition (seed 000's workflow has neither).
 POLICY_GATES = ["metrics", "approval"]
-BUILTIN_GATE_NAMES = [*STATIC_GATES, *POLICY_GATES]
+# Seed 001's quality gates for Python components, run with real tools ([quality]); `tests` is
+# among the static gates (test.sh for a skill, pytest for a Python project).
+QUALITY_GATES = ["coverage", "lint", "types", "secrets", "integration-tests-exist"]
+BUILTIN_GATE_NAMES = [*STATIC_GATES, *POLICY_GATES, *QUALITY_GATES]
 
 
 # Seed 002 §2: a version leaving the first stage has only its benchmark runs to show; later
@@ -260,6 +267,85 @@ class CommandGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
     command: str
     timeout_seconds: _Seconds = 300
+
+
+class CoverageGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The `coverage` gate: the component's tests run under coverage.py (or a report it made)."""
+
+    minimum: _CoveragePercent = 60  # percent; a transition's thresholds.min_coverage wins
+    # Unset: run `python -m coverage run -m pytest` in a scratch copy of the component. Else a
+    # report the component carries, relative to its directory: a Cobertura `coverage.xml`, or a
+    # coverage.py data file (`.coverage`, read with `python -m coverage json`).
+    report: str | None = None
+    # coverage run --source (seed 001's --cov=src/<component>); empty: the component's own
+    # coverage configuration decides what is measured.
+    source: list[str] = msgspec.field(default_factory=list)
+    show_files: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3  # files with most missing lines
+
+    def __post_init__(self) -> None:
+        if self.report is not None and not self.report.strip():
+            raise ValueError("report: empty; leave it out to run the tests under coverage")
+
+
+class QualityTestsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The `tests` gate: which runner a component gets."""
+
+    # auto: test.sh when the component has one (a skill, as always), else pytest when it is a
+    # Python project (pyproject.toml, setup.py, setup.cfg, pytest.ini, tox.ini, conftest.py or a
+    # tests/ directory), else skipped.
+    runner: Literal["auto", "test.sh", "pytest"] = "auto"
+    pytest_args: list[str] = msgspec.field(default_factory=list)  # e.g. ["-m", "not slow"]
+
+
+class LintGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The `lint` gate: ruff."""
+
+    ruff: str | None = None  # a path; unset: beside the interpreter, then on PATH
+    paths: list[str] = msgspec.field(default_factory=lambda: ["."])
+
+
+class TypesGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The `types` gate: pyright when installed, else mypy where the component configures it."""
+
+    checker: Literal["auto", "pyright", "mypy"] = "auto"
+    pyright: str | None = None  # paths; unset: beside the interpreter, then on PATH
+    mypy: str | None = None
+    paths: list[str] = msgspec.field(default_factory=lambda: ["."])
+
+
+class SecretsGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The `secrets` gate: detect-secrets against a baseline, or the built-in scanner."""
+
+    # auto: detect-secrets when a baseline is configured, else the built-in scanner (fast, no
+    # baseline: every hit fails).
+    scanner: Literal["auto", "builtin", "detect-secrets"] = "auto"
+    # The detect-secrets baseline, relative to the component's directory (it moves with it):
+    # a secret recorded there passes, a new one fails.
+    baseline: str | None = None
+    detect_secrets: str | None = None  # a path; unset: beside the interpreter, then on PATH
+
+
+class IntegrationGateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The `integration-tests-exist` gate: a test file under one of `paths`, or one that uses
+    the pytest marker `marker`."""
+
+    paths: list[str] = msgspec.field(default_factory=lambda: ["tests/integration"])
+    marker: str | None = "integration"
+
+
+class QualityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Seed 001's quality gates for Python components: the tools and their options."""
+
+    # The interpreter that runs pytest, coverage and mypy (relative to the project root, or a
+    # name on PATH); unset: the component's .venv/bin/python if it has one, else skillstage's.
+    python: str | None = None
+    timeout_seconds: _Seconds = 600  # per tool run
+    coverage: CoverageGateConfig = msgspec.field(default_factory=CoverageGateConfig)
+    tests: QualityTestsConfig = msgspec.field(default_factory=QualityTestsConfig)
+    lint: LintGateConfig = msgspec.field(default_factory=LintGateConfig)
+    types: TypesGateConfig = msgspec.field(default_factory=TypesGateConfig)
+    secrets: SecretsGateConfig = msgspec.field(default_factory=SecretsGateConfig)
+    integration: IntegrationGateConfig = msgspec.field(default_factory=IntegrationGateConfig)
 
 
 class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -434,6 +520,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     notifications: NotificationsConfig = msgspec.field(default_factory=NotificationsConfig)
     git: GitConfig = msgspec.field(default_factory=GitConfig)
     gates: dict[str, CommandGateConfig] = msgspec.field(default_factory=dict)
+    quality: QualityConfig = msgspec.field(default_factory=QualityConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
     rollout: RolloutConfig = msgspec.field(default_factory=RolloutConfig)
@@ -822,7 +909,9 @@ label = "staging"                   # the stage's name in messages and git commi
 path = ".claude/skills/{name}"
 
 # Allowed transitions and their gates: structure, schema, spec, tests, conflicts, dependencies,
-# security, metrics, approval, or the name of a command gate under [gates.<name>]. `metrics` checks
+# security, metrics, approval, seed 001's quality gates (coverage, lint, types, secrets,
+# integration-tests-exist: see [quality]), or the name of a command gate under [gates.<name>].
+# `metrics` checks
 # the thresholds below (benchmark evals for prototype → staged, live executions for
 # staged → production); `approval` needs a recorded human sign-off (`skillstage approve`).
 [[transitions]]
@@ -975,8 +1064,130 @@ performance_critical = 1.50
 memory_warning_mb = 75              # from the tag memory_mb, when hosts record it
 memory_critical_mb = 100
 
+# Seed 001's quality gates for Python components, named in a transition's gates. Tools run in the
+# component's directory (pytest and coverage in a scratch copy of it, so nothing they write
+# changes the content being promoted); a tool that is not installed fails its gate, saying how
+# to install it. `skillstage init --preset seed001` writes a project that uses them.
+[quality]
+# python = ".venv/bin/python"       # runs pytest, coverage, mypy; default: the component's
+#                                   # .venv/bin/python, else the one running skillstage
+timeout_seconds = 600               # per tool run
+
+[quality.coverage]
+minimum = 60                        # percent; a transition's thresholds.min_coverage wins
+# report = "coverage.xml"           # read this report (or a ".coverage" data file) from the
+#                                   # component instead of running its tests under coverage
+source = []                         # coverage run --source; empty: the component's own config
+show_files = 3                      # the files with the most missing lines, in the finding
+
+[quality.tests]
+runner = "auto"                     # test.sh when present, else pytest for a Python project;
+                                    # or "test.sh", "pytest"
+pytest_args = []
+
+[quality.lint]
+# ruff = "/usr/local/bin/ruff"      # default: beside the interpreter, then on PATH
+paths = ["."]
+
+[quality.types]
+checker = "auto"                    # pyright if installed, else mypy where the component
+                                    # configures it; or "pyright", "mypy"
+# pyright = "/usr/local/bin/pyright"
+# mypy = "/usr/local/bin/mypy"
+paths = ["."]
+
+[quality.secrets]
+scanner = "auto"                    # detect-secrets with a baseline, else the built-in scanner;
+                                    # or "builtin", "detect-secrets"
+# baseline = ".secrets.baseline"    # relative to the component: recorded secrets pass
+# detect_secrets = "/usr/local/bin/detect-secrets"
+
+[quality.integration]
+paths = ["tests/integration"]       # a test file here, or one using the marker, passes
+marker = "integration"              # @pytest.mark.integration
+
 # Command gates: name one in a transition's gates to run it; exit 0 passes. For example:
-# [gates.lint]
-# command = "ruff check .claude/skills"
+# [gates.docs]
+# command = "mkdocs build --strict"
 # timeout_seconds = 300
 """
+
+
+# Seed 001 ("Component Promotion"): development → staging → production with its quality gates.
+SEED001_CONFIG_TOML = """\
+# skillstage configuration: seed 001's component promotion (`skillstage init --preset seed001`).
+# Keys left out take their defaults: `skillstage init --print` shows every key, and
+# docs/configuration.md explains them.
+
+state_dir = ".skillstage"
+
+# Seed 001's maturity stages.
+[stages.development]
+path = ".claude/skills/development/{name}"
+
+[stages.staging]
+path = ".claude/skills/staging/{name}"
+sla_hours = 48
+
+[stages.production]
+path = ".claude/skills/{name}"
+
+# Development → staging: coverage ≥ 70%, all tests passing, ruff clean, type checking clean,
+# no secrets (detect-secrets), integration tests exist; and skillstage's own safety gates.
+[[transitions]]
+from = "development"
+to = "staging"
+gates = [
+    "structure", "schema", "spec", "conflicts", "dependencies", "security",
+    "tests", "coverage", "lint", "types", "secrets", "integration-tests-exist",
+]
+
+[transitions.thresholds]
+min_coverage = 70
+
+# Staging → production: coverage ≥ 80%, all tests (the integration tests among them) passing.
+# Seed 001's facts that no tool here measures — performance meets its SLAs, 7-day uptime
+# ≥ 99.5%, security review complete, monitoring configured, rollback procedure tested — are
+# for the human sign-off (`skillstage signoff template NAME`, then `skillstage approve`): the
+# `approval` gate requires it.
+[[transitions]]
+from = "staging"
+to = "production"
+gates = [
+    "structure", "schema", "spec", "conflicts", "dependencies", "security",
+    "tests", "coverage", "lint", "types", "secrets", "integration-tests-exist", "approval",
+]
+
+[transitions.thresholds]
+min_coverage = 80
+
+# A component is a directory with a SKILL.md (its name and version) and its Python project.
+[validation]
+required_files = ["SKILL.md"]
+recommended_files = []
+
+[quality]
+# python = ".venv/bin/python"       # default: the component's .venv/bin/python, else skillstage's
+timeout_seconds = 600
+
+[quality.coverage]
+minimum = 60                        # development's floor, for a transition that sets none
+source = []                         # e.g. ["src"]; empty: the component's coverage config
+
+[quality.types]
+checker = "auto"                    # pyright (seed 001) if installed, else mypy where configured
+
+[quality.secrets]
+baseline = ".secrets.baseline"      # `detect-secrets scan > .secrets.baseline` in the component
+
+[quality.integration]
+paths = ["tests/integration"]
+marker = "integration"
+
+# Human sign-off for production.
+[approvals]
+approvers = []                      # e.g. ["tech-lead", "qa"]; nobody can approve while empty
+"""
+
+# The configurations `skillstage init --preset NAME` writes.
+PRESETS: dict[str, str] = {"seed001": SEED001_CONFIG_TOML}

@@ -46,9 +46,22 @@ class Ignored:
     is_flag=True,
     help="Print the default config (TOML, or JSON with --json) and stop.",
 )
+@click.option(
+    "--preset",
+    type=click.Choice(["seed001"]),
+    help="Start from another config: seed001 writes seed 001's stages (development, staging, "
+    "production), its quality gates (tests, coverage, lint, types, secrets, "
+    "integration-tests-exist) and thresholds (coverage 60%, 70% into staging, 80% into "
+    "production).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(
-    directory: Path, force: bool, gitignore: bool | None, print_only: bool, as_json: bool
+    directory: Path,
+    force: bool,
+    gitignore: bool | None,
+    print_only: bool,
+    preset: str | None,
+    as_json: bool,
 ) -> int:
     """Create a skillstage project in DIRECTORY (default: here).
 
@@ -64,18 +77,24 @@ def init(
         if as_json:  # the defaults as a script reads them, keys as in the file
             import msgspec
 
-            from skillstage.config import Config
+            from skillstage.config import PRESETS, Config, parse_config
 
-            echo_json(msgspec.to_builtins(Config()))
+            if preset is not None:
+                import tomllib
+
+                config = parse_config(tomllib.loads(PRESETS[preset]), Path(f"{preset} preset"))
+            else:
+                config = Config()
+            echo_json(msgspec.to_builtins(config))
         else:
-            from skillstage.config import DEFAULT_CONFIG_TOML
+            from skillstage.config import DEFAULT_CONFIG_TOML, PRESETS
 
-            click.echo(DEFAULT_CONFIG_TOML, nl=False)
+            click.echo(DEFAULT_CONFIG_TOML if preset is None else PRESETS[preset], nl=False)
         return 0
     from skillstage import api
     from skillstage.config import load_config_file
 
-    result = api.init(directory, force=force)
+    result = api.init(directory, force=force, preset=preset)
     project = load_config_file(result.config_path)
     if gitignore is None:
         gitignore = _in_a_git_repository(project)
