@@ -3,8 +3,8 @@
 
 The built-in gates come from two modules, in layers: `gates` (the framework and the checks of a
 skill's files and place) and `readiness` (seed 002's `metrics` and `approval`, which rest on the
-store's evidence and need the framework). This module names them all and imports both; neither
-imports it.
+store's evidence and need the framework), and `quality_gates` (seed 001's tools). This module
+names them all and imports them; none imports it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from skillstage.lifecycle.gates import (
     DependenciesGate,
     FindingsGate,
     Gate,
-    TestsGate,
 )
 
 
@@ -37,16 +36,45 @@ def _approval_gate() -> Gate:
     return ApprovalGate()
 
 
+def _quality_gate(name: str) -> Callable[[], Gate]:
+    """Seed 001's quality gates (quality_gates.py), imported by a transition that names one."""
+
+    def build() -> Gate:
+        from skillstage.lifecycle import quality_gates
+
+        kinds: dict[str, Callable[[], Gate]] = {
+            "tests": quality_gates.PytestGate,
+            "coverage": quality_gates.CoverageGate,
+            "lint": quality_gates.LintGate,
+            "types": quality_gates.TypesGate,
+            "secrets": quality_gates.SecretsGate,
+            "integration-tests-exist": quality_gates.IntegrationTestsGate,
+        }
+        return kinds[name]()
+
+    return build
+
+
+def _tests_gate() -> Gate:
+    # A skill keeps test.sh exactly as before (`gates.TestsGate`); a Python project without
+    # test.sh gets pytest.
+    return _quality_gate("tests")()
+
+
 BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
     "structure": lambda: FindingsGate("structure", frozenset({"content"}), "required files"),
     "schema": lambda: FindingsGate("schema", frozenset({"schema"}), "frontmatter schema"),
     "spec": lambda: FindingsGate("spec", frozenset({"parse", "spec"}), "Agent Skills spec"),
     "security": lambda: FindingsGate("security", frozenset({"security"}), "security checks"),
-    "tests": TestsGate,
+    "tests": _tests_gate,
     "conflicts": ConflictsGate,
     "dependencies": DependenciesGate,
     "metrics": _metrics_gate,
     "approval": _approval_gate,
+    **{
+        name: _quality_gate(name)
+        for name in ("coverage", "lint", "types", "secrets", "integration-tests-exist")
+    },
 }
 
 
