@@ -1722,3 +1722,92 @@ def upgrade(
             )
         )
     return FormatUpgradeReport(results, write=write)
+
+
+# -- backups -------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from skillstage.lifecycle.backup import BackupInfo, Verification
+    from skillstage.lifecycle.backup_restore import RestoreResult
+
+BackupProgress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class BackupCreated:
+    """A new backup, and the older ones retention deleted."""
+
+    backup: BackupInfo
+    removed: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.backup.to_dict(), "removed_by_retention": self.removed}
+
+
+@checked
+def backup_create(
+    project: Project,
+    *,
+    name: str | None = None,
+    actor: str | None = None,
+    progress: BackupProgress | None = None,
+) -> BackupCreated:
+    """Back up every stage's skill tree, the archive and the store into one checksummed file
+    under `<state_dir>/backups/`; then keep the newest `[backups] keep`."""
+    from skillstage.lifecycle.backup import create_backup
+
+    backup, removed = create_backup(
+        project,
+        name=name,
+        who=default_actor(actor),
+        keep=project.config.backups.keep,
+        progress=progress,
+    )
+    return BackupCreated(backup, removed)
+
+
+@checked
+def backup_list(project: Project) -> list[BackupInfo]:
+    """The project's backups, newest first."""
+    from skillstage.lifecycle.backup import list_backups
+
+    return list_backups(project)
+
+
+@checked
+def backup_verify(project: Project, backup_id: str) -> Verification:
+    """Check a backup's file checksum and every member's sha256 and size."""
+    from skillstage.lifecycle.backup import find_backup, verify_backup
+
+    return verify_backup(find_backup(project, backup_id))
+
+
+@checked
+def backup_restore(
+    project: Project,
+    backup_id: str,
+    *,
+    skill: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    actor: str | None = None,
+    progress: BackupProgress | None = None,
+) -> RestoreResult:
+    """Restore a backup: the whole project (skill trees, archive, store), or one skill's
+    directories and archive entries. Refuses a damaged backup, and a store newer than the
+    backup without `force`; takes a backup of the current state first."""
+    from skillstage.lifecycle.backup import apply_retention, find_backup
+    from skillstage.lifecycle.backup_restore import restore_backup
+
+    result = restore_backup(
+        project,
+        find_backup(project, backup_id),
+        who=default_actor(actor),
+        skill=skill,
+        dry_run=dry_run,
+        force=force,
+        progress=progress,
+    )
+    if not dry_run:
+        apply_retention(project, project.config.backups.keep)
+    return result

@@ -507,6 +507,12 @@ class AlertsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     memory_critical_mb: Annotated[float, msgspec.Meta(gt=0)] | None = 100
 
 
+class BackupsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Backups (`skillstage backup`): how many are kept under `<state_dir>/backups/`."""
+
+    keep: _PositiveCount = 10  # after each new backup, all but the newest N are deleted
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""
 
@@ -529,6 +535,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dependencies: dict[str, DependencyConfig] = msgspec.field(default_factory=dict)
     watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    backups: BackupsConfig = msgspec.field(default_factory=BackupsConfig)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -1063,6 +1070,11 @@ performance_warning = 1.20          # mean execution time over the baseline
 performance_critical = 1.50
 memory_warning_mb = 75              # from the tag memory_mb, when hosts record it
 memory_critical_mb = 100
+
+# Backups (`skillstage backup create`): the skill trees, the archive and the store, in
+# <state_dir>/backups/. After each new backup all but the newest `keep` are deleted.
+[backups]
+keep = 10
 
 # Seed 001's quality gates for Python components, named in a transition's gates. Tools run in the
 # component's directory (pytest and coverage in a scratch copy of it, so nothing they write

@@ -1,0 +1,137 @@
+"""The store in a backup, and back: SQLite's online backup API, and a logical export of the
+store's own tables for PostgreSQL (one repeatable-read transaction out, one transaction in).
+
+Why not `pg_dump` for PostgreSQL: it must match the server's major version, and its restore
+(`pg_restore --clean`) drops and re-creates the schema, which a role that only owns its tables
+may not do; the export reads and writes exactly the store's tables, with no client tool, and a
+restore either lands whole or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from skillstage.lifecycle.backup import fingerprint_of
+from skillstage.store import Store
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, dict | list):
+        return {"$j": value}
+    if isinstance(value, bytes | memoryview):
+        return {"$b": base64.b64encode(bytes(value)).decode()}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "$dt" in value:
+            return dt.datetime.fromisoformat(value["$dt"])
+        if "$j" in value:
+            from psycopg.types.json import Jsonb
+
+            return Jsonb(value["$j"])
+        if "$b" in value:
+            return base64.b64decode(value["$b"])
+    return value
+
+
+def export_store(store: Store, target: Path) -> dict[str, Any]:
+    """Every row of every table of the store, as JSON lines (per table: a line naming it and its
+    columns, then one line per row), from one snapshot; returns that snapshot's fingerprint."""
+    from skillstage.store.tables import metadata
+
+    with store.reading() as tx, open(target, "w", encoding="utf-8") as out:
+        if tx.dialect.name == "postgresql":
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        fingerprint = fingerprint_of(tx)
+        for table in metadata.sorted_tables:
+            cursor = tx.connection.execute(f"SELECT * FROM {table.name} ORDER BY 1")
+            columns = [d[0] for d in cursor.description]
+            out.write(json.dumps({"table": table.name, "columns": columns}) + "\n")
+            while rows := cursor.fetchmany(5000):
+                out.writelines(
+                    json.dumps([_encode(v) for v in row], default=str) + "\n" for row in rows
+                )
+    return fingerprint
+
+
+def import_store(store: Store, source: Path) -> None:
+    """Replace every row of the store's tables with the export at `source`, in one transaction
+    (PostgreSQL: sequences set past the restored ids)."""
+    from skillstage.store.tables import metadata
+
+    tables = [t.name for t in metadata.sorted_tables]
+    with store.atomic() as tx, open(source, encoding="utf-8") as reading:
+        for name in reversed(tables):
+            tx.execute(f"DELETE FROM {name}")
+        table: str | None = None
+        insert = ""
+        batch: list[list[Any]] = []
+
+        def flush() -> None:
+            if batch:
+                tx.connection.cursor().executemany(insert, batch)
+                batch.clear()
+
+        for line in reading:
+            row = json.loads(line)
+            if isinstance(row, dict):
+                flush()
+                table = row["table"]
+                if table not in tables:
+                    raise ValueError(f"the export names a table this store has not: {table}")
+                columns = row["columns"]
+                marks = ", ".join(["%s"] * len(columns))
+                insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+                continue
+            batch.append([_decode(v) for v in row])
+            if len(batch) >= 5000:
+                flush()
+        flush()
+        for name in tables:
+            table_columns = metadata.tables[name].columns
+            if "id" in table_columns and table_columns["id"].autoincrement in (True, "auto"):
+                tx.query(
+                    f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                    f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {name}"
+                )
+
+
+def restore_sqlite(database: str, copy: Path) -> str:
+    """Put the SQLite database `copy` in place of the store at `database`: through the backup
+    API onto the live file (processes that have it open see an ordinary write), or, when the
+    live file cannot be read, by replacing the file. Returns which."""
+    try:
+        source = sqlite3.connect(copy)
+        try:
+            live = sqlite3.connect(database, timeout=30)
+            try:
+                live.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                source.backup(live)
+            finally:
+                live.close()
+        finally:
+            source.close()
+        return "backup-api"
+    except sqlite3.DatabaseError:
+        pass
+    # The live file is not a database: a WAL beside it would be replayed onto the new one.
+    for suffix in ("-wal", "-shm", "-journal"):
+        Path(database + suffix).unlink(missing_ok=True)
+    scratch = Path(database + ".restoring")
+    with open(copy, "rb") as src, open(scratch, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(scratch, database)
+    return "file-replaced"
