@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from skillstage.rollout.engine import RolloutStatus
     from skillstage.store import Event, Store
     from skillstage.store.controls import Control
-    from skillstage.store.metrics import Tenure
+    from skillstage.store.metrics import Rows, Tenure
     from skillstage.store.rollouts import RolloutRecord
 
 # Time buckets per chart: enough to show a trend, few enough that a page is a few dozen queries.
@@ -258,19 +258,26 @@ def _series(
     span: tuple[dt.datetime, dt.datetime] | None = None,
     tagged: dict[str, str] | None = None,
     arm: str | None = None,
+    read: Rows | None = None,
 ) -> Series | None:
+    """The series of `digest`'s executions in [since, until); `read`: those executions, when
+    the caller has just read them (the whole series is then not read a second time)."""
     from skillstage.metrics.summary import summarise
     from skillstage.store import metrics as store_metrics
 
     with store.reading() as tx:
-        rows = store_metrics.execution_rows(
-            tx,
-            skill_id,
-            digest=digest,
-            since=since,
-            until=until,
-            in_use=True,
-            unless_tagged_otherwise=tagged,
+        rows = (
+            read
+            if read is not None
+            else store_metrics.execution_rows(
+                tx,
+                skill_id,
+                digest=digest,
+                since=since,
+                until=until,
+                in_use=True,
+                unless_tagged_otherwise=tagged,
+            )
         )
         if rows.count == 0 or rows.first is None or rows.last is None:
             return None
@@ -302,16 +309,18 @@ def version_series(store: Store, name: str) -> list[Series]:
             return []
         versions = executions.version_digests(tx, skill_id)
         spans = {}
+        read: dict[str, Rows] = {}
         for version, digest in versions.items():
             rows = store_metrics.execution_rows(tx, skill_id, digest=digest, in_use=True)
             if rows.first is not None and rows.last is not None:
                 spans[version] = (rows.first, rows.last)
+                read[version] = rows  # each series' total: 10,000 rows are not read twice
     if not spans:
         return []
     # One time axis for every version, so the lines line up.
     span = (min(s[0] for s in spans.values()), max(s[1] for s in spans.values()))
     found = [
-        _series(store, skill_id, version, version, versions[version], span=span)
+        _series(store, skill_id, version, version, versions[version], span=span, read=read[version])
         for version in sorted(spans, key=lambda v: spans[v][0])
     ]
     return [series for series in found if series is not None]
