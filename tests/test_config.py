@@ -136,10 +136,11 @@ def with_transition(**transition: Any) -> dict[str, Any]:
             "'.claude/skills/staging/./{name}': each stage needs a folder of its own",
         ),
         (
-            with_transition(gates=["lint"]),
-            "bad value for 'transitions': transition 1, prototype → staged, names gate 'lint', "
+            with_transition(gates=["docs"]),
+            "bad value for 'transitions': transition 1, prototype → staged, names gate 'docs', "
             "which is neither built in (structure, schema, spec, tests, conflicts, dependencies, "
-            "security, metrics, approval) nor a command gate under [gates.lint]",
+            "security, metrics, approval, coverage, lint, types, secrets, "
+            "integration-tests-exist) nor a command gate under [gates.docs]",
         ),
         (
             {**with_transition(gates=["security"]), "gates": {"security": {"command": "false"}}},

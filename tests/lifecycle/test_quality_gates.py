@@ -393,3 +393,25 @@ def test_a_python_component_is_promoted_development_to_staging(
     assert gates["secrets"].status == "pass"
     assert project.stage_path("staging", "orchestration").is_dir()
     assert not path.exists()
+
+
+def test_coverage_from_a_coverage_data_file(project: Project, store: Store) -> None:
+    path = covered_component(project, "from-data", 900, 1000)
+    subprocess.run(
+        [sys.executable, "-m", "coverage", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=path,
+        capture_output=True,
+        check=True,
+    )
+    from_data = with_quality(project, coverage={"report": ".coverage"})
+    result = check(from_data, store, "coverage", path, to_stage="production")
+    assert (result.status, result.message) == ("pass", "coverage 90.0% (minimum 80%)")
+
+
+def test_a_command_gate_named_like_a_quality_gate_keeps_its_command(project: Project) -> None:
+    data = tomllib.loads(SEED001_CONFIG_TOML)
+    data["gates"] = {"lint": {"command": "ruff check src"}}  # written before `lint` was built in
+    config = parse_config(data, project.root / "skillstage.toml")
+    gates = gates_for(Project(project.root, config, project.source), config.transitions[0])
+    lint = next(g for g in gates if g.name == "lint")
+    assert type(lint).__name__ == "CommandGate"

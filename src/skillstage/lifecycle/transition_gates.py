@@ -82,10 +82,12 @@ def gates_for(project: Project, transition: TransitionConfig) -> list[Gate]:
     """The gates a transition names, built in or configured commands, in order."""
     gates: list[Gate] = []
     for name in transition.gates:
-        if name in BUILTIN_GATES:
-            gates.append(BUILTIN_GATES[name]())
-        elif name in project.config.gates:
+        # A command gate first: one named like a quality gate (a [gates.lint] written before
+        # `lint` was built in) keeps running its command; the others cannot take a built-in name.
+        if name in project.config.gates:
             gates.append(CommandGate(name, project.config.gates[name]))
+        elif name in BUILTIN_GATES:
+            gates.append(BUILTIN_GATES[name]())
         else:  # config validation prevents this; kept for configs built in code
             raise ConfigError(f"unknown gate {name!r}", path=project.source)
     return gates
