@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from skillstage.runtime.routing import Resolution, RoutingTable
     from skillstage.runtime.sync import SyncResult
     from skillstage.skill.checks import Finding, SkillReport
-    from skillstage.skill.model import SkillVersion
+    from skillstage.skill.model import Frontmatter, SkillVersion
     from skillstage.store import Event, Store
     from skillstage.store.controls import Control
     from skillstage.watch.switches import SwitchResult
@@ -386,6 +386,9 @@ class ListedSkill:
     entered_at: dt.datetime
     age_hours: float
     problems: list[str] = field(default_factory=list)
+    # The frontmatter of the copy on disk when it is the version listed (its digest): what was
+    # just read, for callers that look into it (the SLA's overrides). Not part of the JSON.
+    frontmatter: Frontmatter | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -447,6 +450,7 @@ def list_skills(
             recover_all(project, store)
         current = {(a.name, a.stage): a for a in store.current_assignments(stage=stage)}
         on_disk: set[tuple[str, str]] = set()
+        read: dict[tuple[str, str], tuple[str, Frontmatter]] = {}  # (digest, frontmatter)
         for entry in stage_directories(project, stage):
             try:
                 skill = read_skill(entry.path, policy)
@@ -465,6 +469,7 @@ def list_skills(
                 continue
             key = (skill.name, entry.stage)
             on_disk.add(key)
+            read[key] = (skill.digest, skill.frontmatter)
             assignment = current.get(key)
             if assignment is not None and assignment.digest == skill.digest:
                 continue
@@ -481,6 +486,7 @@ def list_skills(
                         skill = read_skill(entry.path, policy)
                     except SkillReadError:
                         continue  # moved away meanwhile: not on disk any more
+                    read[key] = (skill.digest, skill.frontmatter)
                     live = store.current_assignments(stage=entry.stage, name=skill.name)
                     if live and live[0].digest == skill.digest:
                         continue
@@ -516,6 +522,7 @@ def list_skills(
             notes = list(problems.get(key, []))
             if key not in on_disk:
                 notes.append("not found on disk")
+            seen = read.get(key)
             listed.append(
                 ListedSkill(
                     name=assignment.name,
@@ -526,6 +533,7 @@ def list_skills(
                     entered_at=assignment.entered_at,
                     age_hours=round((as_of - assignment.entered_at).total_seconds() / 3600, 1),
                     problems=notes,
+                    frontmatter=seen[1] if seen and seen[0] == assignment.digest else None,
                 )
             )
     order = {name: index for index, name in enumerate(project.config.stages)}

@@ -219,7 +219,11 @@ def check(
                 age_hours=round(age, 1),
                 sla_hours=limit,
                 breach_hours=round(age - limit, 1),
-                override=_override_of(project, skill.path, today),
+                override=(
+                    evaluate_override(skill.frontmatter, today)
+                    if skill.frontmatter is not None  # the copy just read for the listing
+                    else _override_of(project, skill.path, today)
+                ),
             )
         )
     unreadable = [(path, error) for path, error in listing.unreadable]
