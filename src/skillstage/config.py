@@ -292,7 +292,7 @@ class QualityTestsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
 
     # auto: test.sh when the component has one (a skill, as always), else pytest when it is a
     # Python project (pyproject.toml, setup.py, setup.cfg, pytest.ini, tox.ini, conftest.py or a
-    # tests/ directory), else skipped.
+    # tests/ directory) with a test_*.py or *_test.py file, else skipped.
     runner: Literal["auto", "test.sh", "pytest"] = "auto"
     pytest_args: list[str] = msgspec.field(default_factory=list)  # e.g. ["-m", "not slow"]
 

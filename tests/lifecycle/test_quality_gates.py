@@ -235,6 +235,11 @@ def test_a_skill_keeps_test_sh(project: Project, store: Store) -> None:
     assert (result.status, result.message) == ("fail", "Tests failed (exit code 3)")
     plain = component(project, "plain-skill", {"notes.md": "no tests\n"})
     assert check(project, store, "tests", plain).message == "no test.sh"
+    # A tests/ folder of fixtures and a script's pyproject.toml, but no pytest tests: as before.
+    fixtures = {"tests/case.json": "{}\n", "pyproject.toml": ""}
+    assert check(project, store, "tests", component(project, "fixtures", fixtures)).message == (
+        "no test.sh"
+    )
 
 
 # -- lint, types ---------------------------------------------------------------------------

@@ -87,12 +87,20 @@ def find_tool(name: str, configured: str | None, python: str, install: str) -> s
     raise ToolMissing(f"{name} is not installed (not beside {python}, not on PATH): {install}")
 
 
-def is_python_project(component: Path) -> bool:
-    """Whether a component is a Python project pytest can run."""
-    return (
-        any((component / name).is_file() for name in _PYTHON_PROJECT_FILES)
-        or (component / "tests").is_dir()
-    )
+def _is_test_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+
+
+def has_pytest_tests(context: GateContext) -> bool:
+    """Whether a component is a Python project with tests for pytest: a project file
+    (pyproject.toml, setup.py, ...) or a tests/ directory, and a test_*.py or *_test.py file.
+    A skill without them (a tests/ folder of fixtures, a script's pyproject.toml) keeps
+    today's `tests` gate."""
+    component = context.skill.path
+    project = any((component / name).is_file() for name in _PYTHON_PROJECT_FILES)
+    project = project or (component / "tests").is_dir()
+    return project and any(_is_test_file(f.path) for f in context.skill.files)
 
 
 def _run(args: Sequence[str], cwd: Path, context: GateContext, **extra: str) -> Completed:
@@ -230,7 +238,7 @@ class PytestGate:
         component = context.skill.path
         if runner == "test.sh" or (
             runner == "auto"
-            and ((component / "test.sh").is_file() or not is_python_project(component))
+            and ((component / "test.sh").is_file() or not has_pytest_tests(context))
         ):
             return TestsGate().check(context)
         try:
@@ -730,12 +738,7 @@ class IntegrationTestsGate:
     def check(self, context: GateContext) -> GateResult:
         settings = _quality(context).integration
         component = context.skill.path
-        tests = [
-            f.path
-            for f in context.skill.files
-            if f.path.endswith(".py")
-            and (Path(f.path).name.startswith("test_") or f.path.endswith("_test.py"))
-        ]
+        tests = [f.path for f in context.skill.files if _is_test_file(f.path)]
         for where in settings.paths:
             prefix = where.strip("/") + "/"
             under = [t for t in tests if t.startswith(prefix)]
