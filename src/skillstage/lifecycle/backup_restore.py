@@ -129,9 +129,31 @@ def restore_backup(
 ) -> RestoreResult:
     """Restore the backup at `path` (the whole project, or with `skill` that skill's directories
     and archive entries and its stage pointers)."""
+    scratch = None if dry_run else fs.sibling(backups_dir(project) / path.name, "restoring")
+    try:
+        if scratch is not None:
+            scratch.mkdir(parents=True)
+        return _restore(project, path, scratch, who, skill, dry_run, force, progress)
+    finally:
+        if scratch is not None:
+            fs.delete_scratch(scratch)
+
+
+def _restore(
+    project: Project,
+    path: Path,
+    scratch: Path | None,
+    who: str,
+    skill: str | None,
+    dry_run: bool,
+    force: bool,
+    progress: Progress | None,
+) -> RestoreResult:
     from skillstage.store import SCHEMA_REVISION
 
-    found = verify_backup(path)
+    # Checked and (unless a dry run) extracted in one pass: nothing live changes before the
+    # whole backup is known to be intact.
+    found = verify_backup(path, extract_to=scratch)
     if not found.ok:
         raise BackupCorruptedError(
             f"the backup {found.id} is damaged; nothing was restored: "
@@ -197,21 +219,10 @@ def restore_backup(
         project, name="pre-restore", who=who, reason=f"before restoring {found.id}"
     )
     result.pre_restore_backup = pre.id
-    scratch = fs.sibling(backups_dir(project) / found.id, "restoring")
-    try:
-        scratch.mkdir(parents=True)
-        checked = verify_backup(path, extract_to=scratch)
-        if not checked.ok:
-            raise BackupCorruptedError(
-                f"the backup {found.id} changed while it was read; nothing was restored: "
-                + "; ".join(checked.problems[:5]),
-                path=path,
-            )
-        if skill is None:
-            _restore_store(project, scratch, backed_store, result)
-        result.events = _swap_all(project, manifest, scratch, plan, who, result, progress)
-    finally:
-        fs.delete_scratch(scratch)
+    assert scratch is not None
+    if skill is None:
+        _restore_store(project, scratch, backed_store, result)
+    result.events = _swap_all(project, manifest, scratch, plan, who, result, progress)
     return result
 
 
@@ -354,12 +365,28 @@ def _swap_all(
             by_skill.setdefault(change.name, []).append((change, todo))
         for done, (name, changes) in enumerate(sorted(by_skill.items()), 1):
             with skill_lock(project, store, name):
-                for _change, (prefix, target) in changes:
-                    source = scratch / prefix if prefix is not None else None
-                    _swap(project, source, target)
-                events.append(_record(project, store, manifest, name, changes, who, result))
+                try:
+                    for _change, (prefix, target) in changes:
+                        source = scratch / prefix if prefix is not None else None
+                        _swap(project, source, target)
+                except OSError as exc:
+                    where = f" ({exc.filename})" if exc.filename else ""
+                    raise BackupError(
+                        f"the restore stopped at {name}: {exc.strerror or exc}{where}; "
+                        f"{done - 1} of {len(by_skill)} skills were restored",
+                        hint="fix it and run the restore again (with --force: its own events "
+                        f"are newer than the backup); {result.pre_restore_backup} holds the "
+                        "state before",
+                    ) from exc
+                if result.skill is not None:  # its stage pointers move under its lock
+                    events.append(_record(project, store, manifest, name, changes, who, result))
             if progress:
                 progress("skills", done, len(by_skill))
+        if result.skill is None:
+            # One transaction for every skill's event (one commit, not one per skill).
+            with store.atomic():
+                for name, changes in sorted(by_skill.items()):
+                    events.append(_record(project, store, manifest, name, changes, who, result))
     return events
 
 
