@@ -268,10 +268,12 @@ def create_backup(
         assignments = _assignments(project) if store["kind"] != "unreadable" else {}
         for done, (stage, skill, path) in enumerate(sources, 1):
             prefix = f"stages/{stage}/{skill}/"
-            scan_directory(path, prefix, files)
+            found: dict[str, dict[str, Any]] = {}
+            scan_directory(path, prefix, found)
+            files.update(found)
             skills.setdefault(skill, {})[stage] = {
                 "path": os.path.relpath(path, project.root),
-                "fingerprint": tree_fingerprint(files, prefix),
+                "fingerprint": tree_fingerprint(found, prefix),
                 **assignments.get((skill, stage), {}),
             }
             if progress:
@@ -517,6 +519,7 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
     result.manifest = manifest
     files: dict[str, dict[str, Any]] = manifest.get("files", {})
     seen: set[str] = set()
+    made: set[Path] = set()
     try:
         with _open_tar(path) as tar:
             for member in tar:
@@ -531,7 +534,7 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
                 result.checked += 1
                 if not member.isfile():
                     if extract_to is not None:
-                        _extract_other(extract_to, name, entry)
+                        _extract_other(extract_to, name, entry, made)
                     continue
                 reading = tar.extractfile(member)
                 assert reading is not None
@@ -540,7 +543,7 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
                 target = None
                 if extract_to is not None:
                     target_path = extract_to / name
-                    target_path.parent.mkdir(parents=True, exist_ok=True)
+                    _make_parent(target_path, made)
                     target = open(target_path, "wb")  # noqa: SIM115 (closed below)
                 try:
                     while chunk := reading.read(1 << 20):
@@ -570,12 +573,21 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
     return result
 
 
-def _extract_other(root: Path, name: str, entry: dict[str, Any]) -> None:
-    target = root / name
-    if entry["type"] == "dir":
-        target.mkdir(parents=True, exist_ok=True)
-    else:
+def _make_parent(target: Path, made: set[Path]) -> None:
+    # Members come parents first: a directory made for one need not be looked at again (on
+    # some filesystems each mkdir that finds the directory there costs a millisecond).
+    if target.parent not in made:
         target.parent.mkdir(parents=True, exist_ok=True)
+        made.add(target.parent)
+
+
+def _extract_other(root: Path, name: str, entry: dict[str, Any], made: set[Path]) -> None:
+    target = root / name.rstrip("/")
+    _make_parent(target, made)
+    if entry["type"] == "dir":
+        target.mkdir(exist_ok=True)
+        made.add(target)
+    else:
         os.symlink(entry["link"], target)
 
 

@@ -286,6 +286,12 @@ def _plan(project: Project, manifest: dict[str, Any], only: str | None) -> list[
             if p.startswith("archive/") and len(p.split("/")) >= 3 and p.split("/")[2]
         }
     )
+    # Each entry's files, gathered once (not a search of every file per entry).
+    by_entry: dict[str, dict[str, dict[str, Any]]] = {}
+    for path, value in files.items():
+        parts = path.split("/", 3)
+        if parts[0] == "archive" and len(parts) >= 3 and parts[2]:
+            by_entry.setdefault("/".join(parts[:3]), {})[path] = value
     for entry in entries:
         name = entry.split("/")[1]
         if only is not None and name != only:
@@ -296,7 +302,8 @@ def _plan(project: Project, manifest: dict[str, Any], only: str | None) -> list[
             if kind.get("type") == "file":  # a sidecar: <entry>.json
                 same = target.is_file() and _sha(target) == kind["sha256"]
             else:
-                same = _same(target, files, entry + "/", tree_fingerprint(files, entry + "/"))
+                expected = tree_fingerprint(by_entry.get(entry, {}), entry + "/")
+                same = _same(target, files, entry + "/", expected)
             change = None if same else Change("archive", name, None, str(target), None, entry)
             steps.append((change, (entry if kind.get("type") == "file" else entry + "/", target)))
     return steps
