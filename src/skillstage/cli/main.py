@@ -113,6 +113,10 @@ COMMANDS = {
     "enable": ("skillstage.cli.watch:enable", "Serve NAME again after `skillstage disable`."),
     "serve": ("skillstage.cli.serve:serve", "Run the REST API, the dashboard and /metrics."),
     "token": ("skillstage.cli.token:token", "Create, list and revoke the server's API tokens."),
+    "backup": (
+        "skillstage.cli.backup:backup",
+        "Back up and restore the skill trees, archive and store.",
+    ),
     "upgrade": (
         "skillstage.cli.upgrade:upgrade",
         "Convert old-format skills (no frontmatter) to today's format.",
