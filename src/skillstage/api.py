@@ -1817,5 +1817,6 @@ def backup_restore(
         progress=progress,
     )
     if not dry_run:
-        apply_retention(project, project.config.backups.keep)
+        # (the backup just restored from stays, however old: it is the known good state)
+        apply_retention(project, project.config.backups.keep, protect=frozenset([result.backup_id]))
     return result

@@ -180,6 +180,10 @@ def test_retention_keeps_the_newest(project: Project) -> None:
     assert sorted(p.name for p in backups_dir(project).iterdir()) == [
         f"{i}.tar.gz" for i in ids[2:]
     ]
+    # A restore's own backup counts, and the backup it restored from stays however old.
+    restored = api.backup_restore(project, ids[2], force=True)
+    kept = [b.id for b in api.backup_list(project)]
+    assert kept == [restored.pre_restore_backup, ids[3], ids[2]]
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

@@ -591,8 +591,11 @@ def _extract_other(root: Path, name: str, entry: dict[str, Any], made: set[Path]
         os.symlink(entry["link"], target)
 
 
-def apply_retention(project: Project, keep: int) -> list[str]:
-    """Delete all but the newest `keep` backups; the ids deleted."""
+def apply_retention(
+    project: Project, keep: int, *, protect: frozenset[str] = frozenset()
+) -> list[str]:
+    """Delete all but the newest `keep` backups (never one in `protect`: the backup a restore
+    just used); the ids deleted."""
     found = sorted(
         (p for p in backups_dir(project).iterdir() if p.name.endswith(SUFFIX)),
         key=lambda p: p.name,
@@ -600,6 +603,8 @@ def apply_retention(project: Project, keep: int) -> list[str]:
     )
     removed = []
     for path in found[keep:]:
+        if path.name[: -len(SUFFIX)] in protect:
+            continue
         path.unlink(missing_ok=True)
         removed.append(path.name[: -len(SUFFIX)])
     return removed
