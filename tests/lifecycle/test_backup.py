@@ -215,7 +215,7 @@ def test_cli(project: Project) -> None:
     assert [b["id"] for b in json.loads(listed.stdout)] == [backup_id]
     assert run("verify", backup_id).returncode == 0
     shutil.rmtree(project.root / PRODUCTION / "beta")
-    dry = run("restore", backup_id, "--dry-run")
+    dry = run("restore", "cli", "--dry-run")  # by its name
     assert dry.returncode == 0, dry.stderr
     assert "would restore beta 1.0.0 in production (missing)" in dry.stdout
     assert not (project.root / PRODUCTION / "beta").exists()

@@ -454,7 +454,8 @@ def list_backups(project: Project) -> list[BackupInfo]:
 
 
 def find_backup(project: Project, backup_id: str) -> Path:
-    """The file of backup `backup_id` (its id, its file name, or a path to it)."""
+    """The file of backup `backup_id`: its id, the start of one, its name (the newest backup
+    of that name), its file name, or a path to it."""
     given = Path(backup_id)
     if given.suffixes and given.is_file():
         return given
@@ -462,7 +463,11 @@ def find_backup(project: Project, backup_id: str) -> Path:
     path = directory / (backup_id if backup_id.endswith(SUFFIX) else backup_id + SUFFIX)
     if path.is_file():
         return path
-    matches = [b.path for b in list_backups(project) if b.id.startswith(backup_id)]
+    found = list_backups(project)  # newest first
+    named = [b.path for b in found if b.id.endswith(f"-{backup_id}")]
+    if named:
+        return named[0]  # by its --name: the newest of that name
+    matches = [b.path for b in found if b.id.startswith(backup_id)]
     if len(matches) == 1:
         return matches[0]
     raise UsageError(
@@ -532,6 +537,10 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
                     continue
                 seen.add(name)
                 result.checked += 1
+                if name.startswith("/") or ".." in name.split("/"):
+                    # A crafted backup must not write outside the folder it is extracted to.
+                    result.problems.append(f"{member.name}: a path outside the backup")
+                    continue
                 if not member.isfile():
                     if extract_to is not None:
                         _extract_other(extract_to, name, entry, made)
