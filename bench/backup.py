@@ -15,7 +15,8 @@ rounds counts.
 The store is built once (with bench/readiness.py's builder) and kept in
 `~/.cache/skillstage-bench/backup/`.
 
-Run: `.venv/bin/python bench/backup.py [--skills N] [--executions N] [--rounds N] [--json]`.
+Run: `.venv/bin/python bench/backup.py [--skills N] [--executions N] [--rounds N]
+[--store-compression-level 0-9] [--json]`.
 Targets are reported, not asserted: the exit status is 0 (1 when a restore does not give back
 the same files).
 """
@@ -51,9 +52,13 @@ TARGET_RATIO = 1.5
 SQLITE_SHELL = "/usr/bin/sqlite3"
 
 
-def _project(root: Path, database: Path, skills: int) -> Project:
+def _project(root: Path, database: Path, skills: int, level: int = 1) -> Project:
     root.mkdir(parents=True)
-    (root / "skillstage.toml").write_text(DEFAULT_CONFIG_TOML)
+    marker = "store_compression_level = 1"
+    if marker not in DEFAULT_CONFIG_TOML:
+        raise SystemExit("bench set-up: the default config's [backups] level moved")
+    text = DEFAULT_CONFIG_TOML.replace(marker, f"store_compression_level = {level}")
+    (root / "skillstage.toml").write_text(text)
     project = load_config_file(root / "skillstage.toml")
     project.state_dir.mkdir()
     shutil.copyfile(database, project.state_dir / "state.db")
@@ -119,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skills", type=int, default=SKILLS)
     parser.add_argument("--executions", type=int, default=EXECUTIONS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument(
+        "--store-compression-level",
+        type=int,
+        default=1,
+        help="[backups] store_compression_level of the project (default 1, as the config's)",
+    )
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args(argv)
     for key in [k for k in os.environ if k.startswith("SKILLSTAGE_")]:
@@ -139,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         database, _facts, _built = readiness.cached_store(cache, layout, rebuild=False, say=say)
         say(f"project: {options.skills:,} skills, store {database.stat().st_size / 1e6:.0f} MB")
-        project = _project(root / "project", database, options.skills)
+        level = options.store_compression_level
+        project = _project(root / "project", database, options.skills, level)
+        results["store_compression_level"] = level
         expected = _tree_digest(project)
         peer_out = root / "peer"
         times: dict[str, list[float]] = {
@@ -183,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(
             f"\n{results['skills']:,} skills, {results['executions']:,} executions "
-            f"(store {results['store_mb']} MB), best of {options.rounds} rounds:\n"
+            f"(store {results['store_mb']} MB, compressed at level {level}), best of "
+            f"{options.rounds} rounds:\n"
             f"  backup   skillstage {best['backup']:.2f} s, tar czf + sqlite3 .backup "
             f"{best['peer_backup']:.2f} s: {results['backup_ratio']}x (goal ≤ {TARGET_RATIO}x)\n"
             f"  restore  skillstage {best['restore']:.2f} s, tar xzf + sqlite3 .restore "

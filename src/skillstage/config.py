@@ -511,6 +511,9 @@ class BackupsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Backups (`skillstage backup`): how many are kept under `<state_dir>/backups/`."""
 
     keep: _PositiveCount = 10  # after each new backup, all but the newest N are deleted
+    # gzip level of the store's copy, most of a backup's bytes: 1 is ~3x faster than 6 for a few
+    # percent more bytes; 0 stores it uncompressed (fastest, largest)
+    store_compression_level: Annotated[int, msgspec.Meta(ge=0, le=9)] = 1
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -1077,6 +1080,7 @@ memory_critical_mb = 100
 # <state_dir>/backups/. After each new backup all but the newest `keep` are deleted.
 [backups]
 keep = 10
+store_compression_level = 1         # 0 (none, fastest) to 9; the skill trees are always at 6
 
 # Seed 001's quality gates for Python components, named in a transition's gates. Tools run in the
 # component's directory (pytest and coverage in a scratch copy of it, so nothing they write

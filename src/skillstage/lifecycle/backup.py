@@ -384,7 +384,10 @@ def _write_tar(
         # The header through tarfile, the bulk (the store: most of the bytes) in parallel blocks.
         tar.addfile(info)
         with open(store_file, "rb") as reading:
-            gz.write_blocks(iter(lambda: reading.read(_BLOCK), b""), 1)
+            gz.write_blocks(
+                iter(lambda: reading.read(_BLOCK), b""),
+                project.config.backups.store_compression_level,
+            )
         padding = -info.size % tarfile.BLOCKSIZE
         gz.write(b"\0" * padding)
         tar.offset += info.size + padding
