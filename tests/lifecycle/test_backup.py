@@ -191,16 +191,9 @@ def test_cli(project: Project) -> None:
     _populate(project)
     environment = {**os.environ, "NO_COLOR": "1"}
 
-    # (Until `backup` is in the CLI's command table, the process adds it to its own.)
-    shim = (
-        "import importlib; m = importlib.import_module('skillstage.cli.main'); "
-        "m.COMMANDS.setdefault('backup', "
-        "('skillstage.cli.backup:backup', 'Back up and restore.')); m.main()"
-    )
-
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", shim, "backup", *args],
+            [sys.executable, "-m", "skillstage", "backup", *args],
             cwd=project.root,
             env=environment,
             capture_output=True,
