@@ -32,6 +32,7 @@ from skillstage.config import Project
 from skillstage.errors import SkillstageError, UsageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.backup_file import ChecksummedGzip, file_checksums
+from skillstage.lifecycle.backup_store import fingerprint_of
 
 FORMAT_VERSION = 1
 SUFFIX = ".tar.gz"
@@ -205,25 +206,6 @@ def store_fingerprint(store: Any) -> dict[str, Any]:
     """What says how far a store has got: its latest event and every table's row count."""
     with store.reading() as tx:
         return fingerprint_of(tx)
-
-
-def fingerprint_of(tx: Any) -> dict[str, Any]:
-    """`store_fingerprint` in an open transaction."""
-    from skillstage.store.tables import metadata
-
-    latest = tx.one("SELECT id, at FROM event ORDER BY id DESC LIMIT 1")
-    count = tx.scalar("SELECT count(*) FROM event")
-    tables = {
-        table.name: tx.scalar(f"SELECT count(*) FROM {table.name}")
-        for table in metadata.sorted_tables
-    }
-    at = tx.dialect.read_time(latest[1]) if latest else None
-    return {
-        "events": count,
-        "latest_event_id": latest[0] if latest else None,
-        "latest_event_at": at.isoformat() if at else None,
-        "tables": tables,
-    }
 
 
 def new_backup_id(name: str | None, at: dt.datetime) -> str:

@@ -17,8 +17,26 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from skillstage.lifecycle.backup import fingerprint_of
 from skillstage.store import Store
+
+
+def fingerprint_of(tx: Any) -> dict[str, Any]:
+    """`store_fingerprint` in an open transaction."""
+    from skillstage.store.tables import metadata
+
+    latest = tx.one("SELECT id, at FROM event ORDER BY id DESC LIMIT 1")
+    count = tx.scalar("SELECT count(*) FROM event")
+    tables = {
+        table.name: tx.scalar(f"SELECT count(*) FROM {table.name}")
+        for table in metadata.sorted_tables
+    }
+    at = tx.dialect.read_time(latest[1]) if latest else None
+    return {
+        "events": count,
+        "latest_event_id": latest[0] if latest else None,
+        "latest_event_at": at.isoformat() if at else None,
+        "tables": tables,
+    }
 
 
 def _encode(value: Any) -> Any:
