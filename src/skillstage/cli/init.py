@@ -51,8 +51,8 @@ class Ignored:
     type=click.Choice(["seed001"]),
     help="Start from another config: seed001 is the promotion of Python components, with the "
     "stages development, staging and production, the quality gates (tests, coverage, lint, "
-    "types, secrets, integration-tests-exist) and thresholds (coverage 60%, 70% into staging, 80% into "
-    "production).",
+    "types, secrets, integration-tests-exist) and thresholds (coverage 60%, 70% into "
+    "staging, 80% into production).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(
