@@ -34,8 +34,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from readiness import (  # bench/ is on sys.path when a bench runs as a script
+from readiness import (
     DAYS,
     PROTOTYPE_DAYS,
     SKILLS,
@@ -58,6 +56,7 @@ from readiness import (  # bench/ is on sys.path when a bench runs as a script
     skill_name,
     write_skill,
 )
+from server import _port, running  # bench/ is on sys.path when a bench runs as a script
 from skillstage import api
 from skillstage.config import Project
 from skillstage.skill.read import read_skill
@@ -148,48 +147,14 @@ def ensure_history(database: Path, count: int, built_at: dt.datetime) -> int:
 # -- the server ----------------------------------------------------------------------------------
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serving(project: Project, port: int) -> Iterator[None]:
-    """`skillstage serve --insecure-no-auth` on loopback until the block ends."""
+    """`skillstage serve --insecure-no-auth` on loopback until the block ends (as bench/server.py
+    starts it; a store this size takes a while to open)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKILLSTAGE_")}
-    argv = [
-        str(BIN / "skillstage"),
-        "serve",
-        "--insecure-no-auth",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(argv, cwd=project.root, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server.kill()
-                    raise SystemExit(
-                        f"the server did not start: {server.communicate()[1]}"
-                    ) from None
-                time.sleep(0.1)
+    argv = [str(BIN / "skillstage"), "serve", "--insecure-no-auth", "--port", str(port)]
+    with running([*argv, "--log-level", "warning"], port, project.root, env, start_timeout=60):
         yield
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 BROWSER_HEADERS = {

@@ -63,24 +63,31 @@ def _environment(project: Project) -> dict[str, str]:
 
 
 @contextmanager
-def running(argv: list[str], port: int, cwd: Path, env: dict[str, str]) -> Iterator[None]:
+def running(
+    argv: list[str], port: int, cwd: Path, env: dict[str, str], *, start_timeout: float = 30
+) -> Iterator[None]:
     """A server process until the block ends, once it answers on `port`."""
     server = subprocess.Popen(argv, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
+                    server.kill()
                     message = f"the server did not start: {server.communicate()[1]}"
                     raise SystemExit(message) from None
                 time.sleep(0.05)
         yield
     finally:
         server.terminate()
-        server.wait(timeout=15)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def make_project(root: Path) -> Project:
