@@ -34,6 +34,7 @@ from skillstage.errors import ConflictError, SkillReadError, SkillstageError, Us
 if TYPE_CHECKING:
     from skillstage.integrations.outbox import Delivery, OutboxReport
     from skillstage.lifecycle.demote import DemoteCheck
+    from skillstage.lifecycle.drill import DrillResult
     from skillstage.lifecycle.promote import PromotionResult
     from skillstage.lifecycle.readiness import Readiness, VersionComparison
     from skillstage.lifecycle.signoff import SignOffResult
@@ -764,6 +765,19 @@ def rollback(
             approver=approver,
             demote=demote,
         )
+
+
+@checked
+def drill(project: Project, name: str, *, actor: str | None = None) -> DrillResult:
+    """Rehearse a rollback of `name` (seed 001, seed 003: "rollback procedure tested"): its
+    current versions promoted and rolled back in a scratch copy of the project, nothing live
+    changed, each step timed and checked; the drill is recorded (`history`) whether it passed
+    or not. `DrillRefused` when there is nothing to roll back to."""
+    from skillstage.lifecycle.drill import run_drill
+    from skillstage.store import Store
+
+    with Store.open(project.database_url) as store:
+        return run_drill(project, store, name, actor=default_actor(actor))
 
 
 @checked

@@ -116,6 +116,14 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The `coverage` gate's minimum for this transition, in percent (seed 001: 70 into staging,
     # 80 into production); unset: [quality.coverage] minimum.
     min_coverage: _CoveragePercent | None = None
+    # Seed 001's staging → production facts (fact_gates.py). `uptime`: at least this percent of
+    # the version's executions in its current stage over the last `uptime_days` raised no
+    # exception, from at least `min_uptime_executions` of them (one exception in 200 is 99.5%).
+    min_uptime: _CoveragePercent = 99.5
+    uptime_days: _Days = 7
+    min_uptime_executions: _Count = 200
+    # `rollback-drill`: the skill's latest `skillstage drill` passed at most this long ago.
+    max_drill_age_days: _Days = 7
 
     @property
     def margins(self) -> Margins:
@@ -174,7 +182,10 @@ POLICY_GATES = ["metrics", "approval"]
 # Seed 001's quality gates for Python components, run with real tools ([quality]); `tests` is
 # among the static gates (test.sh for a skill, pytest for a Python project).
 QUALITY_GATES = ["coverage", "lint", "types", "secrets", "integration-tests-exist"]
-BUILTIN_GATE_NAMES = [*STATIC_GATES, *POLICY_GATES, *QUALITY_GATES]
+# Seed 001's staging → production facts the store knows (fact_gates.py): a rollback drill that
+# passed, the version's uptime, a monitoring target configured.
+FACT_GATES = ["rollback-drill", "uptime", "monitoring"]
+BUILTIN_GATE_NAMES = [*STATIC_GATES, *POLICY_GATES, *QUALITY_GATES, *FACT_GATES]
 
 
 # Seed 002 §2: a version leaving the first stage has only its benchmark runs to show; later
@@ -516,6 +527,20 @@ class BackupsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     store_compression_level: Annotated[int, msgspec.Meta(ge=0, le=9)] = 1
 
 
+class MonitoringConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where this project's skills are watched from (the `monitoring` gate's evidence): the
+    Prometheus server that scrapes `skillstage serve`'s /metrics, and the alerting endpoint."""
+
+    prometheus_url: str | None = None
+    alert_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("prometheus_url", "alert_url"):
+            value = getattr(self, key)
+            if value is not None and not re.match(r"[A-Za-z][\w+.-]*://\S+\Z", value):
+                raise ValueError(f"{key}: {value!r} is not a URL (e.g. http://prometheus:9090)")
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""
 
@@ -539,6 +564,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     backups: BackupsConfig = msgspec.field(default_factory=BackupsConfig)
+    monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -922,7 +948,8 @@ path = ".claude/skills/{name}"
 
 # Allowed transitions and their gates: structure, schema, spec, tests, conflicts, dependencies,
 # security, metrics, approval, seed 001's quality gates (coverage, lint, types, secrets,
-# integration-tests-exist: see [quality]), or the name of a command gate under [gates.<name>].
+# integration-tests-exist: see [quality]), the facts rollback-drill, uptime and monitoring
+# (docs/readiness.md), or the name of a command gate under [gates.<name>].
 # `metrics` checks
 # the thresholds below (benchmark evals for prototype → staged, live executions for
 # staged → production); `approval` needs a recorded human sign-off (`skillstage approve`).
@@ -964,6 +991,11 @@ regression_rate_margin = 0.02       # worse only if higher by more than this (an
 regression_time_ratio = 1.5         # worse only if slower than this many times (and significant)
 # max_mean_execution_time_ms = 2000 # unset: no limit; a skill's own limit is
 #                                   # metadata.max_execution_time_ms in its SKILL.md
+# Read by the `uptime` and `rollback-drill` gates, when a transition names them:
+min_uptime = 99.5                   # percent of executions without an exception
+uptime_days = 7                     # over the last 7 days in the stage it leaves
+min_uptime_executions = 200         # fewer executions: not enough to show it
+max_drill_age_days = 7              # `skillstage drill NAME` passed within this
 
 # What `skillstage validate` requires of a skill.
 [validation]
@@ -1082,6 +1114,12 @@ memory_critical_mb = 100
 keep = 10
 store_compression_level = 1         # 0 (none, fastest) to 9; the skill trees are always at 6
 
+# Where skills are monitored: the `monitoring` gate passes when either key is set, or when a
+# [notifications] URL hears alerts.
+[monitoring]
+# prometheus_url = "http://prometheus:9090"    # scrapes `skillstage serve`'s /metrics
+# alert_url = "https://alerts.example.com/hook"
+
 # Seed 001's quality gates for Python components, named in a transition's gates. Tools run in the
 # component's directory (pytest and coverage in a scratch copy of it, so nothing they write
 # changes the content being promoted); a tool that is not installed fails its gate, saying how
@@ -1163,21 +1201,28 @@ gates = [
 [transitions.thresholds]
 min_coverage = 70
 
-# Staging → production: coverage ≥ 80%, all tests (the integration tests among them) passing.
-# Seed 001's facts that no tool here measures — performance meets its SLAs, 7-day uptime
-# ≥ 99.5%, security review complete, monitoring configured, rollback procedure tested — are
-# for the human sign-off (`skillstage signoff template NAME`, then `skillstage approve`): the
-# `approval` gate requires it.
+# Staging → production: coverage ≥ 80%, all tests (the integration tests among them) passing;
+# the facts the store knows: 7-day uptime ≥ 99.5% (`uptime`: executions without an exception),
+# monitoring configured (`monitoring`: [monitoring] below, or a notification URL that hears
+# alerts), rollback procedure tested (`rollback-drill`: `skillstage drill NAME` passed within
+# 7 days). What no tool here measures — performance meets its SLAs, security review complete —
+# is for the human sign-off (`skillstage signoff template NAME`, then `skillstage approve`):
+# the `approval` gate requires it.
 [[transitions]]
 from = "staging"
 to = "production"
 gates = [
     "structure", "schema", "spec", "conflicts", "dependencies", "security",
-    "tests", "coverage", "lint", "types", "secrets", "integration-tests-exist", "approval",
+    "tests", "coverage", "lint", "types", "secrets", "integration-tests-exist",
+    "uptime", "monitoring", "rollback-drill", "approval",
 ]
 
 [transitions.thresholds]
 min_coverage = 80
+min_uptime = 99.5                   # percent of executions without an exception
+uptime_days = 7                     # over the last 7 days in staging
+min_uptime_executions = 200         # fewer executions: not enough to show it
+max_drill_age_days = 7              # the latest rollback drill passed within this
 
 # A component is a directory with a SKILL.md (its name and version) and its Python project.
 [validation]
@@ -1205,6 +1250,12 @@ marker = "integration"
 # Human sign-off for production.
 [approvals]
 approvers = []                      # e.g. ["tech-lead", "qa"]; nobody can approve while empty
+
+# Where the components are monitored (the `monitoring` gate): either key, or a [notifications]
+# URL that hears alerts.
+[monitoring]
+# prometheus_url = "http://prometheus:9090"    # scrapes `skillstage serve`'s /metrics
+# alert_url = "https://alerts.example.com/hook"
 """
 
 # The configurations `skillstage init --preset NAME` writes.

@@ -117,6 +117,10 @@ COMMANDS = {
         "skillstage.cli.backup:backup",
         "Back up and restore the skill trees, archive and store.",
     ),
+    "drill": (
+        "skillstage.cli.drill:drill",
+        "Rehearse a rollback of NAME on a scratch copy; record it.",
+    ),
     "upgrade": (
         "skillstage.cli.upgrade:upgrade",
         "Convert old-format skills (no frontmatter) to today's format.",
