@@ -44,11 +44,20 @@ from skillstage.config import (
 from skillstage.errors import SkillReadError, SkillstageError, UsageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.archive import directory_digest
+from skillstage.lifecycle.drill_record import DRILL_KIND, DrillRecord, latest_drill
 from skillstage.lifecycle.locks import skill_lock
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
 
-DRILL_KIND = "drill"
+__all__ = [
+    "DrillRecord",
+    "DrillRefused",
+    "DrillResult",
+    "DrillStep",
+    "latest_drill",
+    "run_drill",
+]
+
 DRILL_REASON = "rollback drill"
 # Read by no step of a move: left out of a scratch store loaded from PostgreSQL.
 _NOT_COPIED = (
@@ -125,51 +134,6 @@ class DrillResult:
             "at": self.at.isoformat() if self.at else None,
             "event_id": self.event_id,
         }
-
-
-@dataclass(frozen=True)
-class DrillRecord:
-    """A recorded drill, as the readiness criteria read it (`latest_drill`)."""
-
-    passed: bool
-    at: dt.datetime
-    version: str | None  # the version live when it ran
-    steps: list[dict[str, Any]]
-    details: dict[str, Any]
-    event_id: int
-
-    @property
-    def seconds(self) -> float:
-        return float(sum(step.get("seconds", 0) for step in self.steps))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "at": self.at.isoformat(),
-            "version": self.version,
-            "versions": self.details.get("versions", {}),
-            "stage": self.details.get("stage"),
-            "seconds": round(self.seconds, 4),
-            "steps": self.steps,
-            "event_id": self.event_id,
-        }
-
-
-def latest_drill(store: Store, name: str) -> DrillRecord | None:
-    """The latest rollback drill recorded for skill `name`, or None."""
-    found = store.events(name, limit=1, kind=DRILL_KIND)
-    if not found:
-        return None
-    event = found[0]
-    details = event.details or {}
-    return DrillRecord(
-        passed=event.success,
-        at=event.at,
-        version=event.version,
-        steps=list(details.get("steps", [])),
-        details=details,
-        event_id=event.id,
-    )
 
 
 # -- the scratch copy ----------------------------------------------------------------------------

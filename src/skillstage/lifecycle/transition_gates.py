@@ -3,7 +3,8 @@
 
 The built-in gates come from two modules, in layers: `gates` (the framework and the checks of a
 skill's files and place) and `readiness` (seed 002's `metrics` and `approval`, which rest on the
-store's evidence and need the framework), and `quality_gates` (seed 001's tools). This module
+store's evidence and need the framework), `quality_gates` (seed 001's tools) and `fact_gates`
+(seed 001's facts: a rollback drill, uptime, monitoring). This module
 names them all and imports them; none imports it.
 """
 
@@ -55,6 +56,23 @@ def _quality_gate(name: str) -> Callable[[], Gate]:
     return build
 
 
+def _fact_gate(name: str) -> Callable[[], Gate]:
+    """Seed 001's staging → production facts (fact_gates.py), imported by a transition that
+    names one."""
+
+    def build() -> Gate:
+        from skillstage.lifecycle import fact_gates
+
+        kinds: dict[str, Callable[[], Gate]] = {
+            "rollback-drill": fact_gates.RollbackDrillGate,
+            "uptime": fact_gates.UptimeGate,
+            "monitoring": fact_gates.MonitoringGate,
+        }
+        return kinds[name]()
+
+    return build
+
+
 def _tests_gate() -> Gate:
     # A skill keeps test.sh exactly as before (`gates.TestsGate`); a Python project without
     # test.sh gets pytest.
@@ -75,6 +93,7 @@ BUILTIN_GATES: dict[str, Callable[[], Gate]] = {
         name: _quality_gate(name)
         for name in ("coverage", "lint", "types", "secrets", "integration-tests-exist")
     },
+    **{name: _fact_gate(name) for name in ("rollback-drill", "uptime", "monitoring")},
 }
 
 
