@@ -293,7 +293,7 @@ def run_drill(project: Project, store: Store, name: str, *, actor: str) -> Drill
                 store_copy,
                 [copied],
             )
-            _exercise(scratch, copy, name, stage, live, waiting, result, actor=actor)
+            _exercise(project, scratch, copy, name, stage, live, waiting, result, actor=actor)
         finally:
             copy.close()
             _make_removable(Path(temporary))
@@ -303,6 +303,7 @@ def run_drill(project: Project, store: Store, name: str, *, actor: str) -> Drill
 
 
 def _exercise(
+    project: Project,
     scratch: Project,
     store: Store,
     name: str,
@@ -338,12 +339,15 @@ def _exercise(
         assert live is not None
         from skillstage.lifecycle.move import PromotionError
 
-        try:
+        started = time.perf_counter()
+        try:  # which version a real rollback would restore
             plan = rollback(scratch, store, name, reason=DRILL_REASON, actor=actor, dry_run=True)
-        except PromotionError as exc:
-            raise DrillRefused(
-                f"a rollback of {name} in {stage} would be refused: {exc.message}", hint=exc.hint
-            ) from None
+        except PromotionError as exc:  # it would be refused: the procedure does not work
+            action = f"roll {stage} back from {name} {live.version}"
+            elapsed = time.perf_counter() - started
+            said = _in_live_terms(project, scratch, str(exc))
+            result.steps.append(DrillStep("rollback", action, elapsed, False, said))
+            return
         if plan.to_stage != stage or plan.version is None or plan.digest is None:
             raise DrillRefused(
                 f"{name} {live.version} is the only version {stage} has had (none is archived "
@@ -386,7 +390,7 @@ def _exercise(
                 action,
                 time.perf_counter() - started,
                 problem is None,
-                problem or _verified(name, expected),
+                _in_live_terms(project, scratch, problem) if problem else _verified(name, expected),
                 shown.version if shown else None,
             )
         )
@@ -439,6 +443,17 @@ def _verify(
                 + f", not {label}"
             )
     return "; ".join(problems) or None
+
+
+def _in_live_terms(project: Project, scratch: Project, text: str) -> str:
+    """A message about the scratch copy with its paths where the live ones are: what a real
+    rollback would have said."""
+    places = [(scratch.state_dir, project.state_dir)] + [
+        (scratch.stage_root(stage), project.stage_root(stage)) for stage in project.config.stages
+    ]
+    for there, here in sorted(places, key=lambda pair: -len(str(pair[0]))):
+        text = text.replace(str(there), str(here))
+    return text
 
 
 def _verified(name: str, expected: dict[str, _Version | None]) -> str:
