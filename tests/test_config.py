@@ -140,7 +140,8 @@ def with_transition(**transition: Any) -> dict[str, Any]:
             "bad value for 'transitions': transition 1, prototype → staged, names gate 'docs', "
             "which is neither built in (structure, schema, spec, tests, conflicts, dependencies, "
             "security, metrics, approval, coverage, lint, types, secrets, "
-            "integration-tests-exist) nor a command gate under [gates.docs]",
+            "integration-tests-exist, rollback-drill, uptime, monitoring) nor a command gate under "
+            "[gates.docs]",
         ),
         (
             {**with_transition(gates=["security"]), "gates": {"security": {"command": "false"}}},

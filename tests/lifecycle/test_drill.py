@@ -5,10 +5,7 @@ rollback run on a scratch copy, and nothing live changes but the drill's own eve
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -237,51 +234,3 @@ def test_no_hook_notification_or_git_commit_runs_in_the_scratch_copy(
     assert result.passed, result.to_dict()
     assert not marker.exists()
     assert received == []
-
-
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_the_command_prints_the_steps_and_exits_by_the_outcome(project: Project) -> None:
-    put_live(project, "1.0.0", "1.1.0")
-    environment = {**os.environ, "SKILLSTAGE_DATABASE_URL": project.database_url}
-
-    def drill(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "skillstage", "drill", *args],
-            cwd=project.root,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    shown = drill(NAME, "--json")
-    assert shown.returncode == 0, shown.stderr
-    report = json.loads(shown.stdout)
-    assert report["passed"] is True
-    assert [s["step"] for s in report["steps"]] == ["copy", "rollback", "restore"]
-    text = drill(NAME)
-    assert text.returncode == 0 and "Drill passed" in text.stdout
-    history = subprocess.run(
-        [sys.executable, "-m", "skillstage", "history", NAME],
-        cwd=project.root,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert history.stdout.count("drill") == 2
-    # Broken: the archive copy a rollback would restore is gone.
-    with Store.open(project.database_url) as store:
-        record = store.find_version(NAME, "1.0.0")
-    assert record is not None
-    entry = archive_path(project, NAME, "1.0.0", record.digest)
-    os.chmod(entry, 0o755)
-    (entry / "SKILL.md").chmod(0o644)
-    (entry / "SKILL.md").write_text("not a skill\n")
-    failed = drill(NAME)
-    assert failed.returncode == 1
-    assert "✗ rollback" in failed.stdout
-    assert "Drill FAILED at the rollback step" in failed.stderr
-    refused = drill("other")
-    assert refused.returncode == 2 and "no skill named 'other'" in refused.stderr
-    assert "Traceback" not in refused.stderr + failed.stderr

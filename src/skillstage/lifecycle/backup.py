@@ -172,16 +172,10 @@ def _store_snapshot(project: Project, scratch: Path) -> tuple[dict[str, Any], Pa
     with store:
         target = scratch / "store"
         if store.dialect == "sqlite":
-            import sqlite3
+            from skillstage.store.copy import copy_sqlite
 
             assert url.database is not None
-            source = sqlite3.connect(url.database, timeout=30)
-            destination = sqlite3.connect(target)
-            try:
-                source.backup(destination)
-            finally:
-                destination.close()
-                source.close()
+            copy_sqlite(url.database, target)
             # The fingerprint of what was copied: read from the copy.
             with Store.open(f"sqlite:///{target}") as copied:
                 fingerprint = store_fingerprint(copied)

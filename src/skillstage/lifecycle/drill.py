@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -193,17 +192,12 @@ def _copy_skill(project: Project, scratch: Project, name: str) -> int:
 
 def _copy_store(store: Store, scratch: Project) -> tuple[Store, str]:
     """A scratch store at the scratch project's database holding the project's records."""
+    from skillstage.store.copy import copy_records, copy_sqlite
+
     target = scratch.root / "state.db"
     if store.dialect == "sqlite":
-        reading = sqlite3.connect(store.url, timeout=30)  # (a SQLite store's url is its file)
-        writing = sqlite3.connect(target)
-        try:
-            reading.backup(writing)
-        finally:
-            writing.close()
-            reading.close()
+        copy_sqlite(store.url, target)  # (a SQLite store's url is its file)
         return Store.open(f"sqlite:///{target}"), "a copy of the SQLite store"
-    from skillstage.store.copy import copy_records
 
     copy = Store.open(f"sqlite:///{target}")
     try:
