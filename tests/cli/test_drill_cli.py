@@ -35,7 +35,9 @@ def test_drill_prints_the_steps_records_them_and_exits_by_the_outcome(
     text = run_cli("drill", NAME)
     assert text.returncode == 0, text.stderr
     assert "Drill passed: auth-v2 in production" in text.stdout
-    assert run_cli("history", NAME).stdout.count(" drill ") == 2
+    history = run_cli("history", NAME).stdout
+    assert history.count(" drill ") == 2
+    assert "drill     auth-v2 1.1.0  (passed)  in production  by " in history
 
     # Broken: the archive copy a rollback would restore no longer holds its version.
     with Store.open(project.database_url) as store:
@@ -49,6 +51,7 @@ def test_drill_prints_the_steps_records_them_and_exits_by_the_outcome(
     assert failed.returncode == 1
     assert "✗ rollback" in failed.stdout
     assert "Drill FAILED at the rollback step" in failed.stderr
+    assert "(failed)  in production" in run_cli("history", NAME, "--limit", "1").stdout
     as_json = run_cli("drill", NAME, "--json")
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["passed"] is False
 

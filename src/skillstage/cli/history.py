@@ -77,7 +77,9 @@ def _row(e: Event) -> str:
     if taken_out is not None and e.from_stage == e.to_stage:
         # A rollback within a stage: the version changed, not the stage.
         version, move = f"{taken_out} → {live or '-'}", f"in {e.to_stage or '-'}"
-    if not e.success:
+    if e.kind == "drill":  # a rehearsal on a scratch copy: nothing moved here
+        version, move = version + ("  (passed)" if e.success else "  (failed)"), f"in {e.to_stage}"
+    elif not e.success:
         version += "  (not approved)" if e.kind == "approval" else "  (refused)"
     if e.kind == "promote" and (forced := events.forced(e)):
         version += f"  (forced past: {', '.join(forced)})"
