@@ -29,8 +29,13 @@ def _thresholds(context: GateContext) -> Thresholds:
 
 
 def _days(delta: dt.timedelta) -> str:
-    days = delta.total_seconds() / 86_400
-    return f"{days:.1f} days" if days >= 1 else f"{delta.total_seconds() / 3600:.1f} hours"
+    seconds = delta.total_seconds()
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    minutes = round(seconds / 60)
+    return f"{minutes} minute{'' if minutes == 1 else 's'}"
 
 
 # -- rollback-drill ------------------------------------------------------------------------------
@@ -170,11 +175,13 @@ class UptimeGate:
                 else f"{failures} of {total} executions raised an exception",
             ),
         ]
-        shown = "no executions" if uptime is None else f"{uptime:.2f}%"
+        over = f"over {_days(min(stayed, window))} in {stage}"
+        minimum = f"minimum {thresholds.min_uptime:g}% over {thresholds.uptime_days:g} days"
         summary = (
-            f"uptime {shown} over {_days(min(stayed, window))} in {stage} "
-            f"({failures} exception(s) in {total} executions; minimum {thresholds.min_uptime:g}%"
-            f" over {thresholds.uptime_days:g} days)"
+            f"no executions {over} ({minimum}, of at least {thresholds.min_uptime_executions})"
+            if uptime is None
+            else f"uptime {uptime:.2f}% {over} ({failures} exception(s) in {total} executions; "
+            f"{minimum})"
         )
         failed = [c for c in criteria if not c.passed]
         return GateResult(
