@@ -262,7 +262,9 @@ def run_drill(project: Project, store: Store, name: str, *, actor: str) -> Drill
             "is nothing to promote or roll back",
             hint=f"`skillstage list` shows where {name} is",
         )
-    with tempfile.TemporaryDirectory(prefix=f"skillstage-drill-{name}-") as temporary:
+    with tempfile.TemporaryDirectory(
+        prefix=f"skillstage-drill-{name}-", ignore_cleanup_errors=True
+    ) as temporary:
         scratch = scratch_project(project, Path(temporary) / "project")
         started = time.perf_counter()
         # Under the skill's lock: a promotion meanwhile would be copied half-done.
