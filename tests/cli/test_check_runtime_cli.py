@@ -68,7 +68,7 @@ def test_a_healthy_project_prints_the_table_and_exits_0(
         "memory": "PASS",
         "cache": "PASS",
     }
-    assert any(line.strip().startswith("processes  4 loads  p50 ") for line in lines)
+    assert any(line.strip().startswith("processes:  4 loads  p50 ") for line in lines)
     assert "warn at 75 MB, fail at 100 MB" in done.stdout
     assert lines[-1].startswith("Verdict: PASS")
 

@@ -25,6 +25,7 @@ from tests.skilltree import write_skill
 
 STAGING = Path(".claude/skills/staging")
 PRODUCTION = Path(".claude/skills")
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -107,18 +108,33 @@ def test_a_healthy_project_passes_every_criterion(healthy: Project) -> None:
     assert report.criterion("memory").value == memory["peak_mb"]
 
 
-def test_threads_and_processes_really_load_at_once(healthy: Project) -> None:
-    report = api.check_runtime(healthy, concurrency=4)
+@pytest.fixture
+def heavy(project: Project) -> Project:
+    """Twelve production skills with a 1 MiB file each: a cold load reads and digests it, so
+    loading them all takes each worker long enough for the others to be loading too."""
+    for number in range(12):
+        name = f"heavy-{number}"
+        write_skill(project.root / STAGING, name, files={"references/data.bin": os.urandom(MiB)})
+        (result,) = api.promote(project, [name], to="production", actor="tester")
+        assert result.success, result.error
+    return project
 
-    # Four threads of this process, each of which loaded.
+
+def test_threads_and_processes_really_load_at_once(heavy: Project) -> None:
+    report = api.check_runtime(heavy, concurrency=4)
+
+    assert report.verdict == PASS, report.to_dict()["criteria"]
+    # Four threads of this process, each of which loaded every skill.
     assert len(set(report.threads.loaders)) == 4
-    # Four other processes, each with its own loader, loading during one shared moment: every
-    # one began before any one ended (each's first load reads skills from scratch).
+    # Four other processes, each with its own loader, loading every skill from scratch.
     pids = report.processes.loaders
     assert len(set(pids)) == 4 and os.getpid() not in pids
-    starts = [began for began, _ in report.processes.spans]
-    ends = [ended for _, ended in report.processes.spans]
-    assert max(starts) < min(ends)
+    assert report.threads.done == report.processes.done == 4 * 12
+    # At once: every worker began its loads before any one had finished them.
+    for loads in (report.threads, report.processes):
+        starts = [began for began, _ in loads.spans]
+        ends = [ended for _, ended in loads.spans]
+        assert len(starts) == 4 and max(starts) < min(ends), loads.mode
 
 
 def test_json_shape(healthy: Project) -> None:
@@ -376,6 +392,31 @@ def test_the_default_limits_are_the_alert_tables(project: Project) -> None:
     settings = project.config.runtime_check
     assert (settings.memory_warning_mb, settings.memory_critical_mb) == (75, 100)
     assert settings.min_cache_hit_rate == 0.90
+
+
+def test_a_rollout_candidate_is_loaded_beside_the_live_version(healthy: Project) -> None:
+    write_skill(
+        healthy.root / STAGING, "billing", extra={"version": "1.1.0", "dependencies": ["auth-v2"]}
+    )
+    outcome = api.rollout_start(
+        healthy, "billing", steps=[10, 100], step_min_duration="0s", actor="tester"
+    )
+    assert outcome.success, outcome.error
+
+    report = api.check_runtime(healthy, concurrency=2)
+
+    served = {(v.name, v.version, v.arm) for v in report.versions}
+    assert served == {
+        ("auth-v2", "1.0.0", "stable"),
+        ("billing", "1.0.0", "stable"),
+        ("billing", "1.1.0", "candidate"),
+    }
+    assert report.threads.expected == report.processes.expected == 6
+    assert report.criterion("process_loads").status == PASS
+    # The candidate's dependency on auth-v2, which depends on billing, closes a cycle.
+    (cycle,) = evidence_of(report, "dependencies")
+    assert cycle["detail"] == "dependency cycle: auth-v2 → billing → auth-v2"
+    assert report.verdict == FAIL
 
 
 def test_skill_checks_that_one_only(healthy: Project) -> None:

@@ -26,8 +26,12 @@ def _shown(value: Any, unit: str) -> str:
     if unit == "hit rate":
         return f"{value:.0%}"
     if isinstance(value, float):
-        return f"{value:.2f} {unit.split(' ')[0]}" if unit.startswith("ms") else f"{value:g} {unit}"
+        return f"p99 {_ms(value)}" if unit == "ms (p99)" else f"{value:g} {unit}"
     return f"{value} {unit}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f} ms" if value < 1 else f"{value:.2f} ms"
 
 
 def _render(report: dict[str, Any]) -> None:
@@ -55,17 +59,10 @@ def _render(report: dict[str, Any]) -> None:
         loads = report["loads"][mode]
         if loads["p50_ms"] is None:
             continue
-        click.echo(
-            f"  {mode:<10} {loads['loads_done']} loads  p50 {loads['p50_ms']:.2f} ms  "
-            f"p95 {loads['p95_ms']:.2f} ms  p99 {loads['p99_ms']:.2f} ms  "
-            f"max {loads['max_ms']:.2f} ms  ({loads['seconds']:.2f} s)"
+        times = "  ".join(
+            f"{key} {_ms(loads[f'{key}_ms'])}" for key in ("p50", "p95", "p99", "max")
         )
-    memory = report["memory"]
-    if memory["peak_mb"] is not None:
-        click.echo(
-            f"  memory     peak RSS {memory['peak_mb']:g} MB of a fresh process that loaded every "
-            f"skill ({memory['before_loading_mb']:g} MB before it loaded any)"
-        )
+        click.echo(f"  {mode + ':':<11} {loads['loads_done']} loads  {times}")
     click.echo()
     verdict = report["verdict"]
     click.echo(f"Verdict: {_styled(verdict).strip()} ({report['seconds']:.2f} s)")

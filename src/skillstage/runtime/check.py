@@ -28,6 +28,7 @@ from skillstage.runtime.check_loads import (
     LoadPass,
     load_in_processes,
     load_in_threads,
+    warm_up,
 )
 from skillstage.runtime.routing import STABLE, Resolution, RoutingTable
 
@@ -271,8 +272,6 @@ def check_loads(name: str, loads: LoadPass, timeout: float) -> Criterion:
         f"{loads.done} of {loads.expected} loads from {loads.workers_started} of "
         f"{loads.workers} {loads.mode}, {len(loads.failures)} failed"
     )
-    if p99 is not None:
-        summary += f"; p50 {times['p50_ms']:.2f} ms, p99 {p99:.2f} ms, max {times['max_ms']:.2f} ms"
     return Criterion(
         name,
         FAIL if evidence or missing > 0 else PASS,
@@ -314,8 +313,9 @@ def check_memory(processes: LoadPass, settings: RuntimeCheckConfig) -> Criterion
         round(peak, 1),
         "MB",
         threshold,
-        f"peak RSS {peak:.1f} MB of {len(processes.peak_rss_kb)} processes, each with every "
-        "skill loaded",
+        f"peak RSS {peak:.1f} MB, the highest of {len(processes.peak_rss_kb)} fresh processes "
+        f"that each loaded every skill ({max(processes.baseline_rss_kb) / 1024:.1f} MB before "
+        "they loaded any)",
         evidence,
     )
 
@@ -435,6 +435,7 @@ def check_runtime(
     settings = project.config.runtime_check
     timeout = settings.load_timeout_seconds
     started = time.perf_counter()
+    warm_up()
     with Loader(project) as loader:
         stage = loader.stage
         table = loader.table

@@ -139,6 +139,17 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
+def warm_up() -> None:
+    """Import what a first load would (the skill reader, the YAML parser), so that the loads
+    timed are loads, not this process's one-time imports."""
+    from pathlib import Path
+
+    import skillstage.skill.read  # noqa: F401 (imported for its cost)
+    from skillstage.skill.frontmatter import parse_skill_md
+
+    parse_skill_md(b"---\nname: warm-up\n---\n", Path("SKILL.md"))
+
+
 # -- threads ----------------------------------------------------------------------------------
 
 
@@ -465,6 +476,7 @@ def worker_main() -> int:
         _say({"error": _error_text(exc)})
         return 1
     with loader:
+        warm_up()
         _say({"ready": {"rss_kb": peak_rss_kb()}})
         if sys.stdin.buffer.readline() != _GO:
             return 1
