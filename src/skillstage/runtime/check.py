@@ -154,47 +154,54 @@ def serving_versions(
 # -- the criteria -------------------------------------------------------------------------------
 
 
-def _file_problem(project: Project, version: Resolution) -> Evidence | None:
-    """What is wrong with the copy `version` serves from, if anything: missing, corrupted (its
-    SKILL.md unreadable or invalid), or modified (not the digest the store recorded)."""
+def _read_served(project: Project, version: Resolution) -> tuple[Evidence | None, dict[str, Any]]:
+    """What is wrong with the copy `version` serves from, if anything — missing, corrupted (its
+    SKILL.md unreadable or invalid), or modified (not the digest the store recorded) — and its
+    frontmatter when it could be read."""
     from skillstage.skill.read import read_skill
 
     path = Path(version.path)
     which = "live copy" if version.arm == STABLE else "archive copy"
     label = f"{version.name} {version.version}"
     if not path.is_dir():
-        return Evidence(
-            f"{label}: missing: its {which} {path} does not exist", version.name, str(path)
-        )
+        problem = f"{label}: missing: its {which} {path} does not exist"
+        return Evidence(problem, version.name, str(path)), {}
     if not any((path / name).is_file() for name in ("SKILL.md", "skill.md")):
-        return Evidence(
-            f"{label}: missing: its {which} has no SKILL.md", version.name, str(path / "SKILL.md")
-        )
+        problem = f"{label}: missing: its {which} has no SKILL.md"
+        return Evidence(problem, version.name, str(path / "SKILL.md")), {}
     try:
         found = read_skill(path, project.config.validation)
     except SkillReadError as exc:
         where = str(exc.path) if exc.path is not None else str(path)
-        return Evidence(
-            f"{label}: corrupted: its {which} cannot be read: {exc.message}", version.name, where
-        )
+        problem = f"{label}: corrupted: its {which} cannot be read: {exc.message}"
+        return Evidence(problem, version.name, where), {}
+    frontmatter = found.frontmatter_dict()
     if found.digest != version.digest:
-        return Evidence(
+        problem = (
             f"{label}: modified: its {which} holds digest {found.digest[:12]}, not "
-            f"{version.digest[:12]} recorded when it was promoted",
-            version.name,
-            str(path),
+            f"{version.digest[:12]} recorded when it was promoted"
         )
-    return None
+        return Evidence(problem, version.name, str(path)), frontmatter
+    return None, frontmatter
 
 
-def check_files(project: Project, versions: Sequence[Resolution]) -> Criterion:
-    """Every served copy is there, readable, and holds the digest the store recorded."""
-    problems = [p for p in (_file_problem(project, v) for v in versions) if p is not None]
+def check_files(
+    project: Project, versions: Sequence[Resolution]
+) -> tuple[Criterion, dict[str, list[str]]]:
+    """Every served copy is there, readable, and holds the digest the store recorded; and the
+    dependencies each rollout candidate's copy declares (by skill name)."""
+    problems, candidates = [], {}
+    for version in versions:
+        problem, frontmatter = _read_served(project, version)
+        if problem is not None:
+            problems.append(problem)
+        if version.arm != STABLE and frontmatter:
+            candidates[version.name] = _declared(frontmatter)
     intact = len(versions) - len(problems)
     summary = f"{intact} of {len(versions)} copies intact"
     if problems:
         summary += " (`skillstage doctor --repair` restores a live copy from the archive)"
-    return Criterion(
+    criterion = Criterion(
         "skill_files",
         FAIL if problems else PASS,
         len(problems),
@@ -203,6 +210,7 @@ def check_files(project: Project, versions: Sequence[Resolution]) -> Criterion:
         summary,
         problems,
     )
+    return criterion, candidates
 
 
 def _declared(frontmatter: dict[str, Any]) -> list[str]:
@@ -335,24 +343,23 @@ def memory_report(processes: LoadPass) -> dict[str, Any]:
     }
 
 
-def cache_pass(loader: Any, versions: Sequence[Resolution]) -> dict[str, Any]:
-    """A second pass over the same versions on `loader`: how many it answered from its cache."""
+def cache_pass(loader: Any, versions: Sequence[Resolution], *, timeout: float) -> dict[str, Any]:
+    """A second pass over the same versions on `loader`: how many it answered from its cache.
+    (One thread, held to the load timeout like the others: a load stuck in the first pass
+    would be stuck here too.)"""
     before = loader.stats()
-    failed = 0
-    for version in versions:
-        try:
-            loader.load(version)
-        except Exception:
-            failed += 1  # a load that fails is never cached: a miss, named by the load criteria
+    load_in_threads(loader, versions, workers=1, timeout=timeout)
     after = loader.stats()
-    hits = after["hits"] - before["hits"]
-    misses = after["misses"] - before["misses"] + failed
-    loads = hits + misses
+    # (at most one per version: a thread left behind by the first pass may still add its own)
+    hits = min(after["hits"] - before["hits"], len(versions))
+    # Every load not answered from the cache is a miss: one read from disk, one that failed
+    # (never cached; named by the load criteria), or one that did not finish.
+    misses = len(versions) - hits
     return {
-        "second_pass_loads": loads,
+        "second_pass_loads": len(versions),
         "hits": hits,
         "misses": misses,
-        "hit_rate": round(hits / loads, 4) if loads else None,
+        "hit_rate": round(hits / len(versions), 4) if versions else None,
     }
 
 
@@ -402,19 +409,6 @@ def check_skills(versions: Sequence[Resolution], disabled: Sequence[str], stage:
     )
 
 
-def _candidate_dependencies(loader: Any, versions: Sequence[Resolution]) -> dict[str, list[str]]:
-    """The declared dependencies of each rollout candidate that loads (from the cache by now)."""
-    found = {}
-    for version in versions:
-        if version.arm == STABLE:
-            continue
-        try:
-            found[version.name] = _declared(loader.load(version).frontmatter)
-        except Exception:
-            continue  # named by the load criteria
-    return found
-
-
 # -- the check ----------------------------------------------------------------------------------
 
 
@@ -440,13 +434,14 @@ def check_runtime(
         stage = loader.stage
         table = loader.table
         versions, disabled = serving_versions(table, stage, skill)
-        threads = load_in_threads(loader, versions, workers=concurrency, timeout=timeout)
-        cache = cache_pass(loader, versions)
+        files, candidates = check_files(project, versions)
         criteria = [
             check_skills(versions, disabled, stage),
-            check_files(project, versions),
-            check_dependencies(table, stage, skill, _candidate_dependencies(loader, versions)),
+            files,
+            check_dependencies(table, stage, skill, candidates),
         ]
+        threads = load_in_threads(loader, versions, workers=concurrency, timeout=timeout)
+        cache = cache_pass(loader, versions, timeout=timeout)
     processes = load_in_processes(project, stage, versions, workers=concurrency, timeout=timeout)
     criteria += [
         check_loads("thread_loads", threads, timeout),
