@@ -343,6 +343,27 @@ def test_a_worker_process_that_dies_is_reported(healthy: Project, tmp_path: Path
     assert loads.workers_started == 0
 
 
+def test_a_worker_process_that_cannot_start_says_why_once(healthy: Project, tmp_path: Path) -> None:
+    worker = tmp_path / "refusing_worker.py"
+    worker.write_text(
+        "import json, sys\nsys.stdin.readline()\n"
+        "print(json.dumps({'error': 'StoreError: the store cannot be opened'}))\nsys.exit(1)\n"
+    )
+    with Loader(healthy) as loader:
+        versions, _ = serving_versions(loader.table, loader.stage, None)
+
+    loads = load_in_processes(
+        healthy, "production", versions, workers=2, timeout=5, command=[sys.executable, str(worker)]
+    )
+
+    assert sorted(f.detail.split(", pid")[0] for f in loads.failures) == ["process 1", "process 2"]
+    assert all(
+        f.detail.endswith("could not start: StoreError: the store cannot be opened")
+        for f in loads.failures
+    )
+    assert loads.times_ms == [] and loads.workers_started == 0
+
+
 def test_a_thread_stuck_in_a_load_is_left_behind_and_named(healthy: Project) -> None:
     class SlowLoader:
         """The real loader, with one skill's reads held up (a disk that stopped answering)."""

@@ -239,7 +239,7 @@ class _Worker:
     process: subprocess.Popen[bytes]
     stderr: IO[bytes]
     ready: bool = False
-    finished: bool = False
+    finished: bool = False  # it said done, or said why it could not start
     gone: bool = False  # its stdout closed
     next_index: int = 0
     last_heard: float = field(default_factory=time.perf_counter)
@@ -433,6 +433,7 @@ def _handle(
         result.loaders.append(worker.process.pid)
         result.spans.append((float(worker.report["began"]), float(worker.report["ended"])))
     elif "error" in message:  # it could not start its loader
+        worker.finished = True
         result.failures.append(Evidence(f"{worker.name} could not start: {message['error']}"))
 
 
