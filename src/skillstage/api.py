@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from skillstage.metrics.summary import MetricsSummary
     from skillstage.rollout.engine import RolloutStatus
     from skillstage.rollout.plan import RolloutOutcome
+    from skillstage.runtime.check import RuntimeCheck
     from skillstage.runtime.routing import Resolution, RoutingTable
     from skillstage.runtime.sync import SyncResult
     from skillstage.skill.checks import Finding, SkillReport
@@ -1526,6 +1527,19 @@ def sync_watch(
         context=context,
         stage=stage,
     )
+
+
+@checked
+def check_runtime(
+    project: Project, *, concurrency: int = 5, skill: str | None = None
+) -> RuntimeCheck:
+    """Load every production skill (or `skill`) through the loader from `concurrency` threads
+    and processes at once: load times (p50/p95/p99/max), peak memory, the cache's second-pass
+    hit rate, missing, corrupted or modified skill files and dependency cycles, each judged
+    against `[runtime_check]`. `.verdict` is "pass", "warn" or "fail"."""
+    from skillstage.runtime.check import check_runtime as check
+
+    return check(project, concurrency=concurrency, skill=skill)
 
 
 # -- the watcher, holds and the kill switch ----------------------------------------------------

@@ -437,6 +437,25 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     breaker_reset_seconds: Annotated[float, msgspec.Meta(ge=0.01, le=86_400)] = 60
 
 
+class RuntimeCheckConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`skillstage check-runtime`: its limits (seed 003's runtime tests and memory alerts)."""
+
+    # The peak memory (RSS) of a process that loaded every production skill.
+    memory_warning_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 75
+    memory_critical_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 100
+    # One load taking longer fails the check (and a worker stuck that long is stopped).
+    load_timeout_seconds: _Seconds = 10
+    # Loads answered from the cache on a second pass over the same skills; below it warns.
+    min_cache_hit_rate: _Fraction = 0.90
+
+    def __post_init__(self) -> None:
+        if self.memory_warning_mb > self.memory_critical_mb:
+            raise ValueError(
+                f"memory_warning_mb: {self.memory_warning_mb:g} is above memory_critical_mb "
+                f"({self.memory_critical_mb:g}): the warning comes first"
+            )
+
+
 class TriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """When the watcher rolls a live version back by itself (seed 002 §3.1's automated rollback
     triggers, with its numbers as defaults; seed 001's error rate and performance degradation as
@@ -559,6 +578,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
     rollout: RolloutConfig = msgspec.field(default_factory=RolloutConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    runtime_check: RuntimeCheckConfig = msgspec.field(default_factory=RuntimeCheckConfig)
     triggers: TriggerConfig = msgspec.field(default_factory=TriggerConfig)
     dependencies: dict[str, DependencyConfig] = msgspec.field(default_factory=dict)
     watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
@@ -1067,6 +1087,13 @@ refresh_ms = 250                    # how often loaders check for a change to wh
 # primary_agent = "claude"          # the registry's primary_agent, unless metadata says
 breaker_fail_max = 5                # failed executions in a row before a loader falls back
 breaker_reset_seconds = 60          # then one request tries the version again
+
+# `skillstage check-runtime`: loads every production skill from threads and processes at once.
+[runtime_check]
+memory_warning_mb = 75              # peak memory of a process that loaded every skill: warn
+memory_critical_mb = 100            # ... and fail
+load_timeout_seconds = 10           # one load slower than this fails the check
+min_cache_hit_rate = 0.90           # a second pass over the same skills: warn below
 
 # The watcher (`skillstage watch`) rolls a live version back by itself when one of these fires
 # (omit a limit, or set it per skill, to change it; the optional ones are off until set).

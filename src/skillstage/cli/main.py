@@ -64,6 +64,10 @@ COMMANDS = {
         "skillstage.cli.doctor:doctor",
         "Report drift between the store and the skills on disk.",
     ),
+    "check-runtime": (
+        "skillstage.cli.check_runtime:check_runtime",
+        "Load every production skill at once: times, memory, cache, files.",
+    ),
     "stats": ("skillstage.cli.stats:stats", "Key promotion metrics with their targets and alerts."),
     "report": (
         "skillstage.cli.stats:report",
