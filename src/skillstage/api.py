@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from skillstage.integrations.outbox import Delivery, OutboxReport
     from skillstage.lifecycle.demote import DemoteCheck
     from skillstage.lifecycle.drill import DrillResult
+    from skillstage.lifecycle.go_no_go import GoNoGo
     from skillstage.lifecycle.promote import PromotionResult
     from skillstage.lifecycle.readiness import Readiness, VersionComparison
     from skillstage.lifecycle.signoff import SignOffResult
@@ -1540,6 +1541,47 @@ def check_runtime(
     from skillstage.runtime.check import check_runtime as check
 
     return check(project, concurrency=concurrency, skill=skill)
+
+
+@checked
+def go_no_go(
+    project: Project,
+    name: str | None = None,
+    *,
+    concurrency: int = 5,
+    drill_days: float = 7,
+) -> GoNoGo:
+    """Seed 003's deployment decision, GO / NO-GO / DELAY, for the production candidates (or
+    `name`'s): the runtime checks, monitoring, and per skill its rollback drill, open failures,
+    test gates, documentation and sign-off, each with its evidence."""
+    from skillstage.lifecycle.drill_record import latest_drill
+    from skillstage.lifecycle.fact_gates import monitoring_configured
+    from skillstage.lifecycle.go_no_go import decide
+    from skillstage.store import Store
+    from skillstage.watch.report import latest_failure, report_paths
+
+    def runtime() -> tuple[str, dict[str, Any]]:
+        check = check_runtime(project, concurrency=concurrency)
+        return check.verdict, check.to_dict()
+
+    with Store.open(project.database_url) as store:
+
+        def failure(skill: str) -> tuple[dict[str, Any] | None, Path | None]:
+            document = latest_failure(project, store, skill)
+            if document is None:
+                return None, None
+            return document, report_paths(project, skill, int(document["event_id"]))[0]
+
+        return decide(
+            project,
+            store,
+            name=name,
+            runtime=runtime,
+            monitoring=monitoring_configured(project),
+            latest_drill=latest_drill,
+            latest_failure=failure,
+            drill_days=drill_days,
+        )
 
 
 # -- the watcher, holds and the kill switch ----------------------------------------------------

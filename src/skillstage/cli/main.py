@@ -121,6 +121,10 @@ COMMANDS = {
         "skillstage.cli.backup:backup",
         "Back up and restore the skill trees, archive and store.",
     ),
+    "go-no-go": (
+        "skillstage.cli.go_no_go:go_no_go",
+        "May the production candidates be deployed? GO, NO-GO or DELAY.",
+    ),
     "drill": (
         "skillstage.cli.drill:drill",
         "Rehearse a rollback of NAME on a scratch copy; record it.",
