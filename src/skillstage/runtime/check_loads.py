@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from skillstage.runtime.routing import Resolution
@@ -142,8 +143,6 @@ def _error_text(exc: BaseException) -> str:
 def warm_up() -> None:
     """Import what a first load would (the skill reader, the YAML parser), so that the loads
     timed are loads, not this process's one-time imports."""
-    from pathlib import Path
-
     import skillstage.skill.read  # noqa: F401 (imported for its cost)
     from skillstage.skill.frontmatter import parse_skill_md
 
