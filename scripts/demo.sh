@@ -283,6 +283,15 @@ skillstage signoff template spam-filter --to production --by alice --ticket APPR
 skillstage approve spam-filter --to production --by alice --ticket APPROVAL_DEMO_003 \
   --decision approved --checklist signoff-rollout.yaml
 
+step "Rehearse the rollback on a scratch copy: 1.1.0 promoted, then rolled back to 1.0.0; nothing live changes" \
+  skillstage drill spam-filter
+skillstage drill spam-filter
+
+step "Go or no-go for 1.1.0? DELAY: no monitoring target is configured yet (exit 2 expected)" \
+  skillstage go-no-go spam-filter
+code=0; skillstage go-no-go spam-filter || code=$?
+if [ "$code" != 2 ]; then echo "expected DELAY (exit 2), got exit $code" >&2; exit 1; fi
+
 git add -A && git commit -q -m "spam-filter 1.0.0 in production, 1.1.0 in staging"
 step "Roll it out gradually: 10% of production's traffic, then 50%, then all" \
   skillstage rollout start spam-filter --step-min-duration 0s --step-min-executions 50
@@ -408,6 +417,11 @@ if skillstage promote spam-filter --to production --yes --overwrite; then
   echo "expected the hold to refuse it" >&2; exit 1
 fi
 skillstage hold list
+
+step "Go or no-go for 1.2.1? NO-GO while the automated rollback is open (exit 1 expected)" \
+  skillstage go-no-go spam-filter
+code=0; skillstage go-no-go spam-filter || code=$?
+if [ "$code" != 1 ]; then echo "expected NO-GO (exit 1), got exit $code" >&2; exit 1; fi
 
 step "The kill switch: switch a skill off everywhere at once, nothing moves on disk" \
   "skillstage disable spam-filter --reason …; skillstage resolve …; skillstage enable spam-filter"
