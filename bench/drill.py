@@ -2,9 +2,9 @@
 procedure tested") as the store grows: one skill with two versions promoted for real, among
 N other skills' records (each registered, staged and promoted: three events) and E executions.
 
-The drill copies the store (SQLite: the whole file through the online backup API, executions
-included; PostgreSQL: every record but the executions and the other left-out tables, into a
-scratch SQLite store whose schema is created first) and then runs a rollback and a restore.
+The drill copies the store's records (every table but the executions and the others no move
+reads) into a scratch SQLite store whose schema is created first, then runs a rollback and a
+restore (each rewrites the registry file of every skill, as a real rollback does).
 Each round is one `api.drill`; the best and the median of the rounds are reported, with the
 copy step's share.
 

@@ -118,9 +118,7 @@ def test_a_waiting_version_is_promoted_then_rolled_back_and_nothing_live_changes
     assert record is not None and record.passed and record.event_id == result.event_id
     assert record.version == "1.0.0" and record.seconds > 0
     assert record.to_dict()["versions"]["rollback_to"] == "1.0.0"
-    assert result.store_copy.startswith(
-        "a copy of the SQLite" if opened.dialect == "sqlite" else "the postgresql store's records"
-    )
+    assert result.store_copy == f"the {opened.dialect} store's records in a scratch SQLite store"
 
 
 def test_with_nothing_waiting_production_rolls_back_then_the_live_version_is_restored(

@@ -13,7 +13,7 @@ import pytest
 from skillstage import api
 from skillstage.config import SEED001_CONFIG_TOML, Project, load_config_file, parse_config
 from skillstage.errors import ConfigError
-from skillstage.lifecycle.fact_gates import monitoring_configured
+from skillstage.lifecycle.fact_gates import measure_uptime, monitoring_configured
 from skillstage.lifecycle.gates import GateContext, GateResult
 from skillstage.lifecycle.transition_gates import BUILTIN_GATES, gates_for
 from skillstage.skill.checks import check_skill
@@ -302,3 +302,19 @@ def test_the_seed001_preset_names_the_fact_gates_into_production(tmp_path: Path)
     assert not {"rollback-drill", "uptime", "monitoring"} & set(into_staging.gates)
     # "Security review complete" stays with the sign-off checklist.
     assert "security review complete" in SEED001_CONFIG_TOML
+
+
+@SQLITE_ONLY
+def test_measure_uptime_counts_the_stay_within_the_window(project: Project, opened: Store) -> None:
+    digest = staged_since(project, opened, NOW - 3 * DAY)
+    executions(project, digest, 10, exceptions=2, start=NOW - 2 * DAY)
+    executions(project, "c" * 64, 5, exceptions=5, start=NOW - DAY)  # another content's
+    api.ingest_metrics(project)
+    measured = measure_uptime(opened, NAME, digest, "staged", days=7, now=NOW)
+    assert measured is not None
+    assert measured.since == measured.entered  # staged 3 days ago: the stay is the window
+    assert (measured.executions, measured.exceptions, measured.percent) == (10, 2, 80.0)
+    later = measure_uptime(opened, NAME, digest, "staged", days=1, now=NOW)
+    assert later is not None and (later.executions, later.percent) == (0, None)
+    assert measure_uptime(opened, NAME, digest, "production", days=7) is None
+    assert measure_uptime(opened, "unknown", digest, "staged", days=7) is None

@@ -3,9 +3,9 @@ tested"): the real promote and rollback run on a scratch copy of one skill, time
 and the outcome recorded on the project's store as a `drill` event.
 
 The scratch copy is a project of its own in a temporary directory: the skill's directories in
-every stage, its archive entries, and a store holding the project's records (SQLite: a copy of
-the file through the online backup API; PostgreSQL: a SQLite file loaded with the records, the
-executions, tokens and queued deliveries left out, since nothing in a move reads them). Its
+every stage, its archive entries, and a scratch SQLite store loaded with the project's records
+from one snapshot of its store (SQLite or PostgreSQL), the executions, tokens and queued
+deliveries left out, since nothing in a move reads them. Its
 configuration is the project's without what reaches outside: no gates (the drill tests the move,
 not the version), no hooks, smoke checks, notifications or git commits, and every path inside
 the scratch directory. Nothing live changes but the one event the drill records.
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 DRILL_REASON = "rollback drill"
-# Read by no step of a move: left out of a scratch store loaded from PostgreSQL.
+# Read by no step of a move: left out of the scratch store.
 _NOT_COPIED = (
     "execution",
     "ingest_checkpoint",
@@ -191,15 +191,13 @@ def _copy_skill(project: Project, scratch: Project, name: str) -> int:
 
 
 def _copy_store(store: Store, scratch: Project) -> tuple[Store, str]:
-    """A scratch store at the scratch project's database holding the project's records."""
-    from skillstage.store.copy import copy_records, copy_sqlite
+    """A scratch SQLite store holding the project's records, from one snapshot of the store.
 
-    target = scratch.root / "state.db"
-    if store.dialect == "sqlite":
-        copy_sqlite(store.url, target)  # (a SQLite store's url is its file)
-        return Store.open(f"sqlite:///{target}"), "a copy of the SQLite store"
+    The records only, on either dialect: a copy of a SQLite file would take the executions too
+    (most of a store's bytes: 430 MiB at a million), which no step of a move reads."""
+    from skillstage.store.copy import copy_records
 
-    copy = Store.open(f"sqlite:///{target}")
+    copy = Store.open(f"sqlite:///{scratch.root / 'state.db'}")
     try:
         copy_records(store, copy, leave_out=_NOT_COPIED)
     except BaseException:

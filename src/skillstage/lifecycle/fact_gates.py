@@ -10,11 +10,13 @@ and `monitoring` ("monitoring configured": a monitoring target in the configurat
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from skillstage.config import NotificationTarget, Project, Thresholds
 from skillstage.lifecycle.gates import GateContext, GateResult
 from skillstage.lifecycle.readiness import Criterion
+from skillstage.store import Store
 
 
 def _now() -> dt.datetime:
@@ -107,6 +109,47 @@ class RollbackDrillGate:
 # -- uptime --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Uptime:
+    """A version's executions (benchmark runs left out) in its current stay in a stage, within
+    a window: how many, and how many raised an exception."""
+
+    entered: dt.datetime  # when its current stay in the stage began
+    since: dt.datetime  # the window's start: not before `entered`
+    until: dt.datetime
+    executions: int
+    exceptions: int
+
+    @property
+    def percent(self) -> float | None:
+        """Percent of the executions that raised no exception; None without executions."""
+        if not self.executions:
+            return None
+        return 100.0 * (self.executions - self.exceptions) / self.executions
+
+
+def measure_uptime(
+    store: Store, name: str, digest: str, stage: str, *, days: float, now: dt.datetime | None = None
+) -> Uptime | None:
+    """The uptime of `name`'s content `digest` in `stage` over the last `days` (at most since it
+    entered the stage); None when its stay there is not on record. Reads the store as it is:
+    ingest the metrics inbox first for the latest executions."""
+    from skillstage.lifecycle.readiness import stay_start
+    from skillstage.store import metrics as store_metrics
+
+    until = now or _now()
+    with store.reading() as tx:
+        skill_id = tx.skill_id(name)
+        entered = stay_start(tx, skill_id, stage, digest)
+        if skill_id is None or entered is None:
+            return None
+        since = max(entered, until - dt.timedelta(days=days))
+        rows = store_metrics.execution_rows(
+            tx, skill_id, digest=digest, since=since, until=until, in_use=True
+        )
+    return Uptime(entered, since, until, rows.count, sum(rows.columns["exception"]))
+
+
 class UptimeGate:
     """Over the last `uptime_days` in the stage it leaves, at least `min_uptime` percent of the
     version's executions (benchmark runs left out) raised no exception, from at least
@@ -115,29 +158,16 @@ class UptimeGate:
     name = "uptime"
 
     def check(self, context: GateContext) -> GateResult:
-        from skillstage.lifecycle.readiness import ingest_on_demand, stay_start
-        from skillstage.store import metrics as store_metrics
+        from skillstage.lifecycle.readiness import ingest_on_demand
 
         thresholds = _thresholds(context)
         skill, stage = context.skill, context.from_stage
         ingest_on_demand(context.project, context.store)
-        now = _now()
         window = dt.timedelta(days=thresholds.uptime_days)
-        with context.store.reading() as tx:
-            skill_id = tx.skill_id(skill.name)
-            entered = stay_start(tx, skill_id, stage, skill.digest)
-            rows = (
-                store_metrics.execution_rows(
-                    tx,
-                    skill_id,
-                    digest=skill.digest,
-                    since=max(entered, now - window),
-                    in_use=True,
-                )
-                if skill_id is not None and entered is not None
-                else None
-            )
-        if rows is None:
+        measured = measure_uptime(
+            context.store, skill.name, skill.digest, stage, days=thresholds.uptime_days
+        )
+        if measured is None:
             return GateResult(
                 self.name,
                 "fail",
@@ -145,10 +175,8 @@ class UptimeGate:
                 "is unknown",
                 [f"promote it into {stage} with skillstage, so its stay there is on record"],
             )
-        assert entered is not None
-        total = rows.count
-        failures = sum(rows.columns["exception"])
-        uptime = 100.0 * (total - failures) / total if total else None
+        now, entered = measured.until, measured.entered
+        total, failures, uptime = measured.executions, measured.exceptions, measured.percent
         stayed = now - entered
         criteria = [
             Criterion(

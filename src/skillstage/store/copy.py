@@ -1,6 +1,6 @@
-"""A store copied: a SQLite file through the online backup API (backups, the rollback drill's
-scratch store), and one store's records into another of either dialect (the drill's scratch
-store, a SQLite file loaded from the project's PostgreSQL store: `lifecycle/drill.py`).
+"""A store copied: a SQLite file through the online backup API (backups), and one store's
+records into another of either dialect (the rollback drill's scratch store, a SQLite file loaded
+from the project's store with the tables no move reads left out: `lifecycle/drill.py`).
 
 Read in one snapshot (PostgreSQL: a repeatable-read, read-only transaction) and written in one
 transaction; each value is converted through the two dialects (times, JSON documents, booleans),
