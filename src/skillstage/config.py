@@ -516,6 +516,22 @@ class BackupsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     store_compression_level: Annotated[int, msgspec.Meta(ge=0, le=9)] = 1
 
 
+_MaturityLabel = Annotated[str, msgspec.Meta(pattern=r"^[^\"'\r\n]+$", max_length=100)]
+
+
+class MaturityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Seed 001's maturity metadata: a promotion with a git commit rewrites the component's
+    maturity lines (`__maturity__`, `Maturity Stage:`, the README's `**Status:**`) in the
+    promoted copy, inside that commit (skill/maturity.py)."""
+
+    enabled: bool = False
+    # stage → what its components say they are; default the stage's label, else its name
+    labels: dict[str, _MaturityLabel] = msgspec.field(default_factory=dict)
+    files: list[Literal["__init__.py", "README.md"]] = msgspec.field(
+        default_factory=lambda: ["__init__.py", "README.md"]
+    )
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""
 
@@ -539,6 +555,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     backups: BackupsConfig = msgspec.field(default_factory=BackupsConfig)
+    maturity: MaturityConfig = msgspec.field(default_factory=MaturityConfig)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -601,6 +618,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     f"transitions: {which} is given twice; keep one, with all its gates"
                 )
             seen.add((transition.from_stage, transition.to_stage))
+        for stage in self.maturity.labels:
+            if stage not in self.stages:
+                raise ValueError(
+                    f"maturity: labels names stage {stage!r}, which is not under [stages] "
+                    f"(stages: {', '.join(self.stages)})"
+                )
         for stage in self.watch.stages or []:
             if stage not in self.stages:
                 raise ValueError(
