@@ -1105,6 +1105,15 @@ memory_critical_mb = 100
 keep = 10
 store_compression_level = 1         # 0 (none, fastest) to 9; the skill trees are always at 6
 
+# Maturity metadata: with enabled = true, a promotion with a git commit rewrites the promoted
+# copy's `__maturity__ = "…"`, `Maturity Stage: …` and README `**Status:** …` lines to the
+# stage's label, inside that commit (the content digest leaves those values out).
+[maturity]
+enabled = false
+files = ["__init__.py", "README.md"]
+# [maturity.labels]                 # default: each stage's label, else its name
+# production = "production"
+
 # Seed 001's quality gates for Python components, named in a transition's gates. Tools run in the
 # component's directory (pytest and coverage in a scratch copy of it, so nothing they write
 # changes the content being promoted); a tool that is not installed fails its gate, saying how
