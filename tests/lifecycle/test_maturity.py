@@ -89,14 +89,20 @@ def test_rewrite_changes_only_maturity_lines_of_the_chosen_files(tmp_path: Path)
     assert rewrite_maturity(skill, "staging") == []  # already says so: nothing written
 
 
-def _project(root: Path, monkeypatch: pytest.MonkeyPatch, store_url: str, maturity: str) -> Project:
+def _project(
+    root: Path, monkeypatch: pytest.MonkeyPatch, store_url: str, more: str, *, enabled: bool = False
+) -> Project:
     monkeypatch.setenv("SKILLSTAGE_DATABASE_URL", store_url)
     git(root, "init", "-q")
     git(root, "config", "user.name", "Test")
     git(root, "config", "user.email", "test@example.com")
     api.init(root)
     config = root / "skillstage.toml"
-    config.write_text(config.read_text() + maturity)
+    text = config.read_text()
+    assert "[maturity]\nenabled = false\n" in text  # init writes the section, off
+    if enabled:
+        text = text.replace("[maturity]\nenabled = false\n", "[maturity]\nenabled = true\n")
+    config.write_text(text + more)
     (root / ".gitignore").write_text(".skillstage/\n")
     labelled(root / ".claude/skills/prototype", "prototype")
     git(root, "add", "-A")
@@ -111,7 +117,8 @@ def test_promotions_rewrite_the_labels_in_their_commits_without_drift(
         tmp_path,
         monkeypatch,
         store_url,
-        '\n[maturity]\nenabled = true\n\n[maturity.labels]\nproduction = "production (GA)"\n',
+        '\n[maturity.labels]\nproduction = "production (GA)"\n',
+        enabled=True,
     )
     (staged,) = api.promote(project, ["orchestration"], actor="tester", git_commit=True)
     assert staged.success and staged.commit_hash
@@ -146,7 +153,7 @@ def test_promotions_rewrite_the_labels_in_their_commits_without_drift(
 def test_without_a_git_commit_or_when_not_enabled_nothing_is_rewritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str
 ) -> None:
-    project = _project(tmp_path, monkeypatch, store_url, "\n[maturity]\nenabled = true\n")
+    project = _project(tmp_path, monkeypatch, store_url, "", enabled=True)
     (result,) = api.promote(project, ["orchestration"], actor="tester")
     assert result.success
     live = project.stage_path("staged", "orchestration")
@@ -168,7 +175,7 @@ def test_a_label_for_an_unknown_stage_or_file_is_refused(tmp_path: Path) -> None
     config.write_text(base + '\n[maturity.labels]\nstaging = "x"\n')
     with pytest.raises(ConfigError, match="'maturity': labels names stage 'staging'"):
         load_config_file(config)
-    config.write_text(base + '\n[maturity]\nfiles = ["setup.py"]\n')
+    config.write_text(base.replace('files = ["__init__.py", "README.md"]', 'files = ["setup.py"]'))
     with pytest.raises(ConfigError, match="maturity"):
         load_config_file(config)
     config.write_text(base + '\n[maturity.labels]\nstaged = "say \\"so\\""\n')

@@ -105,7 +105,8 @@ def _render_report(document: dict[str, Any]) -> None:
 @click.option(
     "--run-tests",
     is_flag=True,
-    help="Run the live copy's test.sh as the smoke test (otherwise: not run).",
+    help="Run the live copy's test.sh as the smoke test (otherwise: the stage's smoke check "
+    "after the promotion, if it has one).",
 )
 @click.option(
     "--failure",
@@ -135,7 +136,12 @@ def _render_report(document: dict[str, Any]) -> None:
     metavar="OWNER/NAME",
     help="With --gh: the repository to create it in (default: gh's, from the current checkout).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report's JSON (with --issue or --gh: the issue's).",
+)
 @click.option(
     "--html",
     "html_file",

@@ -271,7 +271,6 @@ def file_issue(
         raise GhMissingError(
             f"gh (the GitHub CLI) is not on PATH, so the issue was not created; its Markdown is "
             f"in {path}",
-            path=path,
             hint=f"create it by hand: paste {path} into a new issue titled {issue.title!r} with "
             f"labels {', '.join(issue.labels)}; or install gh (https://cli.github.com), "
             f"`gh auth login`, then run `{by_hand}`",
