@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from skillstage.lifecycle.drill import DrillResult
     from skillstage.lifecycle.go_no_go import GoNoGo
     from skillstage.lifecycle.promote import PromotionResult
+    from skillstage.lifecycle.promotion_issue import PromotionIssue
     from skillstage.lifecycle.readiness import Readiness, VersionComparison
     from skillstage.lifecycle.signoff import SignOffResult
     from skillstage.lifecycle.sla import SlaReport
@@ -1668,6 +1669,34 @@ def key_metrics(project: Project) -> KeyMetrics:
     from skillstage.lifecycle import stats
 
     return stats.collect(project)
+
+
+@checked
+def promotion_issue(
+    project: Project,
+    name: str,
+    *,
+    output: Path | None = None,
+    gh: bool = False,
+    repo: str | None = None,
+) -> PromotionIssue:
+    """Seed 001's promotion issue for `name`'s latest promotion attempt, filled from its report;
+    written to `output` if given. With `gh`: written (to `output`, else under the state
+    directory) and filed with `gh issue create` through the outbox (`repo`: OWNER/NAME); raises
+    `GhMissingError`, naming the file, when gh is not on PATH."""
+    from skillstage.lifecycle import promotion_issue as issues
+    from skillstage.store import Store
+
+    if repo is not None and not issues.REPO_FORM.match(repo):
+        raise UsageError(f"--repo {repo!r} is not OWNER/NAME", hint="e.g. --repo acme/skills")
+    if repo is not None and not gh:
+        raise UsageError("--repo is where --gh files the issue", hint="add --gh, or drop --repo")
+    with Store.open(project.database_url) as store:
+        issue = issues.promotion_issue(project, store, name)
+        if gh:
+            path = output or issues.issue_file(project, issue)
+            return issues.file_issue(project, store, issue, path, repo=repo)
+    return issues.write_issue(issue, output) if output is not None else issue
 
 
 @checked

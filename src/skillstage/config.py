@@ -560,6 +560,22 @@ class MonitoringConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
                 raise ValueError(f"{key}: {value!r} is not a URL (e.g. http://prometheus:9090)")
 
 
+_MaturityLabel = Annotated[str, msgspec.Meta(pattern=r"^[^\"'\r\n]+$", max_length=100)]
+
+
+class MaturityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Seed 001's maturity metadata: a promotion with a git commit rewrites the component's
+    maturity lines (`__maturity__`, `Maturity Stage:`, the README's `**Status:**`) in the
+    promoted copy, inside that commit (skill/maturity.py)."""
+
+    enabled: bool = False
+    # stage → what its components say they are; default the stage's label, else its name
+    labels: dict[str, _MaturityLabel] = msgspec.field(default_factory=dict)
+    files: list[Literal["__init__.py", "README.md"]] = msgspec.field(
+        default_factory=lambda: ["__init__.py", "README.md"]
+    )
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole of `skillstage.toml`."""
 
@@ -585,6 +601,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     backups: BackupsConfig = msgspec.field(default_factory=BackupsConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
+    maturity: MaturityConfig = msgspec.field(default_factory=MaturityConfig)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -647,6 +664,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     f"transitions: {which} is given twice; keep one, with all its gates"
                 )
             seen.add((transition.from_stage, transition.to_stage))
+        for stage in self.maturity.labels:
+            if stage not in self.stages:
+                raise ValueError(
+                    f"maturity: labels names stage {stage!r}, which is not under [stages] "
+                    f"(stages: {', '.join(self.stages)})"
+                )
         for stage in self.watch.stages or []:
             if stage not in self.stages:
                 raise ValueError(
@@ -1146,6 +1169,15 @@ store_compression_level = 1         # 0 (none, fastest) to 9; the skill trees ar
 [monitoring]
 # prometheus_url = "http://prometheus:9090"    # scrapes `skillstage serve`'s /metrics
 # alert_url = "https://alerts.example.com/hook"
+
+# Maturity metadata: with enabled = true, a promotion with a git commit rewrites the promoted
+# copy's `__maturity__ = "…"`, `Maturity Stage: …` and README `**Status:** …` lines to the
+# stage's label, inside that commit (the content digest leaves those values out).
+[maturity]
+enabled = false
+files = ["__init__.py", "README.md"]
+# [maturity.labels]                 # default: each stage's label, else its name
+# production = "production"
 
 # Seed 001's quality gates for Python components, named in a transition's gates. Tools run in the
 # component's directory (pytest and coverage in a scratch copy of it, so nothing they write

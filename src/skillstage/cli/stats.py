@@ -105,14 +105,43 @@ def _render_report(document: dict[str, Any]) -> None:
 @click.option(
     "--run-tests",
     is_flag=True,
-    help="Run the live copy's test.sh as the smoke test (otherwise: not run).",
+    help="Run the live copy's test.sh as the smoke test (otherwise: the stage's smoke check "
+    "after the promotion, if it has one).",
 )
 @click.option(
     "--failure",
     is_flag=True,
     help="The failure analysis of NAME's latest automated rollback or rollout abort instead.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
+@click.option(
+    "--issue",
+    is_flag=True,
+    help="Print the promotion's GitHub issue instead (Markdown: the stages, the quality gates "
+    "with their measured values, every gate's result, blockers, approvals, the rollback plan).",
+)
+@click.option(
+    "--output",
+    "issue_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --issue or --gh: write the issue's Markdown to FILE.",
+)
+@click.option(
+    "--gh",
+    is_flag=True,
+    help="Create the issue on GitHub with `gh issue create` (labels component:NAME and "
+    "target:STAGE), queued in the outbox and retried like any side effect; prints its URL.",
+)
+@click.option(
+    "--repo",
+    metavar="OWNER/NAME",
+    help="With --gh: the repository to create it in (default: gh's, from the current checkout).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report's JSON (with --issue or --gh: the issue's).",
+)
 @click.option(
     "--html",
     "html_file",
@@ -125,6 +154,10 @@ def report(
     name: str,
     run_tests: bool,
     failure: bool,
+    issue: bool,
+    issue_file: Path | None,
+    gh: bool,
+    repo: str | None,
     as_json: bool,
     html_file: Path | None,
 ) -> int:
@@ -140,7 +173,22 @@ def report(
     With --html FILE: NAME's page of the web dashboard as one static file (its version
     timeline, the gates of its next move, charts per version and per rollout arm, the latest
     failure report, its history), with nothing loaded from elsewhere.
+
+    With --issue: the promotion's GitHub issue (title "Promote NAME to STAGE"), to stdout or
+    --output FILE. With --gh: that issue created with the GitHub CLI; without gh on PATH, the
+    Markdown is written to a file (--output, else under the state directory) and the message
+    says how to create the issue by hand. Exits 1 when gh fails (`skillstage outbox --retry`
+    tries again).
     """
+    if issue or gh or issue_file is not None or repo is not None:
+        if failure or run_tests or html_file is not None:
+            raise UsageError(
+                "--issue and --gh are the promotion's issue: not with --failure, "
+                "--run-tests or --html"
+            )
+        if not (issue or gh):
+            raise UsageError("--output and --repo are for the issue", hint="add --issue or --gh")
+        return _issue(obj, name, issue_file, gh=gh, repo=repo, as_json=as_json)
     if html_file is not None:
         if failure or run_tests or as_json:
             raise UsageError(
@@ -179,3 +227,28 @@ def report(
     else:
         _render_report(document)
     return EXIT_OK
+
+
+def _issue(
+    obj: CliContext, name: str, output: Path | None, *, gh: bool, repo: str | None, as_json: bool
+) -> int:
+    from skillstage import api
+
+    filed = api.promotion_issue(obj.project(), name, output=output, gh=gh, repo=repo)
+    if as_json:
+        echo_json(filed.to_dict())
+    elif not gh:
+        if filed.path is not None:
+            click.echo(f"wrote {filed.path}")
+        else:
+            click.echo(filed.body, nl=False)
+    elif filed.url is not None or filed.status == "delivered":
+        click.echo(f"created {filed.url or '(gh printed no URL)'}  (Markdown: {filed.path})")
+    else:
+        click.echo(
+            f"error: gh issue create failed after {filed.attempts} attempt(s): {filed.error}\n"
+            f"  the issue is outbox item {filed.outbox_id} ({filed.status}); "
+            f"`skillstage outbox --retry` tries again (Markdown: {filed.path})",
+            err=True,
+        )
+    return EXIT_OK if not gh or filed.status == "delivered" else EXIT_FAILED

@@ -90,11 +90,19 @@ def _smoke(project: Project, payload: Mapping[str, Any]) -> Outcome:
     return Outcome(ok, None if ok else f"{error}; {done}", done, retryable=False)
 
 
+def _github_issue(project: Project, payload: Mapping[str, Any]) -> Outcome:
+    from skillstage.integrations.github import create_issue
+
+    ok, error, url, retryable = create_issue(project, payload)
+    return Outcome(ok, error, url, retryable=retryable)
+
+
 _HANDLERS: dict[str, Handler] = {
     **{name: _hook for name in HOOK_NAMES},
     NOTIFY_KIND: _notify,
     GIT_COMMIT_KIND: _git_commit,
     "smoke": _smoke,
+    "github_issue": _github_issue,  # seed 001's promotion issue (`report NAME --gh`)
 }
 
 

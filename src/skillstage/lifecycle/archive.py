@@ -16,6 +16,7 @@ from typing import Any
 from skillstage.config import Project, ValidationPolicy
 from skillstage.lifecycle import fs
 from skillstage.skill.files import SkillFile, scan_skill_files
+from skillstage.skill.maturity import digest_view
 
 
 def archive_path(project: Project, name: str, version: str, digest: str) -> Path:
@@ -51,7 +52,10 @@ def _fingerprints(directory: Path, policy: ValidationPolicy) -> dict[str, tuple[
     found: dict[str, tuple[bool, str]] = {}
 
     def keep(file: SkillFile, data: bytes) -> None:
-        found[file.path] = (file.executable, hashlib.sha256(data).hexdigest())
+        found[file.path] = (
+            file.executable,
+            hashlib.sha256(digest_view(file.path, data)).hexdigest(),
+        )
 
     scan = scan_skill_files(
         directory, max_files=policy.max_files, max_total_bytes=policy.max_total_bytes, inspect=keep

@@ -100,7 +100,8 @@ def promotion_commit(
 ) -> dict[str, Any]:
     """The git_commit outbox payload: seed 000's message over the paths this move touches
     (`tests`: the tests gate's status, None when the transition has none; `forced`: the
-    promotion went past failing gates)."""
+    promotion went past failing gates); with [maturity] enabled, the label the promoted copy's
+    maturity lines are rewritten to."""
     from skillstage.integrations.git import promotion_message
 
     stages = project.config.stages
@@ -116,7 +117,18 @@ def promotion_commit(
         ),
         sla=_sla_line(project, store, name, from_stage, at),
     )
-    return {"repo_root": str(repo), "paths": [str(source), str(target)], "message": message}
+    payload: dict[str, Any] = {
+        "repo_root": str(repo),
+        "paths": [str(source), str(target)],
+        "message": message,
+    }
+    maturity = project.config.maturity
+    if maturity.enabled:
+        # Seed 001 Step 5: the promoted copy's maturity lines say the new stage, in this commit
+        # (rewritten in the copy before it goes live: lifecycle/move.py).
+        label = maturity.labels.get(to_stage) or stages[to_stage].label or to_stage
+        payload["maturity"] = {"label": label, "files": list(maturity.files)}
+    return payload
 
 
 def rollback_commit(

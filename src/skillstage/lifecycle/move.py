@@ -30,6 +30,7 @@ from skillstage.lifecycle.effects import queue_side_effects
 from skillstage.lifecycle.leftovers import scratch_dirs, to_recover
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.runtime.registry_file import export_registry
+from skillstage.skill.maturity import rewrite_maturity
 from skillstage.skill.model import SkillVersion
 from skillstage.store import Store, Transaction
 from skillstage.store import rollouts as store_rollouts
@@ -163,6 +164,11 @@ def move_promotion(
     fs.fault_point("promote:archived")
     target.parent.mkdir(parents=True, exist_ok=True)
     fs.copy_tree(archive, incoming)
+    maturity = (commit or {}).get("maturity")
+    if maturity:
+        # Before the swap, so the live copy says its stage from its first instant; the digest
+        # does not see maturity lines' values, so it is still the recorded one.
+        details["maturity_files"] = rewrite_maturity(incoming, maturity["label"], maturity["files"])
     fs.fault_point("promote:copied")
     _swap_in(incoming, target)
     fs.fault_point("promote:swapped")
@@ -262,6 +268,11 @@ def _record_promotion(tx: Transaction, details: Mapping[str, Any], at: dt.dateti
             "forced": details.get("forced") or [],
             "gates": details.get("gates") or [],
             **({"rollout_id": details["rollout_id"]} if details.get("rollout_id") else {}),
+            **(
+                {"maturity_files": details["maturity_files"]}
+                if details.get("maturity_files")
+                else {}
+            ),
         },
     )
     if details.get("rollout_id"):

@@ -9,9 +9,11 @@ and the disk hold about the skill's latest promotion attempt:
 - the deploy hook's outbox item (delivered or failed, deployment id, attempts);
 - validation re-run now on the live copy (`check_skill`; `test.sh` as the smoke test when asked).
 
-Seed 001's gates are Python's (coverage, ruff, pyright); a skill's are structure, schema, spec,
-tests, security and command gates. `quality_gates` maps ours onto seed 001's keys and says "not
-run" for what no gate measured, rather than inventing a number.
+Seed 001's quality gates are built in for Python components (coverage, tests via pytest, lint via
+ruff, types, secrets via detect-secrets); a skill's are structure, schema, spec, tests (test.sh),
+security and command gates. `quality_gates` maps both onto seed 001's keys (coverage as the
+coverage gate's measured "NN%") and says "not run" for what no gate measured, rather than
+inventing a number. `promotion_issue.py` turns the report into seed 001's promotion issue.
 """
 
 from __future__ import annotations
@@ -71,11 +73,23 @@ def _tests_passing(gates: Sequence[Mapping[str, Any]]) -> bool | None:
     return all(s == "pass" for s in statuses)
 
 
+def coverage_percent(actual: float) -> str:
+    """Seed 001's "{coverage}%" of the coverage gate's measured percentage (kept to two
+    decimals): 75 → "75%", 74.56 → "74.56%"."""
+    return f"{round(actual, 2):g}%"
+
+
 def _coverage(gates: Sequence[Mapping[str, Any]]) -> str | None:
     for gate in gates:
-        if gate.get("gate") in COVERAGE_GATES and gate.get("status") != "skip":
-            return str(gate.get("message"))
-    return None  # seed 001's "{coverage}%": no gate of ours measures it
+        if gate.get("gate") not in COVERAGE_GATES or gate.get("status") == "skip":
+            continue
+        measured = [
+            c.get("actual") for c in gate.get("criteria") or [] if c.get("name") == "coverage"
+        ]
+        if measured and isinstance(measured[0], int | float):
+            return coverage_percent(measured[0])
+        return None  # the gate ran but measured nothing (a missing tool, a broken run)
+    return None  # no coverage gate in this transition
 
 
 def quality_gates(gates: Sequence[Mapping[str, Any]], forced: Sequence[str]) -> dict[str, Any]:
@@ -126,6 +140,9 @@ def _deployment(event: Event, items: Sequence[OutboxItem]) -> dict[str, Any]:
     }
 
 
+_SMOKE_VERDICTS = {DELIVERED: "passed", FAILED: "failed"}
+
+
 def _validation(
     project: Project,
     store: Store,
@@ -141,6 +158,13 @@ def _validation(
         if e.at > event.at and e.from_stage == stage
     ]
     monitoring = "rolled back" if rollbacks else "normal"
+    # Seed 001 Step 6: the stage's smoke check after the promotion ([stages.<stage>] smoke).
+    checks = (
+        queries.deploy_items(store, event.name, version=event.version, since=event.at, kind="smoke")
+        if event.success and event.version is not None
+        else []
+    )
+    smoke = _SMOKE_VERDICTS.get(checks[-1].status, "pending") if checks else "not run"
     notes = (
         [f"rolled back on {rollbacks[-1].at:%Y-%m-%d %H:%M}: {rollbacks[-1].reason}"]
         if rollbacks
@@ -148,7 +172,7 @@ def _validation(
     )
     if not live:
         return {
-            "smoke_tests": "not run",
+            "smoke_tests": smoke,
             "health_checks": "not live",
             "monitoring": monitoring,
             "live_version": None,
@@ -160,7 +184,6 @@ def _validation(
     assignment = in_project(project, live[0])
     path = Path(assignment.path)
     report = check_skill(path, project.config.validation, expected_name=event.name)
-    smoke = "not run"
     if run_tests:
         if (path / "test.sh").is_file():
             probe = SkillReport(path)

@@ -2,7 +2,9 @@
 
 The digest is sha256 over the sorted (relative path, executable bit, bytes) of every file, so it
 changes when content, a file name or an executable bit changes, and never because of timestamps or
-the order a filesystem lists entries in.
+the order a filesystem lists entries in. The one exception: the values of maturity lines
+(`__maturity__ = "…"`, `Maturity Stage: …`, a README's `**Status:** …`) are left out, so the
+promotion's maturity hook does not change a version's digest (skill/maturity.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from skillstage.skill.maturity import digest_view
 
 # Build litter, not part of a skill: Python writes __pycache__ when test.sh runs a script, macOS
 # writes .DS_Store. Counting them would make a skill's digest drift between stages.
@@ -215,7 +219,8 @@ def scan_skill_files(
             data = _read_all(fd, st.st_size)
         finally:
             os.close(fd)
-        _feed(digest, relative, skill_file.executable, data)
+        # (a maturity line's value is not content: skill/maturity.py)
+        _feed(digest, relative, skill_file.executable, digest_view(relative, data))
         if inspect is not None:
             inspect(skill_file, data)
     if scan.total_bytes > max_total_bytes:

@@ -135,9 +135,16 @@ def outbox_status_counts(
 
 
 def deploy_items(
-    store: Store, name: str, *, version: str, since: dt.datetime, limit: int = 10
+    store: Store,
+    name: str,
+    *,
+    version: str,
+    since: dt.datetime,
+    limit: int = 10,
+    kind: str = DEPLOY_KIND,
 ) -> list[OutboxItem]:
-    """Deploy items of one skill version queued at or after `since`, oldest first.
+    """Deploy items (or items of `kind`) of one skill version queued at or after `since`,
+    oldest first.
 
     The outbox does not link an item to its event, so a promotion's deploy is found by what its
     payload names (skill, version) and when it was queued (in the promotion's transaction, so
@@ -150,7 +157,7 @@ def deploy_items(
             f" AND {d.json_text('payload', 'skill')} = :name"
             f" AND {d.json_text('payload', 'version')} = :version ORDER BY id LIMIT :limit",
             {
-                "kind": DEPLOY_KIND,
+                "kind": kind,
                 "since": d.time(since),
                 "name": name,
                 "version": version,
