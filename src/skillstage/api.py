@@ -1762,7 +1762,7 @@ def backup_create(
 ) -> BackupCreated:
     """Back up every stage's skill tree, the archive and the store into one checksummed file
     under `<state_dir>/backups/`; then keep the newest `[backups] keep`."""
-    from skillstage.lifecycle.backup import create_backup
+    from skillstage.lifecycle.backup_create import create_backup
 
     backup, removed = create_backup(
         project,

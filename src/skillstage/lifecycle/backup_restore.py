@@ -25,11 +25,12 @@ from skillstage.lifecycle.backup import (
     BackupError,
     Progress,
     backups_dir,
-    create_backup,
     scan_directory,
+    sha256_file,
     tree_fingerprint,
     verify_backup,
 )
+from skillstage.lifecycle.backup_create import create_backup
 from skillstage.lifecycle.locks import skill_lock
 from skillstage.lifecycle.move import retired_path
 
@@ -75,7 +76,7 @@ class RestoreResult:
 
 def _live_fingerprint(project: Project) -> tuple[dict[str, Any] | None, str | None]:
     """The current store's fingerprint, or None and why it cannot be read."""
-    from skillstage.lifecycle.backup import store_fingerprint
+    from skillstage.lifecycle.backup_store import store_fingerprint
     from skillstage.store import Store
 
     try:
@@ -310,9 +311,7 @@ def _plan(project: Project, manifest: dict[str, Any], only: str | None) -> list[
 
 
 def _sha(path: Path) -> str:
-    from skillstage.lifecycle.backup import _sha256_file
-
-    return _sha256_file(os.fspath(path))
+    return sha256_file(os.fspath(path))
 
 
 def _same(target: Path, files: dict[str, Any], prefix: str, fingerprint: str) -> bool:

@@ -17,7 +17,83 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from skillstage.config import Project
+from skillstage.errors import SkillstageError
 from skillstage.store import Store
+
+STORE_SQLITE = "store/state.db"
+STORE_EXPORT = "store/export.jsonl"
+STORE_UNREADABLE = "store/unreadable.db"  # a pre-restore backup of a store that cannot be opened
+
+
+def store_snapshot(project: Project, scratch: Path) -> tuple[dict[str, Any], Path | None]:
+    """The store, consistent, in a scratch file: (its description for the manifest, the file)."""
+    from skillstage.store import SCHEMA_REVISION
+    from skillstage.store.db import parse_url
+
+    url = parse_url(project.database_url)
+    try:
+        store = Store.open(project.database_url)
+    except SkillstageError as exc:
+        if url.backend == "sqlite" and url.database and os.path.exists(url.database):
+            # Kept as it is, for whoever investigates; restores never read it.
+            kept = scratch / "unreadable.db"
+            _copy_file(Path(url.database), kept)
+            return {"kind": "unreadable", "error": exc.message, "member": STORE_UNREADABLE}, kept
+        return {"kind": "unreadable", "error": exc.message}, None
+    with store:
+        target = scratch / "store"
+        if store.dialect == "sqlite":
+            assert url.database is not None
+            copy_sqlite(url.database, target)
+            # The fingerprint of what was copied: read from the copy.
+            with Store.open(f"sqlite:///{target}") as copied:
+                fingerprint = store_fingerprint(copied)
+            kind, member = "sqlite-backup-api", STORE_SQLITE
+        else:
+            fingerprint = export_store(store, target)
+            kind, member = "logical-export", STORE_EXPORT
+    description = {
+        "kind": kind,
+        "dialect": url.backend,
+        "database": url.display,
+        "member": member,
+        "schema_revision": SCHEMA_REVISION,
+        **fingerprint,
+    }
+    return description, target
+
+
+def copy_sqlite(database: str, target: Path) -> None:
+    """A consistent copy of the SQLite database at `database`, through the online backup API
+    (writers go on meanwhile). The copy is scratch: written without a journal or fsync."""
+    source = sqlite3.connect(database, timeout=30)
+    try:
+        # Pages read through a memory map, not a read() each.
+        source.execute("PRAGMA mmap_size = 1099511627776")
+        destination = sqlite3.connect(target)
+        try:
+            destination.execute("PRAGMA journal_mode = OFF")
+            destination.execute("PRAGMA synchronous = OFF")
+            source.backup(destination)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def store_fingerprint(store: Store) -> dict[str, Any]:
+    """What says how far a store has got: its latest event and every table's row count."""
+    with store.reading() as tx:
+        return fingerprint_of(tx)
 
 
 def fingerprint_of(tx: Any) -> dict[str, Any]:
@@ -146,10 +222,6 @@ def restore_sqlite(database: str, copy: Path) -> str:
     for suffix in ("-wal", "-shm", "-journal"):
         Path(database + suffix).unlink(missing_ok=True)
     scratch = Path(database + ".restoring")
-    with open(copy, "rb") as src, open(scratch, "wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
+    _copy_file(copy, scratch)
     os.replace(scratch, database)
     return "file-replaced"
