@@ -1820,3 +1820,16 @@ def backup_restore(
         # (the backup just restored from stays, however old: it is the known good state)
         apply_retention(project, project.config.backups.keep, protect=frozenset([result.backup_id]))
     return result
+
+
+@checked
+def backup_resume(project: Project, *, progress: BackupProgress | None = None) -> RestoreResult:
+    """Finish a restore that stopped part-way (killed, the disk full): from its journal and
+    its verified extraction, what is not yet as in the backup is put back, and its events
+    recorded once."""
+    from skillstage.lifecycle.backup import apply_retention
+    from skillstage.lifecycle.backup_restore import resume_restore
+
+    result = resume_restore(project, progress)
+    apply_retention(project, project.config.backups.keep, protect=frozenset([result.backup_id]))
+    return result

@@ -87,8 +87,15 @@ def create_backup(
 ) -> tuple[BackupInfo, list[str]]:
     """Write a backup of the whole project; returns it and the ids retention removed."""
     from skillstage import __version__
+    from skillstage.lifecycle.leftovers import unfinished_restore
     from skillstage.store import SCHEMA_REVISION
 
+    if unfinished_restore(project) is not None:
+        raise BackupError(
+            "a restore stopped part-way: a backup now would hold half of it",
+            hint="`skillstage backup restore --resume` finishes it; then back up",
+            code="BACKUP_RESTORE_UNFINISHED",
+        )
     at = dt.datetime.now(dt.UTC)
     backup_id = new_backup_id(name, at)
     directory = backups_dir(project)

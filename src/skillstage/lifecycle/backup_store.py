@@ -82,6 +82,31 @@ def copy_sqlite(database: str, target: Path) -> None:
         source.close()
 
 
+def restore_store(project: Project, copy: Path, backed: dict[str, Any]) -> None:
+    """Replace the project's store, in one transaction, with the backup's copy at `copy`
+    (described by `backed`, the manifest's store). Doing it twice does no harm."""
+    from skillstage.lifecycle.backup import BackupError
+    from skillstage.store.db import parse_url
+
+    url = parse_url(project.database_url)
+    if backed["kind"] == "sqlite-backup-api":
+        if url.backend != "sqlite" or url.database is None:
+            raise BackupError(
+                "the backup holds a SQLite store, and this project's store is "
+                f"{url.backend} ({url.display})",
+                hint="point `database` at a SQLite file to restore it",
+            )
+        restore_sqlite(url.database, copy)
+        return
+    if url.backend != "postgresql":
+        raise BackupError(
+            f"the backup holds a PostgreSQL export, and this project's store is {url.display}",
+            hint="point `database` (or SKILLSTAGE_DATABASE_URL) at a PostgreSQL database",
+        )
+    with Store.open(project.database_url) as store:
+        import_store(store, copy)
+
+
 def _copy_file(source: Path, target: Path) -> None:
     with open(source, "rb") as src, open(target, "wb") as dst:
         while chunk := src.read(1 << 20):
