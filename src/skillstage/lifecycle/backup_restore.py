@@ -68,8 +68,8 @@ class RestoreResult:
 
 def _live_fingerprint(project: Project) -> tuple[dict[str, Any] | None, str | None]:
     """The current store's fingerprint, or None and why it cannot be read."""
-    from skillstage.lifecycle.backup_store import store_fingerprint
     from skillstage.store import Store
+    from skillstage.store.export import store_fingerprint
 
     try:
         with Store.open(project.database_url) as store:
@@ -203,6 +203,10 @@ def _restore(
             f"the backup {found.id} holds no usable store ({backed_store.get('error')})",
             hint="restore one skill from it with --skill NAME, or restore another backup",
         )
+    if skill is None:
+        from skillstage.lifecycle.backup_store import refuse_unrestorable
+
+        refuse_unrestorable(backed_store)
     if skill is not None and skill not in manifest["skills"] and not _archived(manifest, skill):
         raise UsageError(
             f"the backup {found.id} holds no skill named {skill!r}",
