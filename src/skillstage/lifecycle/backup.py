@@ -232,6 +232,11 @@ def find_backup(project: Project, backup_id: str) -> Path:
     )
 
 
+def backup_name(path: Path) -> str:
+    """A backup's id, from its file's name."""
+    return path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
+
+
 @dataclass
 class Verification:
     """What `verify` found: every problem, each naming the member and how it differs."""
@@ -259,9 +264,7 @@ class Verification:
 def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification:
     """Check the file's checksum, then every member's sha256 and size against the manifest
     (and, with `extract_to`, write each member there as it is checked)."""
-    result = Verification(
-        path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name, path
-    )
+    result = Verification(backup_name(path), path)
     recorded, actual = file_checksums(path)
     if recorded is None:
         result.problems.append("not a skillstage backup: its header has no checksum")

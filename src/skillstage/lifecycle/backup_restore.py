@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ from skillstage.lifecycle.backup import (
     BackupCorruptedError,
     BackupError,
     Progress,
+    Verification,
+    backup_name,
     backups_dir,
+    read_manifest,
     verify_backup,
 )
 from skillstage.lifecycle.backup_apply import (
@@ -38,6 +42,7 @@ from skillstage.lifecycle.backup_apply import (
     write_journal,
 )
 from skillstage.lifecycle.backup_create import create_backup
+from skillstage.lifecycle.backup_file import file_checksums
 
 
 @dataclass
@@ -178,18 +183,17 @@ def _restore(
 ) -> RestoreResult:
     from skillstage.store import SCHEMA_REVISION
 
-    # Checked and (unless a dry run) extracted in one pass: nothing live changes before the
-    # whole backup is known to be intact.
-    found = verify_backup(path, extract_to=scratch)
-    if not found.ok:
-        raise BackupCorruptedError(
-            f"the backup {found.id} is damaged; nothing was restored: "
-            + "; ".join(found.problems[:5]),
-            path=path,
-            hint="`skillstage backup verify` lists every problem; restore another backup "
-            "(`skillstage backup list`)",
-        )
-    manifest = found.manifest
+    # The whole file's checksum first (one read): a damaged backup changes nothing, and takes
+    # no backup of the current state either.
+    recorded, actual = file_checksums(path)
+    if recorded is None or recorded != actual:
+        _refuse_damaged(verify_backup(path))
+    try:
+        manifest = read_manifest(path)
+    except BackupCorruptedError:
+        _refuse_damaged(verify_backup(path))
+        raise
+    found = Verification(backup_name(path), path, manifest=manifest)
     result = RestoreResult(found.id, dry_run, skill)
     if manifest.get("schema_revision") != SCHEMA_REVISION:
         raise BackupError(
@@ -245,12 +249,28 @@ def _restore(
             ),
         )
     if dry_run:
+        _refuse_damaged(verify_backup(path))
         return result
-    pre, _ = create_backup(
-        project, name="pre-restore", who=who, reason=f"before restoring {found.id}"
-    )
-    result.pre_restore_backup = pre.id
     assert scratch is not None
+    # The backup of the current state is taken while every member is checked as it is
+    # extracted (both cores busy): nothing live changes before the whole backup is known to be
+    # intact, and the backup taken first is deleted if it is not.
+    with ThreadPoolExecutor(1) as pool:
+        taking = pool.submit(
+            create_backup,
+            project,
+            name="pre-restore",
+            who=who,
+            reason=f"before restoring {found.id}",
+        )
+        try:
+            checked = verify_backup(path, extract_to=scratch)
+        finally:
+            pre, _ = taking.result()
+    if not checked.ok:
+        pre.path.unlink(missing_ok=True)
+        _refuse_damaged(checked)
+    result.pre_restore_backup = pre.id
     (scratch / MANIFEST_COPY).write_text(json.dumps(manifest), encoding="utf-8")
     journal = RestoreJournal(
         restore_id=os.urandom(8).hex(),
@@ -266,6 +286,17 @@ def _restore(
     fs.fault_point("restore:journaled")
     result.events = apply_restore(project, journal, progress)
     return result
+
+
+def _refuse_damaged(found: Verification) -> None:
+    if not found.ok:
+        raise BackupCorruptedError(
+            f"the backup {found.id} is damaged; nothing was restored: "
+            + "; ".join(found.problems[:5]),
+            path=found.path,
+            hint="`skillstage backup verify` lists every problem; restore another backup "
+            "(`skillstage backup list`)",
+        )
 
 
 def _archived(manifest: dict[str, Any], skill: str) -> bool:
