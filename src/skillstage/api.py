@@ -1861,7 +1861,7 @@ def backup_create(
 ) -> BackupCreated:
     """Back up every stage's skill tree, the archive and the store into one checksummed file
     under `<state_dir>/backups/`; then keep the newest `[backups] keep`."""
-    from skillstage.lifecycle.backup import create_backup
+    from skillstage.lifecycle.backup_create import create_backup
 
     backup, removed = create_backup(
         project,
@@ -1918,4 +1918,17 @@ def backup_restore(
     if not dry_run:
         # (the backup just restored from stays, however old: it is the known good state)
         apply_retention(project, project.config.backups.keep, protect=frozenset([result.backup_id]))
+    return result
+
+
+@checked
+def backup_resume(project: Project, *, progress: BackupProgress | None = None) -> RestoreResult:
+    """Finish a restore that stopped part-way (killed, the disk full): from its journal and
+    its verified extraction, what is not yet as in the backup is put back, and its events
+    recorded once."""
+    from skillstage.lifecycle.backup import apply_retention
+    from skillstage.lifecycle.backup_restore import resume_restore
+
+    result = resume_restore(project, progress)
+    apply_retention(project, project.config.backups.keep, protect=frozenset([result.backup_id]))
     return result

@@ -9,7 +9,7 @@ import click
 
 from skillstage import api
 from skillstage.cli.context import CliContext, echo_json, is_terminal
-from skillstage.errors import EXIT_FAILED, EXIT_OK
+from skillstage.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
 @click.group("backup")
@@ -134,19 +134,23 @@ def verify(obj: CliContext, backup_id: str, as_json: bool) -> int:
 
 
 @backup.command("restore")
-@click.argument("backup_id", metavar="ID")
+@click.argument("backup_id", metavar="ID", required=False)
 @click.option("--skill", "skill", metavar="NAME", help="Restore only this skill.")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("--force", is_flag=True, help="Restore over a store newer than the backup.")
+@click.option(
+    "--resume", is_flag=True, help="Finish a restore that stopped part-way (no ID needed)."
+)
 @click.option("--by", "actor", metavar="ACTOR", help="Who restores (default: $USER).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def restore(
     obj: CliContext,
-    backup_id: str,
+    backup_id: str | None,
     skill: str | None,
     dry_run: bool,
     force: bool,
+    resume: bool,
     actor: str | None,
     as_json: bool,
 ) -> int:
@@ -154,19 +158,29 @@ def restore(
 
     The backup is verified first; a backup of the current state is taken before anything
     changes; each skill directory is swapped in atomically and recorded as a `restore` event.
+    A restore that stopped part-way (killed, the disk full) is finished by --resume; until
+    then no other restore or backup starts.
     """
     from skillstage.lifecycle.backup_restore import iter_changes
 
-    with _progress(is_terminal() and not as_json and not dry_run, "restoring") as progress:
-        result = api.backup_restore(
-            obj.project(),
-            backup_id,
-            skill=skill,
-            dry_run=dry_run,
-            force=force,
-            actor=actor,
-            progress=progress,
+    if resume == (backup_id is not None) or (resume and (skill or dry_run or force)):
+        raise UsageError(
+            "give a backup ID to restore, or --resume (alone) to finish a restore that stopped",
+            hint="`skillstage backup list` shows the backups",
         )
+    with _progress(is_terminal() and not as_json and not dry_run, "restoring") as progress:
+        if backup_id is None:
+            result = api.backup_resume(obj.project(), progress=progress)
+        else:
+            result = api.backup_restore(
+                obj.project(),
+                backup_id,
+                skill=skill,
+                dry_run=dry_run,
+                force=force,
+                actor=actor,
+                progress=progress,
+            )
     if as_json:
         echo_json(result.to_dict())
         return EXIT_OK
@@ -179,6 +193,8 @@ def restore(
     what = f"{result.skill} from {result.backup_id}" if result.skill else result.backup_id
     if not result.changes:
         click.echo(f"{what}: nothing to restore, everything is as in the backup")
+    elif result.resumed:
+        click.echo(f"finished the restore of {what}: {len(result.changes)} change(s)")
     elif not dry_run:
         click.echo(
             f"restored {what}: {len(result.changes)} change(s), {result.unchanged} unchanged"

@@ -2,6 +2,8 @@
 
 What can drift, and what a repair does (each under the skill's lock):
 
+- `unfinished_restore`: a backup restore stopped part-way → finished from its journal (first:
+  until then the rest of the disk is half the backup's).
 - `open_journal`: a promotion or rollback stopped half done → `recover` (forward or back).
 - `orphan_scratch`: a scratch copy a stopped process left → deleted (`recover`).
 - `missing_live_dir`: the store puts a version where there is none → restored from the archive.
@@ -35,13 +37,19 @@ from skillstage.config import Project
 from skillstage.errors import LockError, SkillReadError, SkillstageError
 from skillstage.lifecycle import fs
 from skillstage.lifecycle.archive import archive_path, record_archive_reason
-from skillstage.lifecycle.leftovers import in_project, scratch_dirs, scratch_owner
+from skillstage.lifecycle.leftovers import (
+    in_project,
+    scratch_dirs,
+    scratch_owner,
+    unfinished_restore,
+)
 from skillstage.lifecycle.locks import DEFAULT_LOCK_TIMEOUT, skill_lock
 from skillstage.lifecycle.move import _swap_in, recover, retired_path
 from skillstage.skill.files import scan_skill_files
 from skillstage.skill.read import read_skill, stage_directories
 from skillstage.store import Assignment, Store
 
+UNFINISHED_RESTORE: Final = "unfinished_restore"
 OPEN_JOURNAL: Final = "open_journal"
 ORPHAN_SCRATCH: Final = "orphan_scratch"
 MISSING_LIVE_DIR: Final = "missing_live_dir"
@@ -154,6 +162,36 @@ def _registered_as(project: Project, store: Store, name: str, path: Path) -> str
         return None
     record = store.find_version(name, skill.version)
     return record.version if record is not None and record.digest == skill.digest else None
+
+
+def _restore_findings(project: Project) -> Iterator[Finding]:
+    path = unfinished_restore(project)
+    if path is not None:
+        from skillstage.lifecycle.backup_apply import RestoreJournal, read_journal
+
+        journal: RestoreJournal | None = None
+        try:
+            journal = read_journal(project)
+            what = f"of {journal.backup_id} (started {journal.started_at})" if journal else ""
+        except SkillstageError as exc:
+            what = f"({exc.message})"
+        yield Finding(
+            UNFINISHED_RESTORE,
+            journal.skill if journal else None,
+            None,
+            str(path),
+            f"a backup restore {what} stopped part-way",
+        )
+
+
+def _finish_restore(project: Project) -> str:
+    from skillstage.lifecycle.backup_restore import resume_restore
+
+    try:
+        result = resume_restore(project)
+    except (SkillstageError, OSError) as exc:
+        return _failed(exc)
+    return f"finished the restore of {result.backup_id} ({len(result.changes)} change(s))"
 
 
 def _journal_findings(project: Project, store: Store) -> Iterator[Finding]:
@@ -290,6 +328,7 @@ def _archive_findings(project: Project) -> Iterator[Finding]:
 def diagnose(project: Project, store: Store) -> list[Finding]:
     """Every piece of drift between the store and the disk, changing nothing."""
     return [
+        *_restore_findings(project),
         *_journal_findings(project, store),
         *_scratch_findings(project, store),
         *_live_findings(project, store),
@@ -560,6 +599,9 @@ def doctor(
         for finding in found:
             finding.action = _BY_HAND.get(finding.kind, "").format(path=finding.path) or None
         return DoctorReport(found, repair=False)
+    for finding in found:
+        if finding.kind == UNFINISHED_RESTORE:  # before all else: the rest is half restored
+            finding.action = _finish_restore(project)
     settled = [f for f in found if f.kind in (OPEN_JOURNAL, ORPHAN_SCRATCH)]
     _recover_skills(project, store, settled, lock_timeout)
     # Recovery moves directories and stage pointers: plan the other repairs from a fresh look.

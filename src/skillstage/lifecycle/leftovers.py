@@ -24,6 +24,15 @@ def in_project(project: Project, assignment: Assignment) -> Assignment:
     return assignment if assignment.path == live else dataclasses.replace(assignment, path=live)
 
 
+RESTORE_JOURNAL = "restore-journal.json"  # in <state_dir>/backups/: a restore under way
+
+
+def unfinished_restore(project: Project) -> Path | None:
+    """The journal of a restore that stopped part-way (`backup_apply.py`), or None."""
+    path = project.state_dir / "backups" / RESTORE_JOURNAL
+    return path if path.exists() else None
+
+
 _SCRATCH = re.compile(r"\.skillstage-[a-z]+-(?P<dir>.+)-[0-9a-f]{12}(?:-old)?")
 
 

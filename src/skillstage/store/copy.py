@@ -1,6 +1,6 @@
-"""A store copied: a SQLite file through the online backup API (backups), and one store's
-records into another of either dialect (the rollback drill's scratch store, a SQLite file loaded
-from the project's store with the tables no move reads left out: `lifecycle/drill.py`).
+"""A store copied: one store's records into another of either dialect (the rollback drill's
+scratch store, a SQLite file loaded from the project's store with the tables no move reads left
+out: `lifecycle/drill.py`).
 
 Read in one snapshot (PostgreSQL: a repeatable-read, read-only transaction) and written in one
 transaction; each value is converted through the two dialects (times, JSON documents, booleans),
@@ -9,24 +9,10 @@ so the copy reads back exactly as the source does.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
 from skillstage.store.store import Store, Transaction
-
-
-def copy_sqlite(database: str, target: Path) -> None:
-    """A consistent copy of the SQLite database file `database` at `target`, through SQLite's
-    online backup API (writers go on meanwhile)."""
-    source = sqlite3.connect(database, timeout=30)
-    destination = sqlite3.connect(target)
-    try:
-        source.backup(destination)
-    finally:
-        destination.close()
-        source.close()
 
 
 def copy_records(
