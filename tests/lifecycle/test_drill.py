@@ -15,10 +15,10 @@ from skillstage import api
 from skillstage.config import Project, load_config_file
 from skillstage.errors import UsageError
 from skillstage.lifecycle.archive import archive_path
-from skillstage.lifecycle.backup_store import fingerprint_of
 from skillstage.lifecycle.drill import DrillRefused, latest_drill
 from skillstage.skill.read import read_skill
 from skillstage.store import Store
+from skillstage.store.export import fingerprint_of
 from tests.skilltree import write_skill
 
 STAGING = Path(".claude/skills/staging")
