@@ -3,14 +3,15 @@ entry) and a 1,000,000-execution SQLite store, next to `tar czf` of the same tre
 shell's `.backup` of the same store (and, for the restore, `tar xzf` plus `.restore`).
 
 skillstage's backup is `api.backup_create` (the function behind `skillstage backup create`): the
-store through SQLite's online backup API, every file hashed into the manifest, one compressed,
-checksummed file written atomically. Its restore is `api.backup_restore(..., force=True)` after
-the tree is deleted: verify every checksum, take the pre-restore backup of the current state (a
-backup of its own: most of a restore's time, and part of it by design), extract, put the store
-back, swap each skill directory in under its lock, record 1,000 events. The peers do less (no
-checksums, no manifest, the store not compressed, no pre-restore copy, no events): the goal is
-skillstage within 1.5x of them. Contenders take turns within each round, and the best of the
-rounds counts.
+store through SQLite's online backup API (in a second thread, while the trees are hashed and
+streamed), every file hashed into the manifest, the store compressed on every core, one
+checksummed file written atomically and fsynced. Its restore is `api.backup_restore(...,
+force=True)` after the tree is deleted: check the file's checksum, take the pre-restore backup
+of the current state (a backup of its own, taken while every member is checked and extracted),
+write the restore's journal, put the store back, swap each skill directory in under its lock,
+record 1,000 events. The peers do less (no checksums, no manifest, the store not compressed, no
+pre-restore copy, no journal, no events): the goal is skillstage within 1.5x of them.
+Contenders take turns within each round, and the best of the rounds counts.
 
 The store is built once (with bench/readiness.py's builder) and kept in
 `~/.cache/skillstage-bench/backup/`.

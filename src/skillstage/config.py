@@ -541,8 +541,8 @@ class BackupsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Backups (`skillstage backup`): how many are kept under `<state_dir>/backups/`."""
 
     keep: _PositiveCount = 10  # after each new backup, all but the newest N are deleted
-    # gzip level of the store's copy, most of a backup's bytes: 1 is ~3x faster than 6 for a few
-    # percent more bytes; 0 stores it uncompressed (fastest, largest)
+    # gzip level of the store's copy, most of a backup's bytes: 1-3 ISA-L's deflate (1: the
+    # fastest that compresses), 0 stores it uncompressed, 4-9 zlib's (smaller, many times slower)
     store_compression_level: Annotated[int, msgspec.Meta(ge=0, le=9)] = 1
 
 
