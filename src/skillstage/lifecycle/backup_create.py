@@ -24,6 +24,7 @@ import os
 import struct
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,10 @@ class StoreCopy:
     size: int = 0
 
 
-def _copy_store(project: Project, scratch: Path) -> StoreCopy:
+def _copy_store(project: Project, scratch: Path, hold: ExitStack) -> StoreCopy:
     from skillstage.lifecycle.backup_store import store_snapshot
 
-    description, path = store_snapshot(project, scratch)
+    description, path = store_snapshot(project, scratch, hold)
     copy = StoreCopy(description, path)
     if path is not None:
         copy.size = path.stat().st_size
@@ -106,11 +107,12 @@ def create_backup(
     scratch = fs.sibling(final, "backing-up")
     scratch.mkdir()
     writing = scratch.with_name(scratch.name + ".part")
+    hold = ExitStack()  # what keeps the store's snapshot consistent while it is written
     try:
         if progress:
             progress("store", 0, 1)
         with ThreadPoolExecutor(1) as pool:
-            copying = pool.submit(_copy_store, project, scratch)
+            copying = pool.submit(_copy_store, project, scratch, hold)
             files: dict[str, dict[str, Any]] = {}
             trees = scratch / "trees.deflate"
             with open(trees, "wb") as out:
@@ -144,6 +146,7 @@ def create_backup(
             _write_file(project, out, manifest, (trees, segment), store)
             out.flush()
             os.fsync(out.fileno())
+        hold.close()  # (the live store, when it was read in place, is let go)
         os.rename(writing, final)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
@@ -153,6 +156,7 @@ def create_backup(
             hint="free some space or fix the permissions of the state directory, then run it again",
         ) from exc
     finally:
+        hold.close()
         writing.unlink(missing_ok=True)
         fs.delete_scratch(scratch)
     removed = apply_retention(project, keep) if keep is not None else []
@@ -307,9 +311,14 @@ def _write_file(
         member = store.description["member"]
         gz.write(tar_header(member, manifest["files"][member]))
         with open(store.path, "rb") as reading:
+            if os.fstat(reading.fileno()).st_size != store.size:
+                raise BackupError(
+                    f"{store.path} changed size while it was being backed up",
+                    hint="run the backup again",
+                )
             if store.size:
                 with (
-                    mmap.mmap(reading.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+                    mmap.mmap(reading.fileno(), store.size, access=mmap.ACCESS_READ) as mapped,
                     memoryview(mapped) as view,
                 ):
                     gz.write_blocks(view, project.config.backups.store_compression_level)

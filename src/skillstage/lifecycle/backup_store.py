@@ -1,7 +1,9 @@
 """The store in a backup, and back (the SQL is `store/export.py`'s):
 
-- SQLite: its online backup API, both ways (onto the live file on restore, so processes that
-  have it open see an ordinary write);
+- SQLite: the database file itself, read in a read transaction that freezes it (the
+  write-ahead log folded in first: `store_export.frozen_sqlite`), or, when writers keep the log
+  busy, a copy through the online backup API; restored through the online backup API onto the
+  live file (processes that have it open see an ordinary write);
 - PostgreSQL with a usable `pg_dump` on PATH (its major version at least the server's): a
   data-only dump of the store's schema (`--schema`), taken in the snapshot the fingerprint is
   read in (`--snapshot`), restored by `psql` in one transaction after emptying the tables
@@ -9,7 +11,7 @@
 - PostgreSQL otherwise: a logical export of the store's tables in one repeatable-read
   transaction, imported in one transaction.
 
-The manifest's `store.kind` says which was used (`sqlite-backup-api`, `pg_dump`,
+The manifest's `store.kind` says which was used (`sqlite-file`, `sqlite-backup-api`, `pg_dump`,
 `logical-export`).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from skillstage.errors import SkillstageError
 from skillstage.store import Store
 from skillstage.store import export as store_export
 
+SQLITE_KINDS = ("sqlite-file", "sqlite-backup-api")  # the file as it was, or a copy of it
 STORE_SQLITE = "store/state.db"
 STORE_EXPORT = "store/export.jsonl"
 STORE_PG_DUMP = "store/pg_dump.sql"
@@ -33,10 +37,15 @@ STORE_UNREADABLE = "store/unreadable.db"  # a pre-restore backup of a store that
 CLIENT_TIMEOUT = 3600.0  # seconds for pg_dump or psql: a large store, a slow server
 
 
-def store_snapshot(project: Project, scratch: Path) -> tuple[dict[str, Any], Path | None]:
-    """The store, consistent, in a scratch file: (its description for the manifest, the file)."""
+def store_snapshot(
+    project: Project, scratch: Path, hold: ExitStack
+) -> tuple[dict[str, Any], Path | None]:
+    """The store, consistent, in a file: (its description for the manifest, the file). The file
+    is a scratch copy, or (SQLite, when it can be frozen) the live database itself, consistent
+    until `hold` is closed."""
     from skillstage.store import SCHEMA_REVISION
-    from skillstage.store.db import parse_url
+    from skillstage.store.db import SQLITE, parse_url
+    from skillstage.store.store import Transaction
 
     url = parse_url(project.database_url)
     try:
@@ -53,11 +62,19 @@ def store_snapshot(project: Project, scratch: Path) -> tuple[dict[str, Any], Pat
         target = scratch / "store"
         if store.dialect == "sqlite":
             assert url.database is not None
-            store_export.copy_sqlite(url.database, target)
-            # The fingerprint of what was copied: read from the copy.
-            with Store.open(f"sqlite:///{target}") as copied:
-                fingerprint = store_export.store_fingerprint(copied)
-            kind, member = "sqlite-backup-api", STORE_SQLITE
+            frozen = store_export.frozen_sqlite(url.database)
+            if frozen is not None:
+                hold.callback(frozen.close)
+                # The fingerprint in the transaction that freezes the file.
+                fingerprint = store_export.fingerprint_of(Transaction(frozen, SQLITE))
+                target, kind = Path(url.database), "sqlite-file"
+            else:
+                store_export.copy_sqlite(url.database, target)
+                # The fingerprint of what was copied: read from the copy.
+                with Store.open(f"sqlite:///{target}") as copied:
+                    fingerprint = store_export.store_fingerprint(copied)
+                kind = "sqlite-backup-api"
+            member = STORE_SQLITE
         elif (tool := usable_pg_dump(store)) is not None:
             fingerprint, extra = _pg_dump(project, store, tool, target)
             kind, member = "pg_dump", STORE_PG_DUMP
@@ -149,7 +166,7 @@ def restore_store(project: Project, copy: Path, backed: dict[str, Any]) -> None:
     from skillstage.store.db import parse_url
 
     url = parse_url(project.database_url)
-    if backed["kind"] == "sqlite-backup-api":
+    if backed["kind"] in SQLITE_KINDS:
         if url.backend != "sqlite" or url.database is None:
             raise BackupError(
                 "the backup holds a SQLite store, and this project's store is "

@@ -33,6 +33,34 @@ def copy_sqlite(database: str, target: Path) -> None:
         source.close()
 
 
+def frozen_sqlite(database: str) -> sqlite3.Connection | None:
+    """A connection in a read transaction for which the database file itself is a consistent
+    snapshot, or None when writers kept the write-ahead log busy.
+
+    The log is folded into the file first (a TRUNCATE checkpoint); when it is still empty once
+    the transaction has begun, the transaction reads the file alone, and no checkpoint may then
+    write into the file until it ends (SQLite's WAL_READ_LOCK(0): walformat.html, "How the
+    various locks are used"); writers go on appending to the log meanwhile. In rollback-journal
+    mode the transaction's shared lock keeps writers out of the file. Either way the file's
+    bytes can be read directly until the connection is closed (its transaction with it)."""
+    connection = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        connection.execute("BEGIN")
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        try:
+            empty = os.path.getsize(database + "-wal") == 0
+        except FileNotFoundError:
+            empty = True
+        if empty:
+            return connection
+    except BaseException:
+        connection.close()
+        raise
+    connection.close()
+    return None
+
+
 def copy_file(source: Path, target: Path) -> None:
     with open(source, "rb") as src, open(target, "wb") as dst:
         while chunk := src.read(1 << 20):
