@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import random
@@ -20,7 +21,13 @@ from hypothesis import strategies as st
 from skillstage import api
 from skillstage.config import Project
 from skillstage.lifecycle.backup_create import tar_header
-from skillstage.lifecycle.backup_file import BLOCK, ChecksummedGzip, DeflateStream, file_checksums
+from skillstage.lifecycle.backup_file import (
+    BLOCK,
+    ChecksummedGzip,
+    DeflateStream,
+    TarReader,
+    file_checksums,
+)
 from tests.skilltree import write_skill
 
 
@@ -59,6 +66,69 @@ def test_tar_headers_are_tarfiles(
     if kind != "link":
         del entry["link"]
     assert tar_header(name, entry) == _tarfile_header(name, entry)
+
+
+_member = st.tuples(
+    st.lists(_names, min_size=1, max_size=6),
+    st.sampled_from(["file", "dir", "link"]),
+    st.binary(max_size=3000),
+    _names,
+)
+
+
+def _tarfile_archive(members: list[tuple[list[str], str, bytes, str]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for parts, kind, data, link in members:
+            info = tarfile.TarInfo("/".join(parts))
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, link
+            else:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if kind == "file" else None)
+    return out.getvalue()
+
+
+@settings(max_examples=200, deadline=None)
+@given(members=st.lists(_member, max_size=6))
+def test_the_reader_reads_what_tarfile_writes(
+    members: list[tuple[list[str], str, bytes, str]],
+) -> None:
+    archive = _tarfile_archive(members)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r|") as tar:
+        expected = [
+            (
+                m.name,
+                m.isdir(),
+                m.issym(),
+                m.linkname,
+                tar.extractfile(m).read() if m.isfile() else b"",
+            )  # type: ignore[union-attr]
+            for m in tar
+        ]
+    reader = TarReader(io.BytesIO(archive))
+    found = [
+        (
+            m.name,
+            m.kind == "dir",
+            m.kind == "link",
+            m.link,
+            b"".join(reader.chunks(m)) if m.kind == "file" else b"",
+        )
+        for m in reader
+    ]
+    assert found == expected
+
+
+def test_the_reader_refuses_a_damaged_header_and_a_short_archive() -> None:
+    archive = bytearray(_tarfile_archive([(["a", "b.md"], "file", b"hello" * 300, "")]))
+    with pytest.raises(EOFError):
+        list(TarReader(io.BytesIO(bytes(archive[:1024]))))
+    archive[3] ^= 0x01  # a byte of the first name: the header's checksum no longer matches
+    with pytest.raises(tarfile.ReadError, match="checksum"):
+        list(TarReader(io.BytesIO(bytes(archive))))
 
 
 @pytest.mark.parametrize("level", [0, 1, 3, 6, 9])

@@ -29,7 +29,7 @@ from isal import igzip, isal_zlib
 from skillstage.config import Project
 from skillstage.errors import SkillstageError, UsageError
 from skillstage.lifecycle import fs
-from skillstage.lifecycle.backup_file import file_checksums
+from skillstage.lifecycle.backup_file import TarReader, file_checksums, keep_freed_memory
 
 FORMAT_VERSION = 1
 SUFFIX = ".tar.gz"
@@ -160,27 +160,23 @@ def new_backup_id(name: str | None, at: dt.datetime) -> str:
 
 
 @contextmanager
-def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
-    # A gzip reader, not tarfile's "r|gz": tarfile's skips a header's extra field wrongly, and
-    # this one checks the stream's CRC and length at its end. ISA-L's inflates several times
-    # faster than zlib's.
-    unzipped = igzip.open(path, "rb")  # type: ignore[no-untyped-call]
-    with unzipped, tarfile.open(fileobj=unzipped, mode="r|") as tar:
-        yield tar
+def _open_tar(path: Path) -> Iterator[TarReader]:
+    # ISA-L's gzip reader inflates several times faster than zlib's, and checks the stream's
+    # CRC and length at its end (tarfile's own "r|gz" skips a header's extra field wrongly).
+    with igzip.open(path, "rb") as unzipped:  # type: ignore[no-untyped-call]
+        yield TarReader(unzipped)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of the backup at `path` (its first member)."""
     try:
         with _open_tar(path) as tar:
-            first = tar.next()
+            first = next(iter(tar), None)
             if first is None or first.name != MANIFEST:
                 raise BackupCorruptedError(
                     f"{path.name} does not start with a skillstage manifest", path=path
                 )
-            reading = tar.extractfile(first)
-            assert reading is not None
-            manifest: dict[str, Any] = json.loads(reading.read())
+            manifest: dict[str, Any] = json.loads(b"".join(tar.chunks(first)))
     except (*_DAMAGED, ValueError) as exc:
         raise BackupCorruptedError(
             f"the backup {path.name} cannot be read: {exc}",
@@ -264,6 +260,7 @@ class Verification:
 def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification:
     """Check the file's checksum, then every member's sha256 and size against the manifest
     (and, with `extract_to`, write each member there as it is checked)."""
+    keep_freed_memory()
     result = Verification(backup_name(path), path)
     recorded, actual = file_checksums(path)
     if recorded is None:
@@ -288,7 +285,8 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
             for member in tar:
                 if member.name == MANIFEST:
                     continue
-                name = member.name + ("/" if member.isdir() and member.name + "/" in files else "")
+                isdir = member.kind == "dir"
+                name = member.name + ("/" if isdir and member.name + "/" in files else "")
                 entry = files.get(name)
                 if entry is None:
                     result.problems.append(f"{member.name}: not in the manifest")
@@ -299,12 +297,10 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
                     # A crafted backup must not write outside the folder it is extracted to.
                     result.problems.append(f"{member.name}: a path outside the backup")
                     continue
-                if not member.isfile():
+                if member.kind != "file":
                     if extract_to is not None:
                         _extract_other(extract_to, name, entry, made)
                     continue
-                reading = tar.extractfile(member)
-                assert reading is not None
                 digest = hashlib.sha256()
                 size = 0
                 target = None
@@ -313,7 +309,7 @@ def verify_backup(path: Path, *, extract_to: Path | None = None) -> Verification
                     _make_parent(target_path, made)
                     target = open(target_path, "wb")  # noqa: SIM115 (closed below)
                 try:
-                    while chunk := reading.read(1 << 20):
+                    for chunk in tar.chunks(member):
                         digest.update(chunk)
                         size += len(chunk)
                         if target is not None:

@@ -45,7 +45,7 @@ from skillstage.lifecycle.backup import (
     tree_fingerprint,
     walk_directory,
 )
-from skillstage.lifecycle.backup_file import ChecksummedGzip, DeflateStream
+from skillstage.lifecycle.backup_file import ChecksummedGzip, DeflateStream, keep_freed_memory
 
 TREE_LEVEL = 6  # the skill trees: small next to the store, and they compress well
 _READ = 1 << 20
@@ -91,6 +91,7 @@ def create_backup(
     from skillstage.lifecycle.leftovers import unfinished_restore
     from skillstage.store import SCHEMA_REVISION
 
+    keep_freed_memory()
     if unfinished_restore(project) is not None:
         raise BackupError(
             "a restore stopped part-way: a backup now would hold half of it",

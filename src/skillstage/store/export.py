@@ -43,7 +43,9 @@ def frozen_sqlite(database: str) -> sqlite3.Connection | None:
     various locks are used"); writers go on appending to the log meanwhile. In rollback-journal
     mode the transaction's shared lock keeps writers out of the file. Either way the file's
     bytes can be read directly until the connection is closed (its transaction with it)."""
-    connection = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(
+        database, timeout=30, isolation_level=None, check_same_thread=False
+    )
     try:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         connection.execute("BEGIN")
