@@ -4,13 +4,13 @@ shell's `.backup` of the same store (and, for the restore, `tar xzf` plus `.rest
 
 skillstage's backup is `api.backup_create` (the function behind `skillstage backup create`): the
 store's file read in place in a read transaction that freezes it (its sha256 and fingerprint in a
-second thread, while the trees are hashed and streamed), every file hashed into the manifest,
-the store compressed on every core, one checksummed file written atomically and fsynced. Its
-restore is `api.backup_restore(..., force=True)` after the tree is deleted: check the file's checksum, take the pre-restore backup
-of the current state (a backup of its own, taken while every member is checked and extracted),
-write the restore's journal, put the store back, swap each skill directory in under its lock,
-record 1,000 events. The peers do less (no checksums, no manifest, the store not compressed, no
-pre-restore copy, no journal, no events): the goal is skillstage within 1.5x of them.
+second thread, while the trees are hashed and streamed), every file hashed into the manifest, the
+store compressed on every core, one checksummed file written atomically and fsynced. Its restore is
+`api.backup_restore(..., force=True)` after the tree is deleted: check the file's checksum, take the
+pre-restore backup of the current state (a backup of its own, taken while every member is checked
+and extracted), write the restore's journal, put the store back, swap each skill directory in under
+its lock, record 1,000 events. The peers do less (no checksums, no manifest, the store not
+compressed, no pre-restore copy, no journal, no events): the goal is skillstage within 1.5x of them.
 Contenders take turns within each round, and the best of the rounds counts.
 
 The store is built once (with bench/readiness.py's builder) and kept in
